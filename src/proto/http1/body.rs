@@ -1,0 +1,1 @@
+//! Request body decoders (placeholder; implemented in its own change).

@@ -1,0 +1,1 @@
+//! Request head parsing (placeholder; implemented in its own change).
