@@ -95,57 +95,54 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Default for Config {
+    /// The embedded defaults of DESIGN §1.
     fn default() -> Self {
-        todo_defaults()
-    }
-}
-
-fn todo_defaults() -> Config {
-    Config {
-        server: ServerConfig {
-            listen: vec!["127.0.0.1:8080".parse().unwrap()],
-            tls_listen: vec!["127.0.0.1:8443".parse().unwrap()],
-            workers: 0,
-            max_connections: 1_000_000,
-            backlog: 65535,
-            shutdown_timeout: Duration::from_secs(30),
-        },
-        http: HttpConfig {
-            keepalive_timeout: Duration::from_secs(75),
-            header_timeout: Duration::from_secs(60),
-            keepalive_requests: 1000,
-            max_connection_age: Duration::from_secs(3600),
-            max_header_bytes: 16 * 1024,
-            max_body_bytes: 1024 * 1024,
-            lingering_timeout: Duration::from_secs(5),
-        },
-        websocket: WebSocketConfig {
-            ping_interval: Duration::from_secs(30),
-            pong_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::ZERO,
-            max_message_bytes: 16 * 1024 * 1024,
-            permessage_deflate: true,
-        },
-        tcp: TcpConfig {
-            keepalive: true,
-            keepalive_idle: Duration::from_secs(60),
-            keepalive_interval: Duration::from_secs(10),
-            keepalive_count: 6,
-            user_timeout: Duration::ZERO,
-            nodelay: true,
-        },
-        tls: TlsConfig {
-            cert: None,
-            key: None,
-            tickets: true,
-            ticket_key_file: None,
-            ticket_rotation: Duration::from_secs(6 * 3600),
-            session_cache: 10_000,
-            key_update_bytes: 1 << 30,
-            key_update_interval: Duration::from_secs(3600),
-            min_version: "1.2".to_string(),
-            alpn: vec!["http/1.1".to_string()],
-        },
+        Config {
+            server: ServerConfig {
+                listen: vec!["127.0.0.1:8080".parse().unwrap()],
+                tls_listen: vec!["127.0.0.1:8443".parse().unwrap()],
+                workers: 0,
+                max_connections: 1_000_000,
+                backlog: 65535,
+                shutdown_timeout: Duration::from_secs(30),
+            },
+            http: HttpConfig {
+                keepalive_timeout: Duration::from_secs(75),
+                header_timeout: Duration::from_secs(60),
+                keepalive_requests: 1000,
+                max_connection_age: Duration::from_secs(3600),
+                max_header_bytes: 16 * 1024,
+                max_body_bytes: 1024 * 1024,
+                lingering_timeout: Duration::from_secs(5),
+            },
+            websocket: WebSocketConfig {
+                ping_interval: Duration::from_secs(30),
+                pong_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::ZERO,
+                max_message_bytes: 16 * 1024 * 1024,
+                permessage_deflate: true,
+            },
+            tcp: TcpConfig {
+                keepalive: true,
+                keepalive_idle: Duration::from_secs(60),
+                keepalive_interval: Duration::from_secs(10),
+                keepalive_count: 6,
+                user_timeout: Duration::ZERO,
+                nodelay: true,
+            },
+            tls: TlsConfig {
+                cert: None,
+                key: None,
+                tickets: true,
+                ticket_key_file: None,
+                ticket_rotation: Duration::from_secs(6 * 3600),
+                session_cache: 10_000,
+                key_update_bytes: 1 << 30,
+                key_update_interval: Duration::from_secs(3600),
+                min_version: "1.2".to_string(),
+                alpn: vec!["http/1.1".to_string()],
+            },
+        }
     }
 }
 
@@ -153,7 +150,540 @@ impl Config {
     /// Loads `file` (if any) over the defaults, then applies each `KEY=VALUE` of `sets` in order,
     /// then validates.
     pub fn load(file: Option<&Path>, sets: &[String]) -> Result<Config, ConfigError> {
-        let _ = (file, sets);
-        Ok(Config::default())
+        let mut cfg = Config::default();
+        if let Some(path) = file {
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|e| err(&name, e.to_string()))?;
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                let line = e
+                    .span()
+                    .map(|s| text[..s.start].lines().count().max(1))
+                    .unwrap_or(0);
+                err(&name, format!("line {line}: {}", one_line(e.message())))
+            })?;
+            for (section, body) in &table {
+                let toml::Value::Table(body) = body else {
+                    return Err(unknown_key(section));
+                };
+                for (key, value) in body {
+                    cfg.set(&format!("{section}.{key}"), value)?;
+                }
+            }
+        }
+        for s in sets {
+            let (key, raw) = s
+                .split_once('=')
+                .ok_or_else(|| err("--set", format!("expected KEY=VALUE, got {s:?}")))?;
+            let value = parse_set_value(raw);
+            cfg.set(key.trim(), &value)?;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Sets one dotted key from a TOML value.
+    fn set(&mut self, key: &str, v: &toml::Value) -> Result<(), ConfigError> {
+        let e = |reason: String| err(key, reason);
+        match key {
+            "server.listen" => self.server.listen = addrs(v).map_err(e)?,
+            "server.tls_listen" => self.server.tls_listen = addrs(v).map_err(e)?,
+            "server.workers" => self.server.workers = int(v).map_err(e)? as usize,
+            "server.max_connections" => self.server.max_connections = int(v).map_err(e)? as usize,
+            "server.backlog" => {
+                self.server.backlog = u32::try_from(int(v).map_err(e)?)
+                    .map_err(|_| err(key, "must be at most 2147483647".into()))?
+            }
+            "server.shutdown_timeout" => self.server.shutdown_timeout = dur(v).map_err(e)?,
+            "http.keepalive_timeout" => self.http.keepalive_timeout = dur(v).map_err(e)?,
+            "http.header_timeout" => self.http.header_timeout = dur(v).map_err(e)?,
+            "http.keepalive_requests" => self.http.keepalive_requests = int(v).map_err(e)?,
+            "http.max_connection_age" => self.http.max_connection_age = dur(v).map_err(e)?,
+            "http.max_header_bytes" => self.http.max_header_bytes = size(v).map_err(e)? as usize,
+            "http.max_body_bytes" => self.http.max_body_bytes = size(v).map_err(e)? as usize,
+            "http.lingering_timeout" => self.http.lingering_timeout = dur(v).map_err(e)?,
+            "websocket.ping_interval" => self.websocket.ping_interval = dur(v).map_err(e)?,
+            "websocket.pong_timeout" => self.websocket.pong_timeout = dur(v).map_err(e)?,
+            "websocket.idle_timeout" => self.websocket.idle_timeout = dur(v).map_err(e)?,
+            "websocket.max_message_bytes" => {
+                self.websocket.max_message_bytes = size(v).map_err(e)? as usize
+            }
+            "websocket.permessage_deflate" => {
+                self.websocket.permessage_deflate = boolean(v).map_err(e)?
+            }
+            "tcp.keepalive" => self.tcp.keepalive = boolean(v).map_err(e)?,
+            "tcp.keepalive_idle" => self.tcp.keepalive_idle = dur(v).map_err(e)?,
+            "tcp.keepalive_interval" => self.tcp.keepalive_interval = dur(v).map_err(e)?,
+            "tcp.keepalive_count" => {
+                self.tcp.keepalive_count = u32::try_from(int(v).map_err(e)?)
+                    .map_err(|_| err(key, "must be from 1 to 127".into()))?
+            }
+            "tcp.user_timeout" => self.tcp.user_timeout = dur(v).map_err(e)?,
+            "tcp.nodelay" => self.tcp.nodelay = boolean(v).map_err(e)?,
+            "tls.cert" => self.tls.cert = path(v).map_err(e)?,
+            "tls.key" => self.tls.key = path(v).map_err(e)?,
+            "tls.tickets" => self.tls.tickets = boolean(v).map_err(e)?,
+            "tls.ticket_key_file" => self.tls.ticket_key_file = path(v).map_err(e)?,
+            "tls.ticket_rotation" => self.tls.ticket_rotation = dur(v).map_err(e)?,
+            "tls.session_cache" => self.tls.session_cache = int(v).map_err(e)? as usize,
+            "tls.key_update_bytes" => self.tls.key_update_bytes = size(v).map_err(e)?,
+            "tls.key_update_interval" => self.tls.key_update_interval = dur(v).map_err(e)?,
+            "tls.min_version" => self.tls.min_version = string(v).map_err(e)?,
+            "tls.alpn" => self.tls.alpn = strings(v).map_err(e)?,
+            _ => return Err(unknown_key(key)),
+        }
+        Ok(())
+    }
+
+    /// Range and consistency checks that a single value's parser cannot make.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let check = |ok: bool, key: &str, reason: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(err(key, reason.to_string()))
+            }
+        };
+        check(
+            !self.server.listen.is_empty(),
+            "server.listen",
+            "needs at least one address",
+        )?;
+        check(
+            self.server.workers <= 1024,
+            "server.workers",
+            "must be at most 1024",
+        )?;
+        check(
+            self.server.max_connections >= 1,
+            "server.max_connections",
+            "must be at least 1",
+        )?;
+        check(
+            (1..=i32::MAX as u32).contains(&self.server.backlog),
+            "server.backlog",
+            "must be from 1 to 2147483647",
+        )?;
+        for (key, d) in [
+            ("server.shutdown_timeout", self.server.shutdown_timeout),
+            ("http.keepalive_timeout", self.http.keepalive_timeout),
+            ("http.header_timeout", self.http.header_timeout),
+            ("http.max_connection_age", self.http.max_connection_age),
+            ("tls.ticket_rotation", self.tls.ticket_rotation),
+        ] {
+            check(!d.is_zero(), key, "must be greater than 0")?;
+        }
+        check(
+            self.http.keepalive_requests >= 1,
+            "http.keepalive_requests",
+            "must be at least 1",
+        )?;
+        check(
+            (1024..=1024 * 1024).contains(&self.http.max_header_bytes),
+            "http.max_header_bytes",
+            "must be from 1KiB to 1MiB",
+        )?;
+        for (key, d) in [
+            ("tcp.keepalive_idle", self.tcp.keepalive_idle),
+            ("tcp.keepalive_interval", self.tcp.keepalive_interval),
+        ] {
+            check(
+                d.subsec_nanos() == 0 && (1..=32767).contains(&d.as_secs()),
+                key,
+                "must be whole seconds from 1s to 32767s (the kernel's limit)",
+            )?;
+        }
+        check(
+            (1..=127).contains(&self.tcp.keepalive_count),
+            "tcp.keepalive_count",
+            "must be from 1 to 127",
+        )?;
+        check(
+            self.tcp.user_timeout.as_millis() <= u32::MAX as u128,
+            "tcp.user_timeout",
+            "must be at most 4294967295ms",
+        )?;
+        check(
+            self.websocket.ping_interval.is_zero() || !self.websocket.pong_timeout.is_zero(),
+            "websocket.pong_timeout",
+            "must be greater than 0 when websocket.ping_interval is set",
+        )?;
+        check(
+            self.websocket.max_message_bytes >= 1,
+            "websocket.max_message_bytes",
+            "must be at least 1",
+        )?;
+        check(
+            self.tls.min_version == "1.2" || self.tls.min_version == "1.3",
+            "tls.min_version",
+            "must be \"1.2\" or \"1.3\"",
+        )?;
+        check(
+            self.tls
+                .alpn
+                .iter()
+                .all(|p| !p.is_empty() && p.len() <= 255),
+            "tls.alpn",
+            "protocol names must be 1 to 255 bytes",
+        )?;
+        check(
+            self.tls.key_update_bytes >= 1,
+            "tls.key_update_bytes",
+            "must be at least 1",
+        )?;
+        check(
+            self.tls.cert.is_some() == self.tls.key.is_some(),
+            "tls.cert",
+            "tls.cert and tls.key must be set together",
+        )?;
+        Ok(())
+    }
+}
+
+/// Every key `set` knows, for "did you mean" suggestions.
+const KEYS: &[&str] = &[
+    "server.listen",
+    "server.tls_listen",
+    "server.workers",
+    "server.max_connections",
+    "server.backlog",
+    "server.shutdown_timeout",
+    "http.keepalive_timeout",
+    "http.header_timeout",
+    "http.keepalive_requests",
+    "http.max_connection_age",
+    "http.max_header_bytes",
+    "http.max_body_bytes",
+    "http.lingering_timeout",
+    "websocket.ping_interval",
+    "websocket.pong_timeout",
+    "websocket.idle_timeout",
+    "websocket.max_message_bytes",
+    "websocket.permessage_deflate",
+    "tcp.keepalive",
+    "tcp.keepalive_idle",
+    "tcp.keepalive_interval",
+    "tcp.keepalive_count",
+    "tcp.user_timeout",
+    "tcp.nodelay",
+    "tls.cert",
+    "tls.key",
+    "tls.tickets",
+    "tls.ticket_key_file",
+    "tls.ticket_rotation",
+    "tls.session_cache",
+    "tls.key_update_bytes",
+    "tls.key_update_interval",
+    "tls.min_version",
+    "tls.alpn",
+];
+
+fn err(key: &str, reason: String) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        reason,
+    }
+}
+
+fn unknown_key(key: &str) -> ConfigError {
+    let near = KEYS
+        .iter()
+        .map(|k| (edit_distance(k, key), k))
+        .min()
+        .filter(|(d, _)| *d <= 3);
+    match near {
+        Some((_, k)) => err(key, format!("unknown key (did you mean {k}?)")),
+        None => err(key, "unknown key".into()),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A `--set` value: TOML if it parses as a TOML value, otherwise the raw text as a string, so
+/// that `5s` and `127.0.0.1:0` need no quotes.
+fn parse_set_value(raw: &str) -> toml::Value {
+    let raw = raw.trim();
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn int(v: &toml::Value) -> Result<u64, String> {
+    match v {
+        toml::Value::Integer(i) if *i >= 0 => Ok(*i as u64),
+        toml::Value::Integer(_) => Err("must not be negative".into()),
+        toml::Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| format!("expected a whole number, got {s:?}")),
+        other => Err(format!("expected a whole number, got {}", other.type_str())),
+    }
+}
+
+fn boolean(v: &toml::Value) -> Result<bool, String> {
+    match v {
+        toml::Value::Boolean(b) => Ok(*b),
+        other => Err(format!("expected true or false, got {other}")),
+    }
+}
+
+fn string(v: &toml::Value) -> Result<String, String> {
+    match v {
+        toml::Value::String(s) => Ok(s.clone()),
+        other => Err(format!("expected a string, got {}", other.type_str())),
+    }
+}
+
+fn strings(v: &toml::Value) -> Result<Vec<String>, String> {
+    match v {
+        toml::Value::String(s) if s.is_empty() => Ok(Vec::new()),
+        toml::Value::String(s) => Ok(vec![s.clone()]),
+        toml::Value::Array(a) => a.iter().map(string).collect(),
+        other => Err(format!(
+            "expected a list of strings, got {}",
+            other.type_str()
+        )),
+    }
+}
+
+fn path(v: &toml::Value) -> Result<Option<PathBuf>, String> {
+    let s = string(v)?;
+    Ok((!s.is_empty()).then(|| PathBuf::from(s)))
+}
+
+fn addrs(v: &toml::Value) -> Result<Vec<SocketAddr>, String> {
+    strings(v)?
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse().map_err(|_| {
+                format!("expected an address like 127.0.0.1:8080 or [::1]:8080, got {s:?}")
+            })
+        })
+        .collect()
+}
+
+fn dur(v: &toml::Value) -> Result<Duration, String> {
+    match v {
+        toml::Value::Integer(i) if *i >= 0 => Ok(Duration::from_secs(*i as u64)),
+        toml::Value::String(s) => parse_duration(s),
+        other => Err(format!(
+            "expected a duration like 75s, 500ms or 1h, got {other}"
+        )),
+    }
+}
+
+fn size(v: &toml::Value) -> Result<u64, String> {
+    match v {
+        toml::Value::Integer(i) if *i >= 0 => Ok(*i as u64),
+        toml::Value::String(s) => parse_size(s),
+        other => Err(format!("expected a size like 16KiB or 1MiB, got {other}")),
+    }
+}
+
+/// Parses `75s`, `500ms`, `1h30m`, `2d`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("expected a duration like 75s, 500ms or 1h, got {s:?}");
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let ms_per: u64 = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        let part = n.checked_mul(ms_per).ok_or_else(bad)?;
+        total = total
+            .checked_add(Duration::from_millis(part))
+            .ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+/// Parses `16KiB`, `1MiB`, `1GiB`, `16k` (1024-based, as nginx), `1MB` (1000-based), `512B`, or a
+/// bare number of bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("expected a size like 16KiB or 1MiB, got {s:?}");
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    if digits == 0 {
+        return Err(bad());
+    }
+    let n: u64 = t[..digits].parse().map_err(|_| bad())?;
+    let mult: u64 = match t[digits..].trim() {
+        "" | "B" | "b" => 1,
+        "KiB" | "k" | "K" => 1 << 10,
+        "MiB" | "m" | "M" => 1 << 20,
+        "GiB" | "g" | "G" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sets(s: &[&str]) -> Result<Config, ConfigError> {
+        Config::load(None, &s.iter().map(|x| x.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.server.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(c.http.keepalive_timeout, Duration::from_secs(75));
+        assert_eq!(c.http.max_header_bytes, 16384);
+        assert_eq!(c.tls.key_update_bytes, 1 << 30);
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("75s"), Ok(Duration::from_secs(75)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "5x", "-1s", "s", "1.5s", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_size("16KiB"), Ok(16384));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("16k"), Ok(16384));
+        assert_eq!(parse_size("1MB"), Ok(1_000_000));
+        assert_eq!(parse_size("42"), Ok(42));
+        for bad in ["", "KiB", "1 parsec", "-1"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sets_override_in_order() {
+        let c = sets(&[
+            "http.keepalive_timeout=5s",
+            "server.workers=2",
+            "server.listen=127.0.0.1:0",
+            "server.tls_listen=",
+            "tls.alpn=[\"h2\", \"http/1.1\"]",
+            "http.keepalive_timeout=7s",
+            "tcp.nodelay=false",
+        ])
+        .unwrap();
+        assert_eq!(c.http.keepalive_timeout, Duration::from_secs(7));
+        assert_eq!(c.server.workers, 2);
+        assert_eq!(c.server.listen, vec!["127.0.0.1:0".parse().unwrap()]);
+        assert!(c.server.tls_listen.is_empty());
+        assert_eq!(c.tls.alpn, vec!["h2", "http/1.1"]);
+        assert!(!c.tcp.nodelay);
+    }
+
+    #[test]
+    fn errors_name_their_key() {
+        for (set, key) in [
+            ("http.keepalive_timeout=soon", "http.keepalive_timeout"),
+            ("server.listen=nowhere", "server.listen"),
+            ("server.workers=-1", "server.workers"),
+            ("server.max_connections=0", "server.max_connections"),
+            ("http.keepalive_requests=0", "http.keepalive_requests"),
+            ("http.max_header_bytes=10", "http.max_header_bytes"),
+            ("tcp.keepalive_idle=1500ms", "tcp.keepalive_idle"),
+            ("tcp.keepalive_count=500", "tcp.keepalive_count"),
+            ("tls.min_version=\"1.1\"", "tls.min_version"),
+            ("tls.cert=/x.pem", "tls.cert"),
+            ("tcp.nodelay=maybe", "tcp.nodelay"),
+            ("http.header_timeout=0", "http.header_timeout"),
+            ("nosuch", "--set"),
+        ] {
+            let e = sets(&[set]).unwrap_err();
+            assert_eq!(e.key, key, "{set}: {e}");
+            assert!(!e.to_string().contains('\n'));
+        }
+        let e = sets(&["http.keepalive_timout=5s"]).unwrap_err();
+        assert!(
+            e.reason.contains("did you mean http.keepalive_timeout"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn files_load_and_report_errors_with_the_path() {
+        let dir = std::env::temp_dir().join(format!("holdfast-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(
+            &good,
+            "[server]\nlisten = [\"127.0.0.1:9000\", \"[::1]:9000\"]\nworkers = 3\n[http]\nkeepalive_timeout = 10\nmax_body_bytes = \"2MiB\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&good), &["server.workers=4".into()]).unwrap();
+        assert_eq!(c.server.listen.len(), 2);
+        assert_eq!(c.server.workers, 4);
+        assert_eq!(c.http.keepalive_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.max_body_bytes, 2 << 20);
+
+        let syntax = dir.join("syntax.toml");
+        std::fs::write(&syntax, "[http]\nkeepalive_timeout = = 3\n").unwrap();
+        let e = Config::load(Some(&syntax), &[]).unwrap_err();
+        assert_eq!(e.key, syntax.display().to_string());
+        assert!(e.reason.starts_with("line 2"), "{e}");
+
+        let unknown = dir.join("unknown.toml");
+        std::fs::write(&unknown, "[htp]\nkeepalive_timeout = 3\n").unwrap();
+        assert_eq!(
+            Config::load(Some(&unknown), &[]).unwrap_err().key,
+            "htp.keepalive_timeout"
+        );
+
+        let missing = dir.join("missing.toml");
+        assert_eq!(
+            Config::load(Some(&missing), &[]).unwrap_err().key,
+            missing.display().to_string()
+        );
     }
 }
