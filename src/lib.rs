@@ -2,6 +2,10 @@
 //! io_uring, one event loop per core. See DESIGN.md for the data flow: the engine owns the ring
 //! and the sockets; everything under `proto` is sans-I/O.
 
+pub mod app;
 pub mod config;
+pub mod engine;
+pub mod metrics;
 pub mod proto;
+pub mod signals;
 pub mod time;

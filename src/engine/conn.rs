@@ -1,0 +1,79 @@
+//! Owns one connection's slab slot: its socket, generation, which operations it has in flight,
+//! its output (a buffer that exists only while there is something to send), and its protocol
+//! state. The rules here are what make it safe to free a slot: never while the kernel may still
+//! read a buffer of it or post a completion for it.
+
+use crate::proto::CloseReason;
+use crate::proto::http1::Http1Conn;
+use std::os::fd::RawFd;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Serving the protocol.
+    Open,
+    /// Write side shut down; draining the peer's input until EOF or `lingering_timeout`.
+    Linger,
+    /// Waiting for in-flight operations to finish before the socket is closed.
+    Closing,
+}
+
+pub struct Conn {
+    pub fd: RawFd,
+    pub generation: u32,
+    pub phase: Phase,
+    /// A multishot recv is armed (until its final completion arrives).
+    pub recv_armed: bool,
+    /// An AsyncCancel for the armed recv is already submitted.
+    pub recv_cancelled: bool,
+    /// The peer sent EOF or the socket failed: never re-arm recv.
+    pub read_done: bool,
+    /// Reading stopped because too much output is queued.
+    pub read_paused: bool,
+    pub send_inflight: bool,
+    pub shutdown_inflight: bool,
+    /// The buffer the kernel is sending from; never touched until its completion arrives.
+    pub sending: Option<Vec<u8>>,
+    pub sent: usize,
+    /// Output produced while a send is in flight (or before the end-of-turn flush).
+    pub pending: Option<Vec<u8>>,
+    /// In the flush list for this loop turn.
+    pub dirty: bool,
+    /// What to do once all output is sent.
+    pub close_after_flush: Option<(CloseReason, bool)>,
+    /// The deadline the wheel holds for this slot (u64::MAX: none).
+    pub armed_deadline: u64,
+    pub proto: Http1Conn,
+}
+
+impl Conn {
+    pub fn new(fd: RawFd, generation: u32, proto: Http1Conn) -> Conn {
+        Conn {
+            fd,
+            generation,
+            phase: Phase::Open,
+            recv_armed: false,
+            recv_cancelled: false,
+            read_done: false,
+            read_paused: false,
+            send_inflight: false,
+            shutdown_inflight: false,
+            sending: None,
+            sent: 0,
+            pending: None,
+            dirty: false,
+            close_after_flush: None,
+            armed_deadline: u64::MAX,
+            proto,
+        }
+    }
+
+    /// True when the kernel holds no reference to this slot: no buffer being sent, no armed
+    /// recv, no shutdown pending. Only then may the slot be freed and the socket closed.
+    pub fn quiescent(&self) -> bool {
+        !self.recv_armed && !self.send_inflight && !self.shutdown_inflight
+    }
+
+    pub fn has_output(&self) -> bool {
+        self.send_inflight || self.pending.as_ref().is_some_and(|p| !p.is_empty())
+    }
+}

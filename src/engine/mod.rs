@@ -1,0 +1,158 @@
+//! The engine: the only `unsafe` and the only io_uring in holdfast. It binds the listeners,
+//! starts one worker thread per core (each with its own ring and SO_REUSEPORT listener), wakes
+//! them on signals, and returns when every worker has drained.
+
+mod bufring;
+mod clock;
+mod conn;
+mod listener;
+mod ring;
+mod sockopt;
+mod token;
+mod worker;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::signals::{self, Signal};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use worker::{Shared, Worker};
+
+/// Files a process needs besides its connections: rings, eventfds, listeners, stdio.
+const FD_HEADROOM: u64 = 64;
+
+/// Runs the server until SIGTERM/SIGINT and a completed drain. Errors are one line for the
+/// operator (the caller prints them and exits non-zero).
+pub fn run(config: Config) -> Result<(), String> {
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    raise_nofile_limit(config.server.max_connections as u64);
+    // Signals are blocked before any thread starts so that every thread inherits the mask and
+    // only the signal thread ever receives them.
+    let signal_set = signals::block()?;
+
+    let mut per_worker: Vec<Vec<std::os::fd::OwnedFd>> = (0..workers).map(|_| Vec::new()).collect();
+    for addr in &config.server.listen {
+        let (bound, fds) = listener::bind_reuseport(*addr, workers, config.server.backlog)?;
+        for (w, fd) in fds.into_iter().enumerate() {
+            per_worker[w].push(fd);
+        }
+        eprintln!("holdfast: listening on http://{bound} (workers: {workers})");
+    }
+    if !config.server.tls_listen.is_empty() {
+        eprintln!(
+            "holdfast: server.tls_listen is not served yet (TLS is a later milestone); ignoring {}",
+            config
+                .server
+                .tls_listen
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+
+    let shared = Arc::new(Shared {
+        metrics: Metrics::new(workers),
+        config,
+        shutdown: Default::default(),
+    });
+    let mut wakers = Vec::with_capacity(workers);
+    let mut handles = Vec::with_capacity(workers);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    for (index, fds) in per_worker.into_iter().enumerate() {
+        let wake = Arc::new(
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC)
+                .map_err(|e| format!("eventfd: {e}"))?,
+        );
+        wakers.push(Arc::clone(&wake));
+        let shared = Arc::clone(&shared);
+        let ready = ready_tx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("holdfast-w{index}"))
+            .spawn(move || {
+                let worker = match Worker::new(index, fds, wake, shared) {
+                    Ok(w) => {
+                        let _ = ready.send(Ok(()));
+                        w
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                worker.run()
+            })
+            .map_err(|e| format!("cannot start worker thread: {e}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..workers {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("a worker thread died during start-up".into()),
+        }
+    }
+    eprintln!("holdfast: ready");
+
+    let signal_shared = Arc::clone(&shared);
+    std::thread::Builder::new()
+        .name("holdfast-signals".into())
+        .spawn(move || {
+            signals::wait_loop(&signal_set, |sig| match sig {
+                Signal::Stop => {
+                    if signal_shared.shutdown.swap(true, Ordering::AcqRel) {
+                        eprintln!("holdfast: second stop signal, exiting now");
+                        std::process::exit(1);
+                    }
+                    eprintln!(
+                        "holdfast: draining (up to {:?})",
+                        signal_shared.config.server.shutdown_timeout
+                    );
+                    for w in &wakers {
+                        let _ = w.write(1);
+                    }
+                }
+                Signal::Reload => eprintln!("holdfast: SIGHUP: nothing to reload yet"),
+            })
+        })
+        .map_err(|e| format!("cannot start signal thread: {e}"))?;
+
+    let mut result = Ok(());
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err("a worker thread panicked".into()),
+        }
+    }
+    if result.is_ok() {
+        eprintln!("holdfast: drained, exiting");
+    }
+    result
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit, and says so when `max_connections` cannot
+/// fit under it.
+fn raise_nofile_limit(max_connections: u64) {
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+        eprintln!("holdfast: could not raise the open-file limit from {soft} to {hard}");
+    }
+    if max_connections + FD_HEADROOM > hard {
+        eprintln!(
+            "holdfast: server.max_connections = {max_connections} but this process may open at \
+             most {hard} files; connections past about {} will be refused at accept (raise \
+             LimitNOFILE= / `ulimit -Hn`, see tuning/TUNING.md)",
+            hard.saturating_sub(FD_HEADROOM)
+        );
+    }
+}

@@ -1,0 +1,799 @@
+//! Owns one worker's event loop: its ring, its buffer ring, its listeners, its slab of
+//! connections and its timing wheel. Each loop turn reaps every completion, runs the protocol on
+//! the bytes, fires expired timers, flushes each connection's output in one send, re-arms what
+//! ended, and makes one `submit_and_wait` whose timeout is the wheel's next deadline.
+
+use super::bufring::BufRing;
+use super::clock::DateCache;
+use super::conn::{Conn, Phase};
+use super::ring;
+use super::sockopt;
+use super::token::{GEN_MASK, Op, Token};
+use crate::config::Config;
+use crate::metrics::{Metrics, TimeoutKind};
+use crate::proto::http1::Http1Conn;
+use crate::proto::{Action, CloseReason, Context};
+use crate::time::wheel::Wheel;
+use io_uring::types::{Fd, SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue, opcode, squeue};
+use nix::sys::eventfd::EventFd;
+use slab::Slab;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Buffers in each worker's provided buffer ring, and their size. Buffers are lent only between
+/// a completion and its processing in the same loop turn, so the ring needs to cover one turn's
+/// worth of receives, not one buffer per connection.
+const RECV_BUFFERS: u16 = 1024;
+const RECV_BUFFER_SIZE: u32 = 4096;
+const BUFFER_GROUP: u16 = 0;
+/// Write buffers kept for reuse; larger ones are freed rather than hoarded.
+const POOL_MAX: usize = 1024;
+const POOL_BUF_MAX_CAPACITY: usize = 64 * 1024;
+/// After EMFILE/ENFILE on accept, wait this long before accepting again instead of spinning.
+const ACCEPT_BACKOFF_MS: u64 = 100;
+
+/// What every worker shares: the configuration, the metrics and the stop flag.
+pub struct Shared {
+    pub config: Config,
+    pub metrics: Metrics,
+    pub shutdown: AtomicBool,
+}
+
+struct Listener {
+    fd: Option<OwnedFd>,
+    armed: bool,
+}
+
+/// The kernel-facing half. Field order matters: the ring is dropped (and with it every
+/// registration and in-flight operation) before the buffer ring's memory is unmapped.
+struct Io {
+    ring: IoUring,
+    bufs: BufRing,
+}
+
+/// The connection-facing half, kept apart from `Io` so that a buffer borrowed from the ring can
+/// be handed to a protocol while connection state is mutated.
+struct State {
+    conns: Slab<Conn>,
+    wheel: Wheel,
+    pool: Vec<Vec<u8>>,
+    dirty: Vec<usize>,
+    shared: Arc<Shared>,
+    index: usize,
+    date: DateCache,
+    now: u64,
+    draining: Option<u64>,
+}
+
+pub struct Worker {
+    io: Io,
+    st: State,
+    listeners: Vec<Listener>,
+    wake: Arc<EventFd>,
+    wake_buf: Box<[u8; 8]>,
+    wake_armed: bool,
+    start: Instant,
+    next_generation: u32,
+    accept_paused_until: u64,
+    fired: Vec<usize>,
+    cqes: Vec<(u64, i32, u32)>,
+    forced_close: bool,
+}
+
+impl Worker {
+    pub fn new(
+        index: usize,
+        listeners: Vec<OwnedFd>,
+        wake: Arc<EventFd>,
+        shared: Arc<Shared>,
+    ) -> Result<Worker, String> {
+        let (uring, flags) = ring::build()?;
+        if index == 0 {
+            eprintln!(
+                "holdfast: io_uring ready (DEFER_TASKRUN {}, COOP_TASKRUN {})",
+                on_off(flags.defer_taskrun),
+                on_off(flags.coop_taskrun)
+            );
+        }
+        let bufs =
+            BufRing::new(&uring, BUFFER_GROUP, RECV_BUFFERS, RECV_BUFFER_SIZE).map_err(|e| {
+                ring::unsupported_kernel(&format!("provided buffer ring registration: {e}"))
+            })?;
+        let start = Instant::now();
+        Ok(Worker {
+            io: Io { ring: uring, bufs },
+            st: State {
+                conns: Slab::with_capacity(1024),
+                wheel: Wheel::new(0),
+                pool: Vec::new(),
+                dirty: Vec::new(),
+                shared,
+                index,
+                date: DateCache::new(),
+                now: 0,
+                draining: None,
+            },
+            listeners: listeners
+                .into_iter()
+                .map(|fd| Listener {
+                    fd: Some(fd),
+                    armed: false,
+                })
+                .collect(),
+            wake,
+            wake_buf: Box::new([0; 8]),
+            wake_armed: false,
+            start,
+            next_generation: 0,
+            accept_paused_until: 0,
+            fired: Vec::new(),
+            cqes: Vec::with_capacity(4096),
+            forced_close: false,
+        })
+    }
+
+    /// Runs until the server has drained. Errors from the ring itself end the worker with a
+    /// message; everything else is handled per connection.
+    pub fn run(mut self) -> Result<(), String> {
+        self.tick();
+        loop {
+            self.run_timers();
+            self.check_drain_deadline();
+            self.arm_listeners();
+            self.arm_wake();
+            self.flush();
+            self.io.bufs.publish();
+            if self.finished() {
+                // The last connections' Close operations may still be queued.
+                let _ = self.io.ring.submit();
+                return Ok(());
+            }
+            self.submit_and_wait()?;
+            // The clock must be read after the wait: everything reaped happened after it.
+            self.tick();
+            self.reap();
+        }
+    }
+
+    fn tick(&mut self) {
+        self.st.now = self.start.elapsed().as_millis() as u64;
+        self.st.date.refresh();
+    }
+
+    fn submit_and_wait(&mut self) -> Result<(), String> {
+        let mut wait_ms: u64 = 60_000;
+        if let Some(d) = self.st.wheel.next_deadline() {
+            wait_ms = wait_ms.min(d.saturating_sub(self.st.now));
+        }
+        if self.accept_paused_until > self.st.now {
+            wait_ms = wait_ms.min(self.accept_paused_until - self.st.now);
+        }
+        if let Some(d) = self.st.draining {
+            wait_ms = wait_ms.min(d.saturating_sub(self.st.now));
+        }
+        let ts = Timespec::new()
+            .sec(wait_ms / 1000)
+            .nsec((wait_ms % 1000) as u32 * 1_000_000);
+        let args = SubmitArgs::new().timespec(&ts);
+        match self.io.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(format!("io_uring_enter failed: {e}")),
+        }
+    }
+
+    fn reap(&mut self) {
+        self.cqes.clear();
+        for cqe in self.io.ring.completion() {
+            self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
+        }
+        for i in 0..self.cqes.len() {
+            let (user_data, res, flags) = self.cqes[i];
+            let Some(token) = Token::decode(user_data) else {
+                continue;
+            };
+            match token.op {
+                Op::Accept => self.on_accept(token.slot as usize, res, flags),
+                Op::Recv => self.on_recv(token, res, flags),
+                Op::Send => self.on_send(token, res),
+                Op::Shutdown => self.on_shutdown(token),
+                Op::Wake => self.on_wake(),
+                Op::Cancel | Op::Close => {}
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.st.draining.is_some()
+            && self.st.conns.is_empty()
+            && self.listeners.iter().all(|l| l.fd.is_none())
+    }
+
+    // ---- accept -------------------------------------------------------------------------
+
+    fn arm_listeners(&mut self) {
+        if self.st.draining.is_some() || self.accept_paused_until > self.st.now {
+            return;
+        }
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            if let (Some(fd), false) = (&l.fd, l.armed) {
+                let sqe = opcode::AcceptMulti::new(Fd(fd.as_raw_fd()))
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build()
+                    .user_data(Token::new(Op::Accept, i, 0).encode());
+                push(&mut self.io.ring, sqe);
+                l.armed = true;
+            }
+        }
+    }
+
+    fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
+        let Some(l) = self.listeners.get_mut(listener) else {
+            return;
+        };
+        if !cqueue::more(flags) {
+            l.armed = false;
+            if self.st.draining.is_some() {
+                l.fd = None;
+            }
+        }
+        if res < 0 {
+            match -res {
+                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+                    if self.accept_paused_until <= self.st.now {
+                        eprintln!(
+                            "holdfast: worker {}: accept: {} (pausing accepts for {ACCEPT_BACKOFF_MS} ms; \
+                             raise `ulimit -n` or lower server.max_connections)",
+                            self.st.index,
+                            std::io::Error::from_raw_os_error(-res)
+                        );
+                    }
+                    self.accept_paused_until = self.st.now + ACCEPT_BACKOFF_MS;
+                }
+                _ => {}
+            }
+            return;
+        }
+        let fd: RawFd = res;
+        let shared = Arc::clone(&self.st.shared);
+        let metrics = &shared.metrics;
+        let wm = &metrics.workers[self.st.index];
+        if self.st.draining.is_some() || !metrics.try_open(shared.config.server.max_connections) {
+            if self.st.draining.is_none() {
+                wm.closed(CloseReason::Refused);
+            }
+            close_fd(&mut self.io.ring, fd);
+            return;
+        }
+        wm.accepted.inc();
+        // SAFETY: `fd` was just returned by accept and is owned by us until the Close op we
+        // submit in `finalize`; the borrow does not outlive this call.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        if let Err(e) = sockopt::apply(borrowed, &shared.config.tcp) {
+            eprintln!("holdfast: setting [tcp] socket options failed: {e}");
+        }
+        let generation = self.next_generation;
+        self.next_generation = (self.next_generation + 1) & GEN_MASK;
+        let slot = self
+            .st
+            .conns
+            .insert(Conn::new(fd, generation, Http1Conn::new(self.st.now)));
+        arm_recv(&mut self.io, &mut self.st.conns[slot], slot);
+        self.st.sync_timer(slot);
+    }
+
+    // ---- recv ---------------------------------------------------------------------------
+
+    fn on_recv(&mut self, token: Token, res: i32, flags: u32) {
+        let slot = token.slot as usize;
+        let bid = cqueue::buffer_select(flags);
+        let live = self
+            .st
+            .conns
+            .get(slot)
+            .is_some_and(|c| c.generation == token.generation);
+        if !live {
+            // A late completion for a closed connection: give its buffer back and ignore it.
+            if let Some(bid) = bid {
+                self.io.bufs.recycle(bid);
+            }
+            return;
+        }
+        let conn = &mut self.st.conns[slot];
+        if !cqueue::more(flags) {
+            conn.recv_armed = false;
+            conn.recv_cancelled = false;
+        }
+        if res > 0 {
+            let bid = bid.expect("a successful buffer-select recv always carries a buffer id");
+            self.st.shared.metrics.workers[self.st.index]
+                .bytes_in
+                .add(res as u64);
+            let accepting_input = conn.phase == Phase::Open && conn.close_after_flush.is_none();
+            if accepting_input {
+                let data = self.io.bufs.get(bid, res as usize);
+                let action = self.st.call(slot, |p, cx, out| p.on_input(data, cx, out));
+                self.io.bufs.recycle(bid);
+                self.apply(slot, action);
+            } else {
+                // Lingering or closing: the peer's bytes are read only to avoid an RST.
+                self.io.bufs.recycle(bid);
+            }
+        } else if res == 0 {
+            conn.read_done = true;
+            match conn.phase {
+                Phase::Open => {
+                    let action = if conn.close_after_flush.is_some() {
+                        Action::Continue
+                    } else {
+                        self.st.call(slot, |p, cx, out| p.on_eof(cx, out))
+                    };
+                    self.apply(slot, action);
+                }
+                Phase::Linger => {
+                    let reason = conn.close_reason();
+                    self.begin_close(slot, reason);
+                }
+                Phase::Closing => {}
+            }
+        } else if res == -libc::ENOBUFS {
+            // The buffer ring ran dry this turn; buffers come back before the re-arm below is
+            // submitted.
+            self.st.shared.metrics.workers[self.st.index]
+                .recv_rearms
+                .inc();
+        } else if res != -libc::ECANCELED {
+            conn.read_done = true;
+            if conn.phase != Phase::Closing {
+                self.begin_close(slot, CloseReason::IoError);
+            }
+        }
+        self.after_event(slot);
+    }
+
+    /// Re-arms recv if it ended and is still wanted, and frees the slot if it is done.
+    fn after_event(&mut self, slot: usize) {
+        let Some(conn) = self.st.conns.get_mut(slot) else {
+            return;
+        };
+        match conn.phase {
+            Phase::Closing => self.try_finalize(slot),
+            Phase::Open | Phase::Linger => {
+                if !conn.recv_armed && !conn.read_done && !conn.read_paused {
+                    arm_recv(&mut self.io, conn, slot);
+                }
+            }
+        }
+    }
+
+    // ---- send ---------------------------------------------------------------------------
+
+    /// Sends what each connection queued this turn: one send per connection per turn, however
+    /// many pipelined responses it holds.
+    fn flush(&mut self) {
+        while let Some(slot) = self.st.dirty.pop() {
+            let Some(conn) = self.st.conns.get_mut(slot) else {
+                continue;
+            };
+            conn.dirty = false;
+            if conn.phase == Phase::Open && !conn.send_inflight {
+                start_send(&mut self.io.ring, conn, slot);
+            }
+        }
+    }
+
+    fn on_send(&mut self, token: Token, res: i32) {
+        let slot = token.slot as usize;
+        let Some(conn) = self
+            .st
+            .conns
+            .get_mut(slot)
+            .filter(|c| c.generation == token.generation)
+        else {
+            return;
+        };
+        conn.send_inflight = false;
+        let buf = conn
+            .sending
+            .take()
+            .expect("a send completion always has its buffer");
+        if res < 0 || conn.phase == Phase::Closing {
+            give_back(&mut self.st.pool, buf);
+            if conn.phase != Phase::Closing {
+                self.begin_close(slot, CloseReason::IoError);
+            } else {
+                self.try_finalize(slot);
+            }
+            return;
+        }
+        self.st.shared.metrics.workers[self.st.index]
+            .bytes_out
+            .add(res as u64);
+        conn.sent += res as usize;
+        if conn.sent < buf.len() {
+            // A partial send: continue from the offset with the same buffer.
+            conn.sending = Some(buf);
+            resubmit_send(&mut self.io.ring, conn, slot);
+            return;
+        }
+        conn.sent = 0;
+        give_back(&mut self.st.pool, buf);
+        if start_send(&mut self.io.ring, conn, slot) {
+            return;
+        }
+        // All output is out.
+        let now = self.st.now;
+        conn.proto.on_output_drained(now);
+        if conn.read_paused {
+            conn.read_paused = false;
+            let action = self.st.call(slot, |p, cx, out| p.on_input(&[], cx, out));
+            self.apply(slot, action);
+        } else {
+            self.st.sync_timer(slot);
+        }
+        if let Some(conn) = self.st.conns.get(slot)
+            && conn.close_after_flush.is_some()
+            && !conn.has_output()
+            && conn.phase == Phase::Open
+        {
+            self.finish_output(slot);
+            return;
+        }
+        self.after_event(slot);
+    }
+
+    // ---- actions and closing ------------------------------------------------------------
+
+    fn apply(&mut self, slot: usize, action: Action) {
+        let Some(conn) = self.st.conns.get_mut(slot) else {
+            return;
+        };
+        match action {
+            Action::Continue => {
+                if conn.proto.read_paused() && !conn.read_paused {
+                    conn.read_paused = true;
+                    cancel_recv(&mut self.io.ring, conn, slot);
+                }
+            }
+            Action::Close { reason, linger } => {
+                if conn.close_after_flush.is_none() {
+                    conn.close_after_flush = Some((reason, linger));
+                }
+                if !conn.has_output() {
+                    self.finish_output(slot);
+                }
+            }
+        }
+    }
+
+    /// All output is sent and the protocol asked to close: linger or close now.
+    fn finish_output(&mut self, slot: usize) {
+        let conn = &mut self.st.conns[slot];
+        let (reason, linger) = conn
+            .close_after_flush
+            .unwrap_or((CloseReason::IoError, false));
+        if linger && !conn.read_done && conn.phase == Phase::Open {
+            let sqe = opcode::Shutdown::new(Fd(conn.fd), libc::SHUT_WR)
+                .build()
+                .user_data(Token::new(Op::Shutdown, slot, conn.generation).encode());
+            push(&mut self.io.ring, sqe);
+            conn.shutdown_inflight = true;
+            conn.phase = Phase::Linger;
+            conn.read_paused = false;
+            let deadline =
+                self.st.now + self.st.shared.config.http.lingering_timeout.as_millis() as u64;
+            conn.armed_deadline = deadline;
+            self.st.wheel.arm(slot, deadline);
+            self.after_event(slot);
+        } else {
+            self.begin_close(slot, reason);
+        }
+    }
+
+    fn on_shutdown(&mut self, token: Token) {
+        let slot = token.slot as usize;
+        if let Some(conn) = self
+            .st
+            .conns
+            .get_mut(slot)
+            .filter(|c| c.generation == token.generation)
+        {
+            conn.shutdown_inflight = false;
+            self.after_event(slot);
+        }
+    }
+
+    /// Starts closing: cancels what is in flight; the socket is closed and the slot freed once
+    /// every operation has completed (`try_finalize`).
+    fn begin_close(&mut self, slot: usize, reason: CloseReason) {
+        let conn = &mut self.st.conns[slot];
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        conn.phase = Phase::Closing;
+        self.st.shared.metrics.workers[self.st.index].closed(reason);
+        self.st.wheel.cancel(slot);
+        conn.armed_deadline = u64::MAX;
+        cancel_recv(&mut self.io.ring, conn, slot);
+        if conn.send_inflight {
+            let sqe =
+                opcode::AsyncCancel::new(Token::new(Op::Send, slot, conn.generation).encode())
+                    .build()
+                    .user_data(Token::new(Op::Cancel, slot, 0).encode());
+            push(&mut self.io.ring, sqe);
+        }
+        if let Some(p) = conn.pending.take() {
+            give_back(&mut self.st.pool, p);
+        }
+        self.try_finalize(slot);
+    }
+
+    fn try_finalize(&mut self, slot: usize) {
+        let conn = &self.st.conns[slot];
+        if conn.phase != Phase::Closing || !conn.quiescent() {
+            return;
+        }
+        let conn = self.st.conns.remove(slot);
+        close_fd(&mut self.io.ring, conn.fd);
+        self.st.shared.metrics.release();
+    }
+
+    // ---- timers -------------------------------------------------------------------------
+
+    fn run_timers(&mut self) {
+        let mut fired = std::mem::take(&mut self.fired);
+        fired.clear();
+        self.st.wheel.expire(self.st.now, &mut fired);
+        for &slot in &fired {
+            let Some(conn) = self.st.conns.get_mut(slot) else {
+                continue;
+            };
+            conn.armed_deadline = u64::MAX;
+            match conn.phase {
+                Phase::Open => {
+                    let stuck = conn.close_after_flush;
+                    let action = self.st.call(slot, |p, cx, out| p.on_timeout(cx, out));
+                    if let Action::Close { reason, .. } = action {
+                        let wm = &self.st.shared.metrics.workers[self.st.index];
+                        match reason {
+                            CloseReason::IdleTimeout => wm.timeout(TimeoutKind::Idle),
+                            CloseReason::RequestTimeout => wm.timeout(TimeoutKind::Request),
+                            CloseReason::MaxAge => wm.timeout(TimeoutKind::MaxAge),
+                            _ => {}
+                        }
+                        if let Some((r, _)) = stuck {
+                            // Already closing but the peer is not taking our output.
+                            self.begin_close(slot, r);
+                            continue;
+                        }
+                    }
+                    self.apply(slot, action);
+                }
+                Phase::Linger => {
+                    self.st.shared.metrics.workers[self.st.index].timeout(TimeoutKind::Lingering);
+                    let reason = conn.close_reason();
+                    self.begin_close(slot, reason);
+                }
+                Phase::Closing => {}
+            }
+        }
+        self.fired = fired;
+    }
+
+    // ---- shutdown -----------------------------------------------------------------------
+
+    fn arm_wake(&mut self) {
+        if self.wake_armed {
+            return;
+        }
+        let sqe = opcode::Read::new(
+            Fd(self.wake.as_raw_fd()),
+            self.wake_buf.as_mut_ptr(),
+            self.wake_buf.len() as u32,
+        )
+        .build()
+        .user_data(Token::new(Op::Wake, 0, 0).encode());
+        push(&mut self.io.ring, sqe);
+        self.wake_armed = true;
+    }
+
+    fn on_wake(&mut self) {
+        self.wake_armed = false;
+        if self.st.shared.shutdown.load(Ordering::Acquire) && self.st.draining.is_none() {
+            self.start_drain();
+        }
+    }
+
+    /// Stops accepting and asks every connection to finish: idle ones close now, busy ones
+    /// answer their request with `Connection: close`.
+    fn start_drain(&mut self) {
+        let timeout = self.st.shared.config.server.shutdown_timeout.as_millis() as u64;
+        self.st.draining = Some(self.st.now + timeout);
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            if l.armed {
+                let sqe = opcode::AsyncCancel::new(Token::new(Op::Accept, i, 0).encode())
+                    .build()
+                    .user_data(Token::new(Op::Cancel, i, 0).encode());
+                push(&mut self.io.ring, sqe);
+            } else {
+                l.fd = None;
+            }
+        }
+        let slots: Vec<usize> = self.st.conns.iter().map(|(k, _)| k).collect();
+        for slot in slots {
+            if self.st.conns[slot].phase == Phase::Open {
+                let action = self.st.call(slot, |p, cx, out| p.on_drain(cx, out));
+                self.apply(slot, action);
+            }
+        }
+    }
+
+    fn check_drain_deadline(&mut self) {
+        let Some(deadline) = self.st.draining else {
+            return;
+        };
+        if self.forced_close || self.st.now < deadline {
+            return;
+        }
+        self.forced_close = true;
+        let slots: Vec<usize> = self.st.conns.iter().map(|(k, _)| k).collect();
+        for slot in slots {
+            if self.st.conns[slot].phase != Phase::Closing {
+                self.st.shared.metrics.workers[self.st.index].timeout(TimeoutKind::Shutdown);
+                self.begin_close(slot, CloseReason::Shutdown);
+            }
+        }
+    }
+}
+
+impl State {
+    /// Runs one protocol call with a write buffer lent from the pool, queues the output for
+    /// this turn's flush, and moves the connection's wheel entry to its new deadline.
+    fn call(
+        &mut self,
+        slot: usize,
+        f: impl FnOnce(&mut Http1Conn, &Context<'_>, &mut Vec<u8>) -> Action,
+    ) -> Action {
+        let conn = &mut self.conns[slot];
+        let mut out = conn
+            .pending
+            .take()
+            .unwrap_or_else(|| self.pool.pop().unwrap_or_default());
+        let metrics = &self.shared.metrics;
+        let cx = Context {
+            now: self.now,
+            date: self.date.get(),
+            config: &self.shared.config,
+            metrics: &metrics.workers[self.index],
+            all_metrics: metrics,
+            draining: self.draining.is_some(),
+        };
+        let action = f(&mut conn.proto, &cx, &mut out);
+        if out.is_empty() {
+            self.pool.push(out);
+        } else {
+            conn.pending = Some(out);
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(slot);
+            }
+        }
+        self.sync_timer(slot);
+        action
+    }
+
+    fn sync_timer(&mut self, slot: usize) {
+        let conn = &mut self.conns[slot];
+        if conn.phase != Phase::Open {
+            return;
+        }
+        let deadline = conn.proto.deadline(&self.shared.config);
+        if deadline != conn.armed_deadline {
+            conn.armed_deadline = deadline;
+            self.wheel.arm(slot, deadline);
+        }
+    }
+}
+
+impl Conn {
+    fn close_reason(&self) -> CloseReason {
+        self.close_after_flush
+            .map(|(r, _)| r)
+            .unwrap_or(CloseReason::PeerClosed)
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+/// Returns a drained write buffer to the pool, unless it grew large or the pool is full: a
+/// burst of big responses should not leave memory pinned behind it.
+fn give_back(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
+    if buf.capacity() <= POOL_BUF_MAX_CAPACITY && pool.len() < POOL_MAX {
+        buf.clear();
+        pool.push(buf);
+    }
+}
+
+/// Queues a submission, flushing the queue to the kernel first if it is full.
+fn push(ring: &mut IoUring, sqe: squeue::Entry) {
+    loop {
+        // SAFETY: every entry built in this module points only at memory that outlives the
+        // operation: send buffers stay in `Conn::sending` until their completion, the wake
+        // buffer lives in the Worker (boxed, so it does not move), recv buffers belong to the
+        // buffer ring, and the fds stay open until their Close op, which is submitted only
+        // once the connection is quiescent.
+        if unsafe { ring.submission().push(&sqe) }.is_ok() {
+            return;
+        }
+        if let Err(e) = ring.submit()
+            && e.raw_os_error() != Some(libc::EBUSY)
+        {
+            eprintln!("holdfast: io_uring submit failed: {e}");
+        }
+    }
+}
+
+fn arm_recv(io: &mut Io, conn: &mut Conn, slot: usize) {
+    let sqe = opcode::RecvMulti::new(Fd(conn.fd), io.bufs.group())
+        .build()
+        .user_data(Token::new(Op::Recv, slot, conn.generation).encode());
+    push(&mut io.ring, sqe);
+    conn.recv_armed = true;
+    conn.recv_cancelled = false;
+}
+
+fn cancel_recv(ring: &mut IoUring, conn: &mut Conn, slot: usize) {
+    if conn.recv_armed && !conn.recv_cancelled {
+        let sqe = opcode::AsyncCancel::new(Token::new(Op::Recv, slot, conn.generation).encode())
+            .build()
+            .user_data(Token::new(Op::Cancel, slot, 0).encode());
+        push(ring, sqe);
+        conn.recv_cancelled = true;
+    }
+}
+
+/// Moves pending output into flight. Returns false when there was nothing to send.
+fn start_send(ring: &mut IoUring, conn: &mut Conn, slot: usize) -> bool {
+    match conn.pending.take() {
+        Some(p) if !p.is_empty() => {
+            conn.sending = Some(p);
+            conn.sent = 0;
+            resubmit_send(ring, conn, slot);
+            true
+        }
+        other => {
+            conn.pending = other;
+            false
+        }
+    }
+}
+
+fn resubmit_send(ring: &mut IoUring, conn: &mut Conn, slot: usize) {
+    let buf = conn.sending.as_ref().expect("resubmit_send needs a buffer");
+    let rest = &buf[conn.sent..];
+    let sqe = opcode::Send::new(Fd(conn.fd), rest.as_ptr(), rest.len() as u32)
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(Token::new(Op::Send, slot, conn.generation).encode());
+    push(ring, sqe);
+    conn.send_inflight = true;
+}
+
+fn close_fd(ring: &mut IoUring, fd: RawFd) {
+    let sqe = opcode::Close::new(Fd(fd))
+        .build()
+        .user_data(Token::new(Op::Close, 0, 0).encode());
+    push(ring, sqe);
+}

@@ -1,0 +1,226 @@
+//! Owns the server's counters: one block per worker, written only by that worker (so an
+//! increment is a plain load and store, not a locked instruction), summed when `/metrics` is
+//! scraped, and rendered in the Prometheus text exposition format.
+
+use crate::proto::CloseReason;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// A counter with a single writer: the owning worker thread.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        // Single writer: load + store is exact and cheaper than fetch_add.
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Kinds of timeout, counted separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutKind {
+    Idle,
+    Request,
+    MaxAge,
+    Lingering,
+    Shutdown,
+}
+
+impl TimeoutKind {
+    pub const ALL: [TimeoutKind; 5] = [
+        TimeoutKind::Idle,
+        TimeoutKind::Request,
+        TimeoutKind::MaxAge,
+        TimeoutKind::Lingering,
+        TimeoutKind::Shutdown,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            TimeoutKind::Idle => "idle",
+            TimeoutKind::Request => "request",
+            TimeoutKind::MaxAge => "max_age",
+            TimeoutKind::Lingering => "lingering",
+            TimeoutKind::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// One worker's counters. Padded to its own cache lines so workers do not false-share.
+#[repr(align(128))]
+#[derive(Default)]
+pub struct WorkerMetrics {
+    pub accepted: Counter,
+    pub closed: [Counter; CloseReason::ALL.len()],
+    pub requests: Counter,
+    pub responses_4xx: Counter,
+    pub responses_5xx: Counter,
+    pub timeouts: [Counter; TimeoutKind::ALL.len()],
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub recv_rearms: Counter,
+}
+
+impl WorkerMetrics {
+    pub fn closed(&self, reason: CloseReason) {
+        self.closed[reason.index()].inc();
+    }
+    pub fn timeout(&self, kind: TimeoutKind) {
+        self.timeouts[kind as usize].inc();
+    }
+    pub fn response(&self, status: u16) {
+        match status {
+            400..=499 => self.responses_4xx.inc(),
+            500..=599 => self.responses_5xx.inc(),
+            _ => {}
+        }
+    }
+}
+
+/// All workers' counters plus the one shared gauge: open connections, which enforces
+/// `server.max_connections` across workers.
+pub struct Metrics {
+    pub workers: Vec<WorkerMetrics>,
+    pub open: AtomicUsize,
+}
+
+impl Metrics {
+    pub fn new(workers: usize) -> Metrics {
+        Metrics {
+            workers: (0..workers).map(|_| WorkerMetrics::default()).collect(),
+            open: AtomicUsize::new(0),
+        }
+    }
+
+    /// Reserves a connection slot; false when `max` are already open.
+    pub fn try_open(&self, max: usize) -> bool {
+        let prev = self.open.fetch_add(1, Ordering::Relaxed);
+        if prev >= max {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    pub fn release(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn sum(&self, f: impl Fn(&WorkerMetrics) -> u64) -> u64 {
+        self.workers.iter().map(f).sum()
+    }
+
+    /// The Prometheus text exposition (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(2048);
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        counter(
+            "holdfast_connections_accepted_total",
+            "Connections accepted.",
+            self.sum(|w| w.accepted.get()),
+        );
+        counter(
+            "holdfast_requests_total",
+            "HTTP requests parsed.",
+            self.sum(|w| w.requests.get()),
+        );
+        counter(
+            "holdfast_responses_4xx_total",
+            "Responses with a 4xx status.",
+            self.sum(|w| w.responses_4xx.get()),
+        );
+        counter(
+            "holdfast_responses_5xx_total",
+            "Responses with a 5xx status.",
+            self.sum(|w| w.responses_5xx.get()),
+        );
+        counter(
+            "holdfast_bytes_in_total",
+            "Bytes received.",
+            self.sum(|w| w.bytes_in.get()),
+        );
+        counter(
+            "holdfast_bytes_out_total",
+            "Bytes sent.",
+            self.sum(|w| w.bytes_out.get()),
+        );
+        counter(
+            "holdfast_recv_rearms_total",
+            "Multishot receives re-armed (buffer ring empty or final completion).",
+            self.sum(|w| w.recv_rearms.get()),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP holdfast_connections_open Connections open now.\n# TYPE holdfast_connections_open gauge\nholdfast_connections_open {}",
+            self.open.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP holdfast_connections_closed_total Connections closed, by reason.\n# TYPE holdfast_connections_closed_total counter"
+        );
+        for r in CloseReason::ALL {
+            let v = self.sum(|w| w.closed[r.index()].get());
+            let _ = writeln!(
+                s,
+                "holdfast_connections_closed_total{{reason=\"{}\"}} {v}",
+                r.label()
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP holdfast_timeouts_total Timeouts, by kind.\n# TYPE holdfast_timeouts_total counter"
+        );
+        for k in TimeoutKind::ALL {
+            let v = self.sum(|w| w.timeouts[k as usize].get());
+            let _ = writeln!(s, "holdfast_timeouts_total{{kind=\"{}\"}} {v}", k.label());
+        }
+        let _ = writeln!(
+            s,
+            "# HELP holdfast_workers Worker threads.\n# TYPE holdfast_workers gauge\nholdfast_workers {}",
+            self.workers.len()
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_workers_and_renders_labels() {
+        let m = Metrics::new(2);
+        m.workers[0].requests.add(3);
+        m.workers[1].requests.inc();
+        m.workers[1].closed(CloseReason::IdleTimeout);
+        m.workers[0].timeout(TimeoutKind::Request);
+        let text = m.render();
+        assert!(text.contains("holdfast_requests_total 4\n"));
+        assert!(text.contains("holdfast_connections_closed_total{reason=\"idle_timeout\"} 1\n"));
+        assert!(text.contains("holdfast_timeouts_total{kind=\"request\"} 1\n"));
+    }
+
+    #[test]
+    fn open_gauge_enforces_the_limit() {
+        let m = Metrics::new(1);
+        assert!(m.try_open(2));
+        assert!(m.try_open(2));
+        assert!(!m.try_open(2));
+        m.release();
+        assert!(m.try_open(2));
+    }
+}
