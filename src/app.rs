@@ -1,0 +1,91 @@
+//! Owns the built-in endpoints of DESIGN §1: what each path answers. It sees a parsed request
+//! (method, target, complete body) and returns a reply; framing, persistence and errors belong
+//! to the HTTP layer.
+
+use crate::proto::Context;
+use crate::proto::http1::request::{Method, path_and_query};
+use std::borrow::Cow;
+
+/// The largest `/stream?chunks=N` we serve: enough for tests and benchmarks, small enough that
+/// one request cannot make us build an unbounded response.
+pub const MAX_STREAM_CHUNKS: u32 = 100_000;
+
+pub enum ReplyBody<'a> {
+    Bytes(Cow<'a, [u8]>),
+    Chunks(Vec<Vec<u8>>),
+}
+
+pub struct Reply<'a> {
+    pub status: u16,
+    pub content_type: &'static str,
+    /// Extra header lines, each ending in CRLF (e.g. `Allow` on a 405).
+    pub extra_headers: &'static str,
+    pub body: ReplyBody<'a>,
+}
+
+impl<'a> Reply<'a> {
+    fn text(status: u16, body: &'static str) -> Reply<'a> {
+        Reply {
+            status,
+            content_type: "text/plain",
+            extra_headers: "",
+            body: ReplyBody::Bytes(Cow::Borrowed(body.as_bytes())),
+        }
+    }
+    fn not_allowed(allow: &'static str) -> Reply<'a> {
+        Reply {
+            extra_headers: allow,
+            ..Reply::text(405, "method not allowed\n")
+        }
+    }
+}
+
+const GET_HEAD: &str = "Allow: GET, HEAD\r\n";
+
+/// Answers one request. `body` is the complete request body (empty when it had none).
+pub fn route<'a>(method: Method, target: &[u8], body: &'a [u8], cx: &Context<'_>) -> Reply<'a> {
+    let (path, query) = path_and_query(target);
+    let get_like = matches!(method, Method::Get | Method::Head);
+    match path {
+        b"/plaintext" if get_like => Reply::text(200, "Hello, World!"),
+        b"/healthz" if get_like => Reply::text(200, "ok"),
+        b"/echo" if method == Method::Post => Reply {
+            status: 200,
+            content_type: "application/octet-stream",
+            extra_headers: "",
+            body: ReplyBody::Bytes(Cow::Borrowed(body)),
+        },
+        b"/echo" => Reply::not_allowed("Allow: POST\r\n"),
+        b"/stream" if get_like => stream(query),
+        b"/metrics" if get_like => Reply {
+            status: 200,
+            content_type: "text/plain; version=0.0.4",
+            extra_headers: "",
+            body: ReplyBody::Bytes(Cow::Owned(cx.all_metrics.render().into_bytes())),
+        },
+        b"/plaintext" | b"/healthz" | b"/stream" | b"/metrics" => Reply::not_allowed(GET_HEAD),
+        _ => Reply::text(404, "not found\n"),
+    }
+}
+
+fn stream<'a>(query: Option<&[u8]>) -> Reply<'a> {
+    let n = query
+        .into_iter()
+        .flat_map(|q| q.split(|&b| b == b'&'))
+        .find_map(|kv| kv.strip_prefix(b"chunks="))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse::<u32>().ok());
+    match n {
+        Some(n) if n <= MAX_STREAM_CHUNKS => Reply {
+            status: 200,
+            content_type: "text/plain",
+            extra_headers: "",
+            body: ReplyBody::Chunks(
+                (0..n)
+                    .map(|i| format!("chunk {i}\n").into_bytes())
+                    .collect(),
+            ),
+        },
+        _ => Reply::text(400, "stream needs ?chunks=N with N from 0 to 100000\n"),
+    }
+}

@@ -1,0 +1,385 @@
+//! Owns one HTTP/1.1 connection's state: the bytes of a request not yet complete, whether the
+//! connection persists after each response (RFC 9112 §9.3), its deadlines (idle, request,
+//! maximum age) and what happens when they pass. Everything about keep-alive is decided here
+//! and nowhere else. Sans-I/O: bytes and a `Context` in, response bytes and an `Action` out.
+
+use super::body::BodyDecoder;
+use super::request::{BodyFraming, Limits, Method, RequestHead, Version, parse_head};
+use super::response::{self, Body, Head, Persist};
+use crate::app::{self, ReplyBody};
+use crate::config::Config;
+use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP};
+
+/// The longest request target we accept (nginx's default large header buffer is 8 KiB too).
+pub const MAX_TARGET_BYTES: usize = 8192;
+
+/// Where the connection is in reading its current request.
+enum Reading {
+    /// Between requests: no byte of the next one has arrived.
+    Idle,
+    /// Part of a request head has arrived, starting at this time.
+    Head { started: u64 },
+    /// The head is complete; the body is arriving. Boxed: most connections never have one, and
+    /// an idle connection should stay small.
+    Body(Box<BodyState>),
+}
+
+struct BodyState {
+    head: RequestHead,
+    /// The request target, copied out of the input because the head bytes are consumed.
+    target: Vec<u8>,
+    decoder: BodyDecoder,
+    body: Vec<u8>,
+    last_progress: u64,
+}
+
+pub struct Http1Conn {
+    /// Input not yet consumed: only a partial request, or requests held back while output is
+    /// over `OUTPUT_CAP`. Empty, with no allocation, on an idle connection.
+    buf: Vec<u8>,
+    reading: Reading,
+    created: u64,
+    /// The last time a byte arrived or the last response finished sending.
+    last_activity: u64,
+    requests: u64,
+    /// Requests are buffered but not processed until output drains.
+    paused: bool,
+    /// A response announcing `Connection: close` is queued: further input is ignored.
+    closing: bool,
+    /// The peer sent EOF; close once buffered requests are answered.
+    eof: bool,
+}
+
+impl Http1Conn {
+    pub fn new(now: u64) -> Http1Conn {
+        Http1Conn {
+            buf: Vec::new(),
+            reading: Reading::Idle,
+            created: now,
+            last_activity: now,
+            requests: 0,
+            paused: false,
+            closing: false,
+            eof: false,
+        }
+    }
+
+    /// Feeds received bytes (or nothing, to resume after output drained).
+    pub fn on_input(&mut self, input: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        if self.closing {
+            return Action::Continue;
+        }
+        if !input.is_empty() {
+            self.last_activity = cx.now;
+        }
+        self.paused = false;
+        let action = if self.buf.is_empty() {
+            // The common case: parse straight from the engine's receive buffer, copying only
+            // an incomplete tail.
+            let (consumed, action) = self.process(input, cx, out);
+            if action == Action::Continue && consumed < input.len() {
+                self.buf.extend_from_slice(&input[consumed..]);
+            }
+            action
+        } else {
+            let mut data = std::mem::take(&mut self.buf);
+            data.extend_from_slice(input);
+            let (consumed, action) = self.process(&data, cx, out);
+            if action == Action::Continue && consumed < data.len() {
+                data.drain(..consumed);
+                self.buf = data;
+            }
+            action
+        };
+        if action == Action::Continue && self.eof && !self.paused {
+            return self.on_eof(cx, out);
+        }
+        action
+    }
+
+    /// The peer will send nothing more.
+    pub fn on_eof(&mut self, _cx: &Context<'_>, _out: &mut Vec<u8>) -> Action {
+        self.eof = true;
+        if self.paused {
+            // Answer what is buffered first; `on_input(&[])` after the drain comes back here.
+            return Action::Continue;
+        }
+        Action::Close {
+            reason: CloseReason::PeerClosed,
+            linger: false,
+        }
+    }
+
+    /// Called when the deadline from [`Http1Conn::deadline`] has passed.
+    pub fn on_timeout(&mut self, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        let now = cx.now;
+        let http = &cx.config.http;
+        if self.closing || self.paused {
+            // Output is not draining: the peer stopped reading.
+            return if now >= self.last_activity + ms(http.keepalive_timeout) {
+                close(CloseReason::IdleTimeout, false)
+            } else {
+                Action::Continue
+            };
+        }
+        match &self.reading {
+            Reading::Idle => {
+                if now >= self.created + ms(http.max_connection_age) {
+                    close(CloseReason::MaxAge, false)
+                } else if now >= self.last_activity + ms(http.keepalive_timeout) {
+                    close(CloseReason::IdleTimeout, false)
+                } else {
+                    Action::Continue
+                }
+            }
+            Reading::Head { started } if now >= started + ms(http.header_timeout) => {
+                self.request_timeout(cx, out)
+            }
+            Reading::Body(b) if now >= b.last_progress + ms(http.header_timeout) => {
+                self.request_timeout(cx, out)
+            }
+            _ => Action::Continue,
+        }
+    }
+
+    /// The server is draining: close now if idle, otherwise finish the current request and
+    /// close after it (every later response says `Connection: close`).
+    pub fn on_drain(&mut self, _cx: &Context<'_>, _out: &mut Vec<u8>) -> Action {
+        if matches!(self.reading, Reading::Idle) && self.buf.is_empty() && !self.closing {
+            return close(CloseReason::Shutdown, false);
+        }
+        Action::Continue
+    }
+
+    /// All queued output has been sent: the idle clock starts now.
+    pub fn on_output_drained(&mut self, now: u64) {
+        self.last_activity = now;
+    }
+
+    /// True while requests are held back because too much output is queued.
+    pub fn read_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// The next time `on_timeout` has something to do.
+    pub fn deadline(&self, config: &Config) -> u64 {
+        let http = &config.http;
+        if self.closing || self.paused {
+            return self.last_activity + ms(http.keepalive_timeout);
+        }
+        match &self.reading {
+            Reading::Idle => (self.last_activity + ms(http.keepalive_timeout))
+                .min(self.created + ms(http.max_connection_age)),
+            Reading::Head { started } => started + ms(http.header_timeout),
+            Reading::Body(b) => b.last_progress + ms(http.header_timeout),
+        }
+    }
+
+    /// Handles as many complete requests from `data` as it holds; returns how many bytes were
+    /// consumed. Stops early when output passes `OUTPUT_CAP` (the rest waits for the drain) or
+    /// when the connection is to close (the rest is discarded).
+    fn process(&mut self, data: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> (usize, Action) {
+        let limits = Limits {
+            max_header_bytes: cx.config.http.max_header_bytes,
+            max_target_bytes: MAX_TARGET_BYTES,
+        };
+        let max_body = cx.config.http.max_body_bytes as u64;
+        let mut pos = 0;
+        loop {
+            if let Reading::Body(b) = &mut self.reading {
+                match b.decoder.decode(&data[pos..], &mut b.body) {
+                    Err(e) => return (data.len(), self.error(e.status(), e.reason(), cx, out)),
+                    Ok(d) => {
+                        pos += d.consumed;
+                        if !d.done {
+                            if d.consumed > 0 {
+                                b.last_progress = cx.now;
+                            }
+                            return (pos, Action::Continue);
+                        }
+                    }
+                }
+                let Reading::Body(b) = std::mem::replace(&mut self.reading, Reading::Idle) else {
+                    unreachable!("matched Body above")
+                };
+                let action = self.respond(&b.head, &b.target, &b.body, cx, out);
+                if action != Action::Continue {
+                    return (data.len(), action);
+                }
+                continue;
+            }
+            if pos == data.len() {
+                return (pos, Action::Continue);
+            }
+            if out.len() >= OUTPUT_CAP {
+                self.paused = true;
+                return (pos, Action::Continue);
+            }
+            let head = match parse_head(&data[pos..], &limits) {
+                Ok(Some(head)) => head,
+                Ok(None) => {
+                    if matches!(self.reading, Reading::Idle) {
+                        self.reading = Reading::Head { started: cx.now };
+                    }
+                    return (pos, Action::Continue);
+                }
+                Err(e) => return (data.len(), self.error(e.status(), e.reason(), cx, out)),
+            };
+            self.reading = Reading::Idle;
+            self.requests += 1;
+            cx.metrics.requests.inc();
+            let head_bytes = &data[pos..pos + head.head_len];
+            pos += head.head_len;
+            let framing = head.framing;
+            if let BodyFraming::Length(n) = framing
+                && n > max_body
+            {
+                return (
+                    data.len(),
+                    self.error(413, "request body too large", cx, out),
+                );
+            }
+            if framing == BodyFraming::None || framing == BodyFraming::Length(0) {
+                let action = self.respond(&head, &head_bytes[head.target.clone()], &[], cx, out);
+                if action != Action::Continue {
+                    return (data.len(), action);
+                }
+                continue;
+            }
+            let mut decoder = BodyDecoder::new(framing, max_body);
+            let mut body = Vec::new();
+            match decoder.decode(&data[pos..], &mut body) {
+                Err(e) => return (data.len(), self.error(e.status(), e.reason(), cx, out)),
+                Ok(d) if d.done => {
+                    pos += d.consumed;
+                    let action =
+                        self.respond(&head, &head_bytes[head.target.clone()], &body, cx, out);
+                    if action != Action::Continue {
+                        return (data.len(), action);
+                    }
+                }
+                Ok(d) => {
+                    pos += d.consumed;
+                    // RFC 9110 §10.1.1: only an HTTP/1.1 client waits for 100 Continue.
+                    if head.expect_continue && head.version == Version::Http11 {
+                        response::write_continue(out);
+                    }
+                    let target = head_bytes[head.target.clone()].to_vec();
+                    self.reading = Reading::Body(Box::new(BodyState {
+                        head,
+                        target,
+                        decoder,
+                        body,
+                        last_progress: cx.now,
+                    }));
+                    return (pos, Action::Continue);
+                }
+            }
+        }
+    }
+
+    /// Answers one complete request and decides whether the connection persists.
+    fn respond(
+        &mut self,
+        head: &RequestHead,
+        target: &[u8],
+        body: &[u8],
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        let http = &cx.config.http;
+        let wants_persist = match head.version {
+            Version::Http11 => !head.connection_close,
+            // The HTTP/1.0 keep-alive extension (RFC 9112 §9.3, Appendix C.2.2).
+            Version::Http10 => head.connection_keep_alive && !head.connection_close,
+        };
+        let close_reason = if !wants_persist {
+            Some(CloseReason::Requested)
+        } else if self.requests >= http.keepalive_requests {
+            Some(CloseReason::MaxRequests)
+        } else if cx.now >= self.created + ms(http.max_connection_age) {
+            Some(CloseReason::MaxAge)
+        } else if cx.draining {
+            Some(CloseReason::Shutdown)
+        } else {
+            None
+        };
+        let persist = match (close_reason, head.version) {
+            (Some(_), _) => Persist::Close,
+            (None, Version::Http10) => Persist::KeepAlive10,
+            (None, Version::Http11) => Persist::KeepAlive11,
+        };
+        let reply = app::route(head.method, target, body, cx);
+        let rhead = Head {
+            status: reply.status,
+            content_type: reply.content_type,
+            extra_headers: reply.extra_headers,
+            persist,
+            head_only: head.method == Method::Head,
+        };
+        match &reply.body {
+            ReplyBody::Bytes(b) => response::write_response(out, &rhead, &Body::Full(b), cx.date),
+            // HTTP/1.0 has no chunked coding: send the same bytes with a length.
+            ReplyBody::Chunks(chunks) if head.version == Version::Http10 => {
+                let joined = chunks.concat();
+                response::write_response(out, &rhead, &Body::Full(&joined), cx.date)
+            }
+            ReplyBody::Chunks(chunks) => {
+                let slices: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+                response::write_response(out, &rhead, &Body::Chunked(&slices), cx.date)
+            }
+        }
+        cx.metrics.response(reply.status);
+        match close_reason {
+            Some(reason) => {
+                self.closing = true;
+                // Linger: the client may already have sent more requests behind this one.
+                close(reason, true)
+            }
+            None => Action::Continue,
+        }
+    }
+
+    /// Answers malformed or refused input and closes: after a framing error we cannot know
+    /// where the next request would start (RFC 9112 §9.3 on closing after errors).
+    fn error(&mut self, status: u16, reason: &str, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        self.closing = true;
+        self.reading = Reading::Idle;
+        let body = format!("{reason}\n");
+        let head = Head {
+            status,
+            content_type: "text/plain",
+            extra_headers: "",
+            persist: Persist::Close,
+            head_only: false,
+        };
+        response::write_response(out, &head, &Body::Full(body.as_bytes()), cx.date);
+        cx.metrics.response(status);
+        close(CloseReason::BadRequest, true)
+    }
+
+    /// 408 before closing a connection whose request stalled, so a client that was about to
+    /// send knows the request was not processed and may retry it (RFC 9110 §15.5.9).
+    fn request_timeout(&mut self, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        self.closing = true;
+        self.reading = Reading::Idle;
+        let head = Head {
+            status: 408,
+            content_type: "text/plain",
+            extra_headers: "",
+            persist: Persist::Close,
+            head_only: false,
+        };
+        response::write_response(out, &head, &Body::Full(b"request timeout\n"), cx.date);
+        cx.metrics.response(408);
+        close(CloseReason::RequestTimeout, true)
+    }
+}
+
+fn close(reason: CloseReason, linger: bool) -> Action {
+    Action::Close { reason, linger }
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128 / 2) as u64
+}
