@@ -1,0 +1,191 @@
+//! The server as a process: command line and config errors, the connection limit, socket
+//! options on accepted sockets (read back from the server's own socket), and graceful shutdown.
+
+mod common;
+
+use common::*;
+use std::io::{BufReader, Write};
+use std::process::Command;
+use std::time::Duration;
+
+fn holdfast(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn version_and_config_check() {
+    let out = holdfast(&["--version"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("holdfast "));
+
+    let dir = std::env::temp_dir().join(format!("holdfast-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "[http]\nkeepalive_timeout = \"5s\"\n[server]\nworkers = 1\n",
+    )
+    .unwrap();
+    let out = holdfast(&["config", "check", good.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[http]\nkeepalive_timeout = \"5 parsecs\"\n").unwrap();
+    let out = holdfast(&["config", "check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("http.keepalive_timeout"), "{err}");
+}
+
+#[test]
+fn bad_flags_and_settings_exit_2_with_one_line_naming_the_key() {
+    for (args, key) in [
+        (
+            vec!["serve", "--set", "http.keepalive_timeout=soon"],
+            "http.keepalive_timeout",
+        ),
+        (
+            vec!["serve", "--set", "server.listen=not-an-address"],
+            "server.listen",
+        ),
+        (vec!["serve", "--set", "nosuch.key=1"], "nosuch.key"),
+        (vec!["serve", "--set", "novalue"], "--set"),
+    ] {
+        let out = holdfast(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(key), "{args:?}: {err}");
+    }
+    let out = holdfast(&["serve", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn max_connections_refuses_with_a_close_and_counts_it() {
+    let srv = Server::start(&["server.max_connections=3", "server.workers=1"]);
+    let held: Vec<_> = (0..3).map(|_| srv.connect()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = srv.connect();
+    assert!(closed_within(&mut extra, Duration::from_secs(5)));
+    drop(held);
+    // Freed slots are usable again.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(srv.get("/healthz").text(), "ok");
+    assert!(srv.metric("holdfast_connections_closed_total{reason=\"refused\"}") >= 1);
+}
+
+#[test]
+fn accepted_sockets_carry_the_tcp_settings() {
+    let srv = Server::start(&[
+        "tcp.keepalive_idle=42s",
+        "tcp.keepalive_interval=7s",
+        "tcp.keepalive_count=4",
+        "tcp.user_timeout=20s",
+    ]);
+    let s = srv.connect();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s.try_clone().unwrap();
+    w.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    read_response(&mut r).unwrap();
+    let port = s.local_addr().unwrap().port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/sockopts.py");
+    let out = Command::new("python3")
+        .args([script, &srv.pid().to_string(), &port.to_string()])
+        .output()
+        .unwrap();
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "\"SO_KEEPALIVE\": 1",
+        "\"TCP_KEEPIDLE\": 42",
+        "\"TCP_KEEPINTVL\": 7",
+        "\"TCP_KEEPCNT\": 4",
+        "\"TCP_USER_TIMEOUT\": 20000",
+        "\"TCP_NODELAY\": 1",
+    ] {
+        assert!(json.contains(want), "{want} not in {json}");
+    }
+    // And `ss` shows the kernel keep-alive timer armed on the server side.
+    let ss = Command::new("ss")
+        .args([
+            "-tnoH",
+            "state",
+            "established",
+            &format!("( sport = :{} )", srv.addr.port()),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&ss.stdout);
+    assert!(text.contains("timer:(keepalive"), "{text}");
+}
+
+#[test]
+fn sigterm_drains_gracefully() {
+    let mut srv = Server::start(&["server.shutdown_timeout=10s"]);
+    // An idle keep-alive connection.
+    let idle = srv.connect();
+    let mut idle_r = BufReader::new(idle.try_clone().unwrap());
+    let mut idle_w = idle;
+    idle_w
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    read_response(&mut idle_r).unwrap();
+    // A request in flight: head and half the body sent.
+    let busy = srv.connect();
+    let mut busy_r = BufReader::new(busy.try_clone().unwrap());
+    let mut busy_w = busy;
+    busy_w
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    srv.signal("TERM");
+    // The idle one is closed promptly.
+    assert!(closed_within(&mut idle_r, Duration::from_secs(5)));
+    // New connections are no longer accepted.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        std::net::TcpStream::connect(srv.addr).is_err() || {
+            let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
+            closed_within(&mut s, Duration::from_secs(2))
+        }
+    );
+    // The in-flight request completes, with Connection: close.
+    busy_w.write_all(b"world").unwrap();
+    let resp = read_response(&mut busy_r).unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, b"helloworld");
+    assert!(resp.closes());
+    assert_eq!(
+        srv.wait_exit(Duration::from_secs(8)),
+        Some(0),
+        "log: {}",
+        srv.log_text()
+    );
+}
+
+#[test]
+fn shutdown_timeout_bounds_the_drain() {
+    let mut srv = Server::start(&["server.shutdown_timeout=500ms"]);
+    let mut stuck = srv.connect();
+    stuck
+        .write_all(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    srv.signal("INT");
+    assert_eq!(srv.wait_exit(Duration::from_secs(5)), Some(0));
+}
