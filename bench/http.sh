@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# HTTP/1.1 keep-alive and pipelining: holdfast versus nginx, one worker each, server on CPU 0,
+# wrk on CPU 1, interleaved rep by rep; medians of REPS runs of req/s and of server CPU time per
+# request (utime+stime of the server process over the run). Writes bench/results/http.md.
+#
+#   bash bench/http.sh            # REPS=3 DURATION=10s by default
+#   REPS=5 DURATION=15s bash bench/http.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPS=${REPS:-3}
+DURATION=${DURATION:-10s}
+HF_PORT=${HF_PORT:-18080}
+NG_PORT=${NG_PORT:-18081}
+WORK=$(mktemp -d /tmp/holdfast-bench.XXXXXX)
+OUT=bench/results/http.md
+mkdir -p bench/results
+
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 1; }
+command -v nginx >/dev/null || { echo "nginx is not installed (apt-get install nginx)"; exit 1; }
+ulimit -n "$(ulimit -Hn)"
+cargo build --release -q
+HF=target/release/holdfast
+
+sed -e "s#__DIR__#$WORK#g" -e "s#__PORT__#$NG_PORT#g" bench/nginx.conf > "$WORK/nginx.conf"
+mkdir -p "$WORK/body"
+
+HF_PID=""; NG_PID=""
+cleanup() {
+  [ -n "$HF_PID" ] && kill "$HF_PID" 2>/dev/null || true
+  [ -n "$NG_PID" ] && kill "$NG_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+taskset -c 0 "$HF" serve --set server.listen=127.0.0.1:$HF_PORT --set server.tls_listen= \
+  --set server.workers=1 --set http.keepalive_requests=1000000 2>"$WORK/holdfast.log" &
+HF_PID=$!
+taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK" &
+NG_PID=$!
+for i in $(seq 50); do
+  curl -sf "http://127.0.0.1:$HF_PORT/plaintext" >/dev/null && curl -sf "http://127.0.0.1:$NG_PORT/plaintext" >/dev/null && break
+  sleep 0.1
+done
+# nginx's master forks the worker: measure the worker, which does the serving.
+NG_WORKER=$(pgrep -P "$NG_PID" | head -1)
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
+# run NAME PID PORT CONNS [pipeline depth] -> "reqs_per_s cpu_us_per_req"
+run() {
+  local pid=$1 port=$2 conns=$3 depth=${4:-}
+  local before after out rps reqs
+  local args=(-t1 -c"$conns" -d"$DURATION" --latency)
+  before=$(cpu_ticks "$pid")
+  if [ -n "$depth" ]; then
+    out=$(taskset -c 1 wrk "${args[@]}" -s bench/wrk/pipeline.lua "http://127.0.0.1:$port/plaintext" -- "$depth")
+  else
+    out=$(taskset -c 1 wrk "${args[@]}" "http://127.0.0.1:$port/plaintext")
+  fi
+  after=$(cpu_ticks "$pid")
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  if echo "$out" | grep -q "Non-2xx\|Socket errors"; then
+    echo "$out" | grep "Non-2xx\|Socket errors" >&2
+  fi
+  awk -v r="$rps" -v n="$reqs" -v t="$((after - before))" -v hz="$TICK" \
+    'BEGIN { printf "%.0f %.2f\n", r, (n > 0 ? t / hz * 1e6 / n : 0) }'
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+SCENARIOS=("c100:100:" "c1000:1000:" "pipeline16:100:16")
+declare -A RES
+for rep in $(seq "$REPS"); do
+  for sc in "${SCENARIOS[@]}"; do
+    IFS=: read -r name conns depth <<<"$sc"
+    # Alternate which server goes first each rep so neither always gets the warmer machine.
+    if [ $((rep % 2)) -eq 1 ]; then order="nginx holdfast"; else order="holdfast nginx"; fi
+    for srv in $order; do
+      if [ "$srv" = nginx ]; then r=$(run "$NG_WORKER" "$NG_PORT" "$conns" "$depth");
+      else r=$(run "$HF_PID" "$HF_PORT" "$conns" "$depth"); fi
+      RES[$srv,$name]+="$r"$'\n'
+      echo "rep $rep $name $srv: $r req/s, us-cpu/req" >&2
+    done
+  done
+done
+
+{
+  echo "### HTTP/1.1 plaintext, wrk -t1 (CPU 1), server one worker (CPU 0), $DURATION x $REPS reps, medians"
+  echo
+  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r); $(date -u +%Y-%m-%d); nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'); command: \`REPS=$REPS DURATION=$DURATION bash bench/http.sh\`"
+  echo
+  echo "| scenario | nginx req/s | holdfast req/s | ratio | nginx µs CPU/req | holdfast µs CPU/req | CPU ratio (nginx/holdfast) |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  for sc in "${SCENARIOS[@]}"; do
+    IFS=: read -r name conns depth <<<"$sc"
+    ng_r=$(printf "%s" "${RES[nginx,$name]}" | awk '{print $1}' | median)
+    hf_r=$(printf "%s" "${RES[holdfast,$name]}" | awk '{print $1}' | median)
+    ng_c=$(printf "%s" "${RES[nginx,$name]}" | awk '{print $2}' | median)
+    hf_c=$(printf "%s" "${RES[holdfast,$name]}" | awk '{print $2}' | median)
+    awk -v n="$name" -v a="$ng_r" -v b="$hf_r" -v c="$ng_c" -v d="$hf_c" \
+      'BEGIN { printf "| %s | %d | %d | %.2f× | %.2f | %.2f | %.2f× |\n", n, a, b, b/a, c, d, (d > 0 ? c/d : 0) }'
+  done
+} | tee "$OUT"
