@@ -189,3 +189,30 @@ fn shutdown_timeout_bounds_the_drain() {
     srv.signal("INT");
     assert_eq!(srv.wait_exit(Duration::from_secs(5)), Some(0));
 }
+
+#[test]
+fn without_io_uring_the_server_exits_with_one_line_naming_cause_and_fix() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/no_io_uring.py");
+    let out = Command::new("python3")
+        .args([
+            script,
+            env!("CARGO_BIN_EXE_holdfast"),
+            "serve",
+            "--set",
+            "server.listen=127.0.0.1:0",
+            "--set",
+            "server.tls_listen=",
+            "--set",
+            "server.max_connections=100",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("io_uring") && err.contains("seccomp") && err.contains("fix"),
+        "{err}"
+    );
+    assert!(!err.contains("listening"), "{err}");
+}

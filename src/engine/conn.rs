@@ -77,3 +77,17 @@ impl Conn {
         self.send_inflight || self.pending.as_ref().is_some_and(|p| !p.is_empty())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// DESIGN §6: a slab slot (socket, generation, state, timer links, protocol state) fits in
+    /// 256 bytes, so a million idle connections cost a quarter of a GiB of slots at most.
+    #[test]
+    fn a_slot_fits_the_memory_budget() {
+        let slot = std::mem::size_of::<Conn>();
+        println!("Conn: {slot} bytes");
+        assert!(slot <= 256, "Conn is {slot} bytes");
+    }
+}

@@ -31,6 +31,9 @@ pub fn run(config: Config) -> Result<(), String> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    // Probe io_uring before binding anything, so that a host without it gets one clear line
+    // and no half-started server.
+    drop(ring::build()?);
     raise_nofile_limit(config.server.max_connections as u64);
     // Signals are blocked before any thread starts so that every thread inherits the mask and
     // only the signal thread ever receives them.
