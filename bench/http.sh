@@ -5,6 +5,7 @@
 #
 #   bash bench/http.sh            # REPS=3 DURATION=10s by default
 #   REPS=5 DURATION=15s bash bench/http.sh
+#   SCENARIOS="c1000:1000:" REPS=5 bash bench/http.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
@@ -71,7 +72,8 @@ run() {
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-SCENARIOS=("c100:100:" "c1000:1000:" "pipeline16:100:16")
+# NAME:CONNECTIONS:PIPELINE_DEPTH; override with e.g. SCENARIOS="c1000:1000:"
+read -r -a SCENARIOS <<<"${SCENARIOS:-c100:100: c1000:1000: pipeline16:100:16}"
 declare -A RES
 for rep in $(seq "$REPS"); do
   for sc in "${SCENARIOS[@]}"; do
@@ -90,7 +92,7 @@ done
 {
   echo "### HTTP/1.1 plaintext, wrk -t1 (CPU 1), server one worker (CPU 0), $DURATION x $REPS reps, medians"
   echo
-  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r); $(date -u +%Y-%m-%d); nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'); command: \`REPS=$REPS DURATION=$DURATION bash bench/http.sh\`"
+  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r); $(date -u +%Y-%m-%d); nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'); command: \`SCENARIOS=\"${SCENARIOS[*]}\" REPS=$REPS DURATION=$DURATION bash bench/http.sh\`"
   echo
   echo "| scenario | nginx req/s | holdfast req/s | ratio | nginx µs CPU/req | holdfast µs CPU/req | CPU ratio (nginx/holdfast) |"
   echo "|---|---:|---:|---:|---:|---:|---:|"
