@@ -86,6 +86,9 @@ impl WorkerMetrics {
     }
 }
 
+/// A counter's exposition name, help text, and how to read it from one worker.
+type CounterDef = (&'static str, &'static str, fn(&WorkerMetrics) -> u64);
+
 /// All workers' counters plus the one shared gauge: open connections, which enforces
 /// `server.max_connections` across workers.
 pub struct Metrics {
@@ -122,47 +125,44 @@ impl Metrics {
     /// The Prometheus text exposition (version 0.0.4).
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(2048);
-        let mut counter = |name: &str, help: &str, value: u64| {
+        let counters: [CounterDef; 7] = [
+            (
+                "holdfast_connections_accepted_total",
+                "Connections accepted.",
+                |w| w.accepted.get(),
+            ),
+            ("holdfast_requests_total", "HTTP requests parsed.", |w| {
+                w.requests.get()
+            }),
+            (
+                "holdfast_responses_4xx_total",
+                "Responses with a 4xx status.",
+                |w| w.responses_4xx.get(),
+            ),
+            (
+                "holdfast_responses_5xx_total",
+                "Responses with a 5xx status.",
+                |w| w.responses_5xx.get(),
+            ),
+            ("holdfast_bytes_in_total", "Bytes received.", |w| {
+                w.bytes_in.get()
+            }),
+            ("holdfast_bytes_out_total", "Bytes sent.", |w| {
+                w.bytes_out.get()
+            }),
+            (
+                "holdfast_recv_rearms_total",
+                "Multishot receives re-armed because the buffer ring ran dry.",
+                |w| w.recv_rearms.get(),
+            ),
+        ];
+        for (name, help, get) in counters {
             let _ = writeln!(
                 s,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                self.sum(get)
             );
-        };
-        counter(
-            "holdfast_connections_accepted_total",
-            "Connections accepted.",
-            self.sum(|w| w.accepted.get()),
-        );
-        counter(
-            "holdfast_requests_total",
-            "HTTP requests parsed.",
-            self.sum(|w| w.requests.get()),
-        );
-        counter(
-            "holdfast_responses_4xx_total",
-            "Responses with a 4xx status.",
-            self.sum(|w| w.responses_4xx.get()),
-        );
-        counter(
-            "holdfast_responses_5xx_total",
-            "Responses with a 5xx status.",
-            self.sum(|w| w.responses_5xx.get()),
-        );
-        counter(
-            "holdfast_bytes_in_total",
-            "Bytes received.",
-            self.sum(|w| w.bytes_in.get()),
-        );
-        counter(
-            "holdfast_bytes_out_total",
-            "Bytes sent.",
-            self.sum(|w| w.bytes_out.get()),
-        );
-        counter(
-            "holdfast_recv_rearms_total",
-            "Multishot receives re-armed (buffer ring empty or final completion).",
-            self.sum(|w| w.recv_rearms.get()),
-        );
+        }
         let _ = writeln!(
             s,
             "# HELP holdfast_connections_open Connections open now.\n# TYPE holdfast_connections_open gauge\nholdfast_connections_open {}",

@@ -9,18 +9,14 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 fn one(srv: &Server, req: &[u8]) -> Response {
-    let s = srv.connect();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
+    let (mut r, mut w) = srv.pair();
     w.write_all(req).unwrap();
     read_response(&mut r).unwrap()
 }
 
 /// Sends bad input; expects `status`, `Connection: close`, and the close itself.
 fn rejected(srv: &Server, req: &[u8], status: u16) {
-    let s = srv.connect();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
+    let (mut r, mut w) = srv.pair();
     w.write_all(req).unwrap();
     let resp = read_response(&mut r)
         .unwrap_or_else(|e| panic!("{e} for {:?}", String::from_utf8_lossy(req)));
@@ -94,9 +90,7 @@ fn echo_with_length_and_chunked_bodies() {
     assert_eq!(resp.body, b"hello world");
     // A large body arriving in many reads.
     let big: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
-    let s = srv.connect();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
+    let (mut r, mut w) = srv.pair();
     let body = big.clone();
     let t = std::thread::spawn(move || {
         w.write_all(
@@ -119,9 +113,7 @@ fn echo_with_length_and_chunked_bodies() {
 #[test]
 fn expect_100_continue() {
     let srv = Server::start(&[]);
-    let s = srv.connect();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
+    let (mut r, mut w) = srv.pair();
     w.write_all(
         b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
     )
@@ -144,9 +136,7 @@ fn expect_100_continue() {
 #[test]
 fn head_has_headers_but_no_body() {
     let srv = Server::start(&[]);
-    let s = srv.connect();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
+    let (mut r, mut w) = srv.pair();
     w.write_all(
         b"HEAD /plaintext HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
     )
@@ -276,9 +266,7 @@ fn thousands_of_malformed_and_truncated_requests_leave_the_server_serving() {
         t.join().unwrap();
     }
     assert_eq!(srv.get("/healthz").text(), "ok");
-    let s = srv.connect();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
+    let (mut r, mut w) = srv.pair();
     w.write_all(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     assert_eq!(read_response(&mut r).unwrap().status, 200);

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn http11_persists_by_default() {
     let srv = Server::start(&[]);
-    let s = srv.connect();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
+    let (mut r, mut w) = srv.pair();
     for _ in 0..5 {
         w.write_all(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
@@ -34,9 +32,7 @@ fn http11_persists_by_default() {
 #[test]
 fn connection_close_is_honoured_and_echoed() {
     let srv = Server::start(&[]);
-    let s = srv.connect();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
+    let (mut r, mut w) = srv.pair();
     w.write_all(b"GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
     let resp = read_response(&mut r).unwrap();
@@ -56,9 +52,7 @@ fn http10_closes_unless_keep_alive_requested() {
     assert!(text.ends_with("Hello, World!"));
 
     // 1.0 with keep-alive: the answer says keep-alive and the connection stays.
-    let s = srv.connect();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
+    let (mut r, mut w) = srv.pair();
     for _ in 0..3 {
         w.write_all(b"GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
             .unwrap();
@@ -77,9 +71,7 @@ fn http10_closes_unless_keep_alive_requested() {
 #[test]
 fn idle_connection_closes_after_keepalive_timeout() {
     let srv = Server::start(&["http.keepalive_timeout=300ms"]);
-    let s = srv.connect();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
+    let (mut r, mut w) = srv.pair();
     w.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     assert_eq!(read_response(&mut r).unwrap().text(), "ok");
@@ -123,9 +115,7 @@ fn stalled_request_body_gets_408() {
 #[test]
 fn last_allowed_request_carries_connection_close() {
     let srv = Server::start(&["http.keepalive_requests=3"]);
-    let s = srv.connect();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
+    let (mut r, mut w) = srv.pair();
     for i in 1..=3 {
         w.write_all(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
@@ -139,9 +129,7 @@ fn last_allowed_request_carries_connection_close() {
 #[test]
 fn max_connection_age_closes_busy_and_idle_connections() {
     let srv = Server::start(&["http.max_connection_age=400ms"]);
-    let s = srv.connect();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
+    let (mut r, mut w) = srv.pair();
     w.write_all(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     assert!(!read_response(&mut r).unwrap().closes());
@@ -153,9 +141,7 @@ fn max_connection_age_closes_busy_and_idle_connections() {
 
     // A busy connection: a request in progress when the age passes is answered, with
     // `Connection: close`.
-    let s = srv.connect();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
+    let (mut r, mut w) = srv.pair();
     w.write_all(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(600));
@@ -169,9 +155,7 @@ fn max_connection_age_closes_busy_and_idle_connections() {
 #[test]
 fn pipelined_requests_are_answered_in_order() {
     let srv = Server::start(&[]);
-    let s = srv.connect();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
+    let (mut r, mut w) = srv.pair();
     let mut batch = Vec::new();
     for i in 0..50 {
         match i % 3 {
@@ -205,9 +189,7 @@ fn pipelined_requests_are_answered_in_order() {
 fn deep_pipeline_past_the_output_cap_loses_nothing() {
     // More pipelined output than the per-connection cap: reading pauses and resumes.
     let srv = Server::start(&["http.keepalive_requests=100000"]);
-    let s = srv.connect();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
+    let (mut r, mut w) = srv.pair();
     let n = 3000;
     let writer = std::thread::spawn(move || {
         let mut batch = Vec::new();

@@ -138,17 +138,13 @@ fn accepted_sockets_carry_the_tcp_settings() {
 fn sigterm_drains_gracefully() {
     let mut srv = Server::start(&["server.shutdown_timeout=10s"]);
     // An idle keep-alive connection.
-    let idle = srv.connect();
-    let mut idle_r = BufReader::new(idle.try_clone().unwrap());
-    let mut idle_w = idle;
+    let (mut idle_r, mut idle_w) = srv.pair();
     idle_w
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     read_response(&mut idle_r).unwrap();
     // A request in flight: head and half the body sent.
-    let busy = srv.connect();
-    let mut busy_r = BufReader::new(busy.try_clone().unwrap());
-    let mut busy_w = busy;
+    let (mut busy_r, mut busy_w) = srv.pair();
     busy_w
         .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello")
         .unwrap();

@@ -407,7 +407,8 @@ impl Worker {
             .sending
             .take()
             .expect("a send completion always has its buffer");
-        if res < 0 || conn.phase == Phase::Closing {
+        // A send that moved nothing would be resubmitted forever: treat it as a dead socket.
+        if res <= 0 || conn.phase == Phase::Closing {
             give_back(&mut self.st.pool, buf);
             if conn.phase != Phase::Closing {
                 self.begin_close(slot, CloseReason::IoError);

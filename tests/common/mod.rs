@@ -82,6 +82,12 @@ impl Server {
         s
     }
 
+    /// A connection as a buffered reader and a writer on the same socket.
+    pub fn pair(&self) -> (BufReader<TcpStream>, TcpStream) {
+        let s = self.connect();
+        (BufReader::new(s.try_clone().unwrap()), s)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
