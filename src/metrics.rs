@@ -3,6 +3,7 @@
 //! scraped, and rendered in the Prometheus text exposition format.
 
 use crate::proto::CloseReason;
+use crate::proto::ws::conn::COUNTED_CODES;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -68,7 +69,19 @@ pub struct WorkerMetrics {
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub recv_rearms: Counter,
+    pub ws_upgrades: Counter,
+    pub ws_closed: Counter,
+    pub ws_messages_in: Counter,
+    pub ws_messages_out: Counter,
+    pub ws_pings_sent: Counter,
+    pub ws_pongs_received: Counter,
+    pub ws_heartbeat_timeouts: Counter,
+    pub ws_slow_reader_closes: Counter,
+    /// Close frames sent or received, by code: `COUNTED_CODES`, then 1005 (no code), then other.
+    pub ws_closes: [Counter; WS_CODE_SLOTS],
 }
+
+const WS_CODE_SLOTS: usize = COUNTED_CODES.len() + 2;
 
 impl WorkerMetrics {
     pub fn closed(&self, reason: CloseReason) {
@@ -77,6 +90,18 @@ impl WorkerMetrics {
     pub fn timeout(&self, kind: TimeoutKind) {
         self.timeouts[kind as usize].inc();
     }
+    pub fn ws_close_code(&self, code: u16) {
+        let slot = COUNTED_CODES
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(if code == 1005 {
+                COUNTED_CODES.len()
+            } else {
+                COUNTED_CODES.len() + 1
+            });
+        self.ws_closes[slot].inc();
+    }
+
     pub fn response(&self, status: u16) {
         match status {
             400..=499 => self.responses_4xx.inc(),
@@ -125,7 +150,7 @@ impl Metrics {
     /// The Prometheus text exposition (version 0.0.4).
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(2048);
-        let counters: [CounterDef; 7] = [
+        let counters: [CounterDef; 15] = [
             (
                 "holdfast_connections_accepted_total",
                 "Connections accepted.",
@@ -154,6 +179,46 @@ impl Metrics {
                 "holdfast_recv_rearms_total",
                 "Multishot receives re-armed because the buffer ring ran dry.",
                 |w| w.recv_rearms.get(),
+            ),
+            (
+                "holdfast_ws_upgrades_total",
+                "WebSocket upgrades (101 sent).",
+                |w| w.ws_upgrades.get(),
+            ),
+            (
+                "holdfast_ws_messages_in_total",
+                "WebSocket messages received.",
+                |w| w.ws_messages_in.get(),
+            ),
+            (
+                "holdfast_ws_messages_out_total",
+                "WebSocket messages sent.",
+                |w| w.ws_messages_out.get(),
+            ),
+            (
+                "holdfast_ws_pings_sent_total",
+                "WebSocket heartbeat pings sent.",
+                |w| w.ws_pings_sent.get(),
+            ),
+            (
+                "holdfast_ws_pongs_received_total",
+                "WebSocket pongs received.",
+                |w| w.ws_pongs_received.get(),
+            ),
+            (
+                "holdfast_ws_heartbeat_timeouts_total",
+                "WebSocket connections closed for not answering a ping in time.",
+                |w| w.ws_heartbeat_timeouts.get(),
+            ),
+            (
+                "holdfast_ws_slow_reader_closes_total",
+                "WebSocket connections closed (1008) for not reading their output.",
+                |w| w.ws_slow_reader_closes.get(),
+            ),
+            (
+                "holdfast_ws_closed_total",
+                "WebSocket connections ended.",
+                |w| w.ws_closed.get(),
             ),
         ];
         for (name, help, get) in counters {
@@ -187,6 +252,25 @@ impl Metrics {
         for k in TimeoutKind::ALL {
             let v = self.sum(|w| w.timeouts[k as usize].get());
             let _ = writeln!(s, "holdfast_timeouts_total{{kind=\"{}\"}} {v}", k.label());
+        }
+        let ws_open = self
+            .sum(|w| w.ws_upgrades.get())
+            .saturating_sub(self.sum(|w| w.ws_closed.get()));
+        let _ = writeln!(
+            s,
+            "# HELP holdfast_ws_connections_open WebSocket connections open now.\n# TYPE holdfast_ws_connections_open gauge\nholdfast_ws_connections_open {ws_open}"
+        );
+        let _ = writeln!(
+            s,
+            "# HELP holdfast_ws_closes_total WebSocket close frames sent or received, by code.\n# TYPE holdfast_ws_closes_total counter"
+        );
+        let labels = COUNTED_CODES
+            .iter()
+            .map(|c| c.to_string())
+            .chain(["1005".to_string(), "other".to_string()]);
+        for (i, label) in labels.enumerate() {
+            let v = self.sum(|w| w.ws_closes[i].get());
+            let _ = writeln!(s, "holdfast_ws_closes_total{{code=\"{label}\"}} {v}");
         }
         let _ = writeln!(
             s,

@@ -4,7 +4,7 @@
 //! read a buffer of it or post a completion for it.
 
 use crate::proto::CloseReason;
-use crate::proto::http1::Http1Conn;
+use crate::proto::Session;
 use std::os::fd::RawFd;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,11 +42,11 @@ pub struct Conn {
     pub close_after_flush: Option<(CloseReason, bool)>,
     /// The deadline the wheel holds for this slot (u64::MAX: none).
     pub armed_deadline: u64,
-    pub proto: Http1Conn,
+    pub proto: Session,
 }
 
 impl Conn {
-    pub fn new(fd: RawFd, generation: u32, proto: Http1Conn) -> Conn {
+    pub fn new(fd: RawFd, generation: u32, proto: Session) -> Conn {
         Conn {
             fd,
             generation,

@@ -12,7 +12,7 @@ use super::token::{GEN_MASK, Op, Token};
 use crate::config::Config;
 use crate::metrics::{Metrics, TimeoutKind};
 use crate::proto::http1::Http1Conn;
-use crate::proto::{Action, CloseReason, Context};
+use crate::proto::{Action, CloseReason, Context, Session};
 use crate::time::wheel::Wheel;
 use io_uring::types::{Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
@@ -284,10 +284,11 @@ impl Worker {
         }
         let generation = self.next_generation;
         self.next_generation = (self.next_generation + 1) & GEN_MASK;
-        let slot = self
-            .st
-            .conns
-            .insert(Conn::new(fd, generation, Http1Conn::new(self.st.now)));
+        let slot = self.st.conns.insert(Conn::new(
+            fd,
+            generation,
+            Session::Http1(Http1Conn::new(self.st.now)),
+        ));
         arm_recv(&mut self.io, &mut self.st.conns[slot], slot);
         self.st.sync_timer(slot);
     }
@@ -474,6 +475,20 @@ impl Worker {
                     self.finish_output(slot);
                 }
             }
+            Action::Upgrade => {
+                // The 101 is already queued; frames the client sent behind its handshake go
+                // to the WebSocket session now, so their answers queue after the 101.
+                let seed = (slot as u32) ^ conn.generation.rotate_left(16) ^ self.st.now as u32;
+                let rest = conn
+                    .proto
+                    .upgrade_to_ws(self.st.now, &self.st.shared.config, seed);
+                if rest.is_empty() {
+                    self.st.sync_timer(slot);
+                } else {
+                    let action = self.st.call(slot, |p, cx, out| p.on_input(&rest, cx, out));
+                    self.apply(slot, action);
+                }
+            }
         }
     }
 
@@ -522,7 +537,11 @@ impl Worker {
             return;
         }
         conn.phase = Phase::Closing;
-        self.st.shared.metrics.workers[self.st.index].closed(reason);
+        let wm = &self.st.shared.metrics.workers[self.st.index];
+        wm.closed(reason);
+        if conn.proto.is_ws() {
+            wm.ws_closed.inc();
+        }
         self.st.wheel.cancel(slot);
         conn.armed_deadline = u64::MAX;
         cancel_recv(&mut self.io.ring, conn, slot);
@@ -663,7 +682,7 @@ impl State {
     fn call(
         &mut self,
         slot: usize,
-        f: impl FnOnce(&mut Http1Conn, &Context<'_>, &mut Vec<u8>) -> Action,
+        f: impl FnOnce(&mut Session, &Context<'_>, &mut Vec<u8>) -> Action,
     ) -> Action {
         let conn = &mut self.conns[slot];
         let mut out = conn
@@ -701,7 +720,11 @@ impl State {
         let deadline = conn.proto.deadline(&self.shared.config);
         if deadline != conn.armed_deadline {
             conn.armed_deadline = deadline;
-            self.wheel.arm(slot, deadline);
+            if deadline == u64::MAX {
+                self.wheel.cancel(slot);
+            } else {
+                self.wheel.arm(slot, deadline);
+            }
         }
     }
 }

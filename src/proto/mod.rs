@@ -4,9 +4,12 @@
 //! what makes the protocols testable without sockets and fuzzable.
 
 pub mod http1;
+pub mod ws;
 
 use crate::config::Config;
 use crate::metrics::WorkerMetrics;
+use http1::Http1Conn;
+use ws::WsConn;
 
 /// What the engine does after a protocol call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +22,9 @@ pub enum Action {
         reason: CloseReason,
         linger: bool,
     },
+    /// The HTTP layer answered a WebSocket upgrade with 101: switch the connection to
+    /// [`Session::Ws`] and feed it whatever followed the handshake.
+    Upgrade,
 }
 
 /// Why a connection ended; each has its own metrics counter.
@@ -44,10 +50,18 @@ pub enum CloseReason {
     IoError,
     /// `server.max_connections` reached: closed at accept.
     Refused,
+    /// A WebSocket close handshake completed (or timed out waiting for the peer's close).
+    WsClosed,
+    /// A WebSocket protocol violation (1002, 1007, 1009 sent).
+    ProtocolError,
+    /// A WebSocket peer did not answer a ping within `websocket.pong_timeout`.
+    HeartbeatTimeout,
+    /// A peer that stopped reading kept its output over the cap for too long (1008 sent).
+    SlowReader,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 14] = [
         CloseReason::PeerClosed,
         CloseReason::Requested,
         CloseReason::IdleTimeout,
@@ -58,6 +72,10 @@ impl CloseReason {
         CloseReason::Shutdown,
         CloseReason::IoError,
         CloseReason::Refused,
+        CloseReason::WsClosed,
+        CloseReason::ProtocolError,
+        CloseReason::HeartbeatTimeout,
+        CloseReason::SlowReader,
     ];
 
     pub fn label(self) -> &'static str {
@@ -72,6 +90,10 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::IoError => "io_error",
             CloseReason::Refused => "refused",
+            CloseReason::WsClosed => "ws_closed",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::HeartbeatTimeout => "heartbeat_timeout",
+            CloseReason::SlowReader => "slow_reader",
         }
     }
 
@@ -97,3 +119,58 @@ pub struct Context<'a> {
 /// Output a connection may queue before it stops reading: bounds the memory a client that
 /// pipelines requests but does not read responses can make us hold.
 pub const OUTPUT_CAP: usize = 256 * 1024;
+
+/// The protocol a connection speaks now. It starts as HTTP/1.1 and may become WebSocket after
+/// an upgrade; the engine only ever sees this enum.
+pub enum Session {
+    Http1(Http1Conn),
+    Ws(WsConn),
+}
+
+/// Forwards a call to whichever protocol the session speaks.
+macro_rules! dispatch {
+    ($self:ident, $c:ident => $call:expr) => {
+        match $self {
+            Session::Http1($c) => $call,
+            Session::Ws($c) => $call,
+        }
+    };
+}
+
+impl Session {
+    pub fn on_input(&mut self, input: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        dispatch!(self, c => c.on_input(input, cx, out))
+    }
+    pub fn on_eof(&mut self, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        dispatch!(self, c => c.on_eof(cx, out))
+    }
+    pub fn on_timeout(&mut self, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        dispatch!(self, c => c.on_timeout(cx, out))
+    }
+    pub fn on_drain(&mut self, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        dispatch!(self, c => c.on_drain(cx, out))
+    }
+    pub fn on_output_drained(&mut self, now: u64) {
+        dispatch!(self, c => c.on_output_drained(now))
+    }
+    pub fn read_paused(&self) -> bool {
+        dispatch!(self, c => c.read_paused())
+    }
+    pub fn deadline(&self, config: &Config) -> u64 {
+        dispatch!(self, c => c.deadline(config))
+    }
+    pub fn is_ws(&self) -> bool {
+        matches!(self, Session::Ws(_))
+    }
+
+    /// After [`Action::Upgrade`]: becomes a WebSocket session and returns the bytes the client
+    /// sent after its handshake (its first frames, if it did not wait for the 101).
+    pub fn upgrade_to_ws(&mut self, now: u64, config: &Config, seed: u32) -> Vec<u8> {
+        let rest = match self {
+            Session::Http1(h) => h.take_buffer(),
+            Session::Ws(_) => return Vec::new(),
+        };
+        *self = Session::Ws(WsConn::new(now, config, seed));
+        rest
+    }
+}

@@ -4,11 +4,17 @@
 //! and nowhere else. Sans-I/O: bytes and a `Context` in, response bytes and an `Action` out.
 
 use super::body::BodyDecoder;
-use super::request::{BodyFraming, Limits, Method, RequestHead, Version, parse_head};
+use super::request::{
+    BodyFraming, Limits, Method, RequestHead, Version, parse_head, path_and_query,
+};
 use super::response::{self, Body, Head, Persist};
 use crate::app::{self, ReplyBody};
 use crate::config::Config;
+use crate::proto::ws::handshake;
 use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP};
+
+/// The path that upgrades to the WebSocket echo.
+const WS_PATH: &[u8] = b"/ws";
 
 /// The longest request target we accept (nginx's default large header buffer is 8 KiB too).
 pub const MAX_TARGET_BYTES: usize = 8192;
@@ -77,7 +83,7 @@ impl Http1Conn {
             // The common case: parse straight from the engine's receive buffer, copying only
             // an incomplete tail.
             let (consumed, action) = self.process(input, cx, out);
-            if action == Action::Continue && consumed < input.len() {
+            if keeps_input(action) && consumed < input.len() {
                 self.buf.extend_from_slice(&input[consumed..]);
             }
             action
@@ -85,7 +91,7 @@ impl Http1Conn {
             let mut data = std::mem::take(&mut self.buf);
             data.extend_from_slice(input);
             let (consumed, action) = self.process(&data, cx, out);
-            if action == Action::Continue && consumed < data.len() {
+            if keeps_input(action) && consumed < data.len() {
                 data.drain(..consumed);
                 self.buf = data;
             }
@@ -149,6 +155,11 @@ impl Http1Conn {
             return close(CloseReason::Shutdown, false);
         }
         Action::Continue
+    }
+
+    /// Unconsumed input, handed over after an upgrade.
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
     }
 
     /// All queued output has been sent: the idle clock starts now.
@@ -230,6 +241,15 @@ impl Http1Conn {
             cx.metrics.requests.inc();
             let head_bytes = &data[pos..pos + head.head_len];
             pos += head.head_len;
+            if path_and_query(&head_bytes[head.target.clone()]).0 == WS_PATH {
+                let action = self.upgrade(&head, head_bytes, cx, out);
+                let consumed = if action == Action::Upgrade {
+                    pos
+                } else {
+                    data.len()
+                };
+                return (consumed, action);
+            }
             let framing = head.framing;
             if let BodyFraming::Length(n) = framing
                 && n > max_body
@@ -343,19 +363,53 @@ impl Http1Conn {
     /// Answers malformed or refused input and closes: after a framing error we cannot know
     /// where the next request would start (RFC 9112 §9.3 on closing after errors).
     fn error(&mut self, status: u16, reason: &str, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        self.error_with(status, reason, "", cx, out)
+    }
+
+    fn error_with(
+        &mut self,
+        status: u16,
+        reason: &str,
+        extra_headers: &str,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
         self.closing = true;
         self.reading = Reading::Idle;
         let body = format!("{reason}\n");
         let head = Head {
             status,
             content_type: "text/plain",
-            extra_headers: "",
+            extra_headers,
             persist: Persist::Close,
             head_only: false,
         };
         response::write_response(out, &head, &Body::Full(body.as_bytes()), cx.date);
         cx.metrics.response(status);
         close(CloseReason::BadRequest, true)
+    }
+
+    /// Answers a request for the WebSocket path: 101 and an upgrade, or the refusal the
+    /// handshake chose (400, or 426 with the version we speak) and a close.
+    fn upgrade(
+        &mut self,
+        head: &RequestHead,
+        head_bytes: &[u8],
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        if cx.draining {
+            return self.error(503, "server shutting down", cx, out);
+        }
+        match handshake::check(head, head_bytes) {
+            Ok(accept) => {
+                handshake::write_switching_protocols(out, &accept, "");
+                cx.metrics.ws_upgrades.inc();
+                self.closing = true;
+                Action::Upgrade
+            }
+            Err(r) => self.error_with(r.status, r.reason, r.extra_headers, cx, out),
+        }
     }
 
     /// 408 before closing a connection whose request stalled, so a client that was about to
@@ -374,6 +428,12 @@ impl Http1Conn {
         cx.metrics.response(408);
         close(CloseReason::RequestTimeout, true)
     }
+}
+
+/// After these actions the rest of the input still matters: it is kept (Continue) or handed to
+/// the next protocol (Upgrade).
+fn keeps_input(action: Action) -> bool {
+    matches!(action, Action::Continue | Action::Upgrade)
 }
 
 fn close(reason: CloseReason, linger: bool) -> Action {

@@ -1,0 +1,922 @@
+//! Owns one WebSocket connection after the upgrade: frame validation (RFC 6455 §5), message
+//! assembly across fragments with incremental UTF-8 checks, the echo of each message with its
+//! opcode, control frames (answered even between fragments), the close handshake (§7), server
+//! heartbeats (jittered pings, a pong deadline), the idle timeout, and backpressure. Sans-I/O:
+//! bytes and a `Context` in, frames and an `Action` out; the engine asks for `deadline()`.
+
+use super::frame::{
+    self, FrameHeader, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
+};
+use super::utf8::Utf8Validator;
+use crate::config::Config;
+use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP};
+
+/// Close codes we count separately in metrics; anything else is "other".
+pub const COUNTED_CODES: [u16; 9] = [1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// We sent a close frame and wait for the peer's, until the deadline.
+    CloseSent {
+        deadline: u64,
+    },
+    /// The handshake is over (or failed); only the TCP close remains. The deadline bounds how
+    /// long a peer that does not read can keep our last frame queued.
+    Closed {
+        deadline: u64,
+    },
+}
+
+pub struct WsConn {
+    /// Bytes of an incomplete frame; empty (no allocation) between frames.
+    buf: Vec<u8>,
+    /// The unmasked payload of a fragmented message so far; empty between messages.
+    msg: Vec<u8>,
+    /// Opcode of the fragmented message in progress (0: none).
+    msg_opcode: u8,
+    utf8: Utf8Validator,
+    state: State,
+    paused: bool,
+    paused_since: u64,
+    /// Last data message received, for `websocket.idle_timeout`.
+    last_data: u64,
+    /// When the next server ping is due (u64::MAX: pings disabled).
+    next_ping: u64,
+    /// When an outstanding ping must have been answered (u64::MAX: none outstanding).
+    pong_deadline: u64,
+    /// xorshift state for ping jitter.
+    rng: u32,
+}
+
+impl WsConn {
+    /// A connection that has just been upgraded. `seed` makes jitter differ between
+    /// connections upgraded in the same millisecond.
+    pub fn new(now: u64, config: &Config, seed: u32) -> WsConn {
+        let mut c = WsConn {
+            buf: Vec::new(),
+            msg: Vec::new(),
+            msg_opcode: 0,
+            utf8: Utf8Validator::default(),
+            state: State::Open,
+            paused: false,
+            paused_since: 0,
+            last_data: now,
+            next_ping: u64::MAX,
+            pong_deadline: u64::MAX,
+            rng: seed | 1,
+        };
+        c.schedule_ping(now, config);
+        c
+    }
+
+    pub fn on_input(&mut self, input: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        if matches!(self.state, State::Closed { .. }) {
+            return Action::Continue;
+        }
+        self.paused = false;
+        if self.buf.is_empty() {
+            let (consumed, action) = self.process(input, cx, out);
+            if action == Action::Continue && consumed < input.len() {
+                self.buf.extend_from_slice(&input[consumed..]);
+            }
+            action
+        } else {
+            let mut data = std::mem::take(&mut self.buf);
+            data.extend_from_slice(input);
+            let (consumed, action) = self.process(&data, cx, out);
+            if action == Action::Continue && consumed < data.len() {
+                data.drain(..consumed);
+                self.buf = data;
+            }
+            action
+        }
+    }
+
+    /// The peer closed TCP without a close handshake (1006 in the peer's terms).
+    pub fn on_eof(&mut self, cx: &Context<'_>, _out: &mut Vec<u8>) -> Action {
+        if self.state == State::Open {
+            cx.metrics.ws_close_code(1006);
+        }
+        self.state = State::Closed { deadline: cx.now };
+        Action::Close {
+            reason: CloseReason::PeerClosed,
+            linger: false,
+        }
+    }
+
+    pub fn on_timeout(&mut self, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        let now = cx.now;
+        let ws = &cx.config.websocket;
+        match self.state {
+            State::Closed { deadline } | State::CloseSent { deadline } if now >= deadline => {
+                return Action::Close {
+                    reason: CloseReason::WsClosed,
+                    linger: false,
+                };
+            }
+            State::Open => {}
+            _ => return Action::Continue,
+        }
+        if self.paused && now >= self.paused_since + ms(ws.pong_timeout) {
+            // RFC 6455 §7.4.1 1008: the peer breaks our policy by not reading.
+            cx.metrics.ws_slow_reader_closes.inc();
+            return self.fail(
+                1008,
+                "peer is not reading",
+                CloseReason::SlowReader,
+                cx,
+                out,
+            );
+        }
+        if now >= self.pong_deadline {
+            cx.metrics.ws_heartbeat_timeouts.inc();
+            cx.metrics.ws_close_code(1006);
+            self.state = State::Closed { deadline: now };
+            return Action::Close {
+                reason: CloseReason::HeartbeatTimeout,
+                linger: false,
+            };
+        }
+        if now >= self.next_ping {
+            let payload = now.to_be_bytes();
+            frame::write_header(out, true, 0, OP_PING, payload.len());
+            out.extend_from_slice(&payload);
+            cx.metrics.ws_pings_sent.inc();
+            // The deadline runs from the first unanswered ping: later pings must not extend it,
+            // or a silent peer would live forever whenever ping_interval <= pong_timeout.
+            if self.pong_deadline == u64::MAX {
+                self.pong_deadline = now + ms(ws.pong_timeout);
+            }
+            self.schedule_ping(now, cx.config);
+        }
+        if !ws.idle_timeout.is_zero() && now >= self.last_data + ms(ws.idle_timeout) {
+            return self.start_close(1000, "idle timeout", cx, out);
+        }
+        Action::Continue
+    }
+
+    /// The server is draining: say 1001 and wait (boundedly) for the peer's close.
+    pub fn on_drain(&mut self, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        if self.state == State::Open {
+            return self.start_close(1001, "server shutting down", cx, out);
+        }
+        Action::Continue
+    }
+
+    pub fn on_output_drained(&mut self, _now: u64) {}
+
+    pub fn read_paused(&self) -> bool {
+        self.paused
+    }
+
+    pub fn deadline(&self, config: &Config) -> u64 {
+        let ws = &config.websocket;
+        match self.state {
+            State::CloseSent { deadline } | State::Closed { deadline } => deadline,
+            State::Open => {
+                let mut d = self.next_ping.min(self.pong_deadline);
+                if self.paused {
+                    d = d.min(self.paused_since + ms(ws.pong_timeout));
+                }
+                if !ws.idle_timeout.is_zero() {
+                    d = d.min(self.last_data + ms(ws.idle_timeout));
+                }
+                d
+            }
+        }
+    }
+
+    /// Handles every complete frame in `data`; returns the bytes consumed.
+    fn process(&mut self, data: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> (usize, Action) {
+        let max_message = cx.config.websocket.max_message_bytes as u64;
+        let mut pos = 0;
+        while pos < data.len() {
+            if out.len() >= OUTPUT_CAP {
+                if !self.paused {
+                    self.paused = true;
+                    self.paused_since = cx.now;
+                }
+                return (pos, Action::Continue);
+            }
+            let h = match frame::parse_header(&data[pos..]) {
+                Ok(Some(h)) => h,
+                Ok(None) => return (pos, Action::Continue),
+                Err(frame::BadLength) => {
+                    return (
+                        data.len(),
+                        self.protocol_error("invalid payload length", cx, out),
+                    );
+                }
+            };
+            if let Err(why) = self.validate(&h) {
+                return (data.len(), self.protocol_error(why, cx, out));
+            }
+            let data_frame = !h.is_control();
+            if data_frame && self.msg.len() as u64 + h.payload_len > max_message {
+                return (
+                    data.len(),
+                    self.fail(1009, "message too big", CloseReason::ProtocolError, cx, out),
+                );
+            }
+            let total = h.header_len as u64 + h.payload_len;
+            if ((data.len() - pos) as u64) < total {
+                return (pos, Action::Continue);
+            }
+            let payload = &data[pos + h.header_len..pos + total as usize];
+            pos += total as usize;
+            let mask = h.mask.expect("validated: client frames are masked");
+            let action = match h.opcode {
+                OP_PING => {
+                    if self.state == State::Open {
+                        frame::write_header(out, true, 0, OP_PONG, payload.len());
+                        frame::unmask_into(out, payload, mask, 0);
+                    }
+                    Action::Continue
+                }
+                OP_PONG => {
+                    self.pong_deadline = u64::MAX;
+                    cx.metrics.ws_pongs_received.inc();
+                    Action::Continue
+                }
+                OP_CLOSE => {
+                    let mut body = Vec::with_capacity(payload.len());
+                    frame::unmask_into(&mut body, payload, mask, 0);
+                    self.on_close_frame(&body, cx, out)
+                }
+                _ if self.state != State::Open => Action::Continue,
+                _ => self.on_data_frame(&h, payload, mask, cx, out),
+            };
+            if action != Action::Continue {
+                return (data.len(), action);
+            }
+        }
+        (pos, Action::Continue)
+    }
+
+    /// RFC 6455 §5.2, §5.4, §5.5: everything about a header that makes it a protocol error.
+    fn validate(&self, h: &FrameHeader) -> Result<(), &'static str> {
+        if h.rsv != 0 {
+            return Err("reserved bits set without an extension");
+        }
+        if h.mask.is_none() {
+            return Err("client frames must be masked");
+        }
+        match h.opcode {
+            OP_PING | OP_PONG | OP_CLOSE => {
+                if !h.fin {
+                    return Err("fragmented control frame");
+                }
+                if h.payload_len > frame::MAX_CONTROL_PAYLOAD as u64 {
+                    return Err("control frame payload over 125 bytes");
+                }
+            }
+            OP_CONTINUATION if self.msg_opcode == 0 => {
+                return Err("continuation frame without a message to continue");
+            }
+            OP_TEXT | OP_BINARY if self.msg_opcode != 0 => {
+                return Err("new message inside a fragmented message");
+            }
+            OP_CONTINUATION | OP_TEXT | OP_BINARY => {}
+            _ => return Err("reserved opcode"),
+        }
+        Ok(())
+    }
+
+    fn on_data_frame(
+        &mut self,
+        h: &FrameHeader,
+        payload: &[u8],
+        mask: [u8; 4],
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        self.last_data = cx.now;
+        if h.fin && h.opcode != OP_CONTINUATION {
+            // A whole message in one frame: unmask straight into the echo.
+            cx.metrics.ws_messages_in.inc();
+            let start = out.len();
+            frame::write_header(out, true, 0, h.opcode, payload.len());
+            let body = out.len();
+            frame::unmask_into(out, payload, mask, 0);
+            if h.opcode == OP_TEXT && std::str::from_utf8(&out[body..]).is_err() {
+                out.truncate(start);
+                return self.fail(
+                    1007,
+                    "invalid UTF-8 in a text message",
+                    CloseReason::ProtocolError,
+                    cx,
+                    out,
+                );
+            }
+            cx.metrics.ws_messages_out.inc();
+            return Action::Continue;
+        }
+        if h.opcode != OP_CONTINUATION {
+            self.msg_opcode = h.opcode;
+            self.utf8 = Utf8Validator::default();
+        }
+        let start = self.msg.len();
+        frame::unmask_into(&mut self.msg, payload, mask, 0);
+        if self.msg_opcode == OP_TEXT && !self.utf8.feed(&self.msg[start..]) {
+            return self.fail(
+                1007,
+                "invalid UTF-8 in a text message",
+                CloseReason::ProtocolError,
+                cx,
+                out,
+            );
+        }
+        if !h.fin {
+            return Action::Continue;
+        }
+        if self.msg_opcode == OP_TEXT && !self.utf8.is_complete() {
+            return self.fail(
+                1007,
+                "text message ends inside a character",
+                CloseReason::ProtocolError,
+                cx,
+                out,
+            );
+        }
+        cx.metrics.ws_messages_in.inc();
+        frame::write_header(out, true, 0, self.msg_opcode, self.msg.len());
+        out.extend_from_slice(&self.msg);
+        cx.metrics.ws_messages_out.inc();
+        // Give the memory back: an idle connection holds no message buffer.
+        self.msg = Vec::new();
+        self.msg_opcode = 0;
+        Action::Continue
+    }
+
+    /// RFC 6455 §5.5.1, §7.1.5, §7.4: validate the peer's close and answer it.
+    fn on_close_frame(&mut self, body: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        let code = match body.len() {
+            0 => None,
+            1 => return self.protocol_error("close frame with a 1-byte payload", cx, out),
+            _ => {
+                let code = u16::from_be_bytes([body[0], body[1]]);
+                if !valid_close_code(code) {
+                    return self.protocol_error("invalid close code", cx, out);
+                }
+                if std::str::from_utf8(&body[2..]).is_err() {
+                    return self.fail(
+                        1007,
+                        "invalid UTF-8 in the close reason",
+                        CloseReason::ProtocolError,
+                        cx,
+                        out,
+                    );
+                }
+                Some(code)
+            }
+        };
+        cx.metrics.ws_close_code(code.unwrap_or(1005));
+        let linger = match self.state {
+            State::Open => {
+                // Echo the peer's code (an empty close is answered with an empty close).
+                match code {
+                    Some(c) => write_close(out, c, ""),
+                    None => frame::write_header(out, true, 0, OP_CLOSE, 0),
+                }
+                true
+            }
+            // The answer to our close: the handshake is complete.
+            _ => false,
+        };
+        self.state = State::Closed {
+            deadline: cx.now + close_wait(cx.config),
+        };
+        Action::Close {
+            reason: CloseReason::WsClosed,
+            linger,
+        }
+    }
+
+    /// Starts a close we initiate and keeps reading until the peer answers.
+    fn start_close(
+        &mut self,
+        code: u16,
+        reason: &str,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        write_close(out, code, reason);
+        cx.metrics.ws_close_code(code);
+        self.state = State::CloseSent {
+            deadline: cx.now + close_wait(cx.config),
+        };
+        Action::Continue
+    }
+
+    fn protocol_error(&mut self, why: &str, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        self.fail(1002, why, CloseReason::ProtocolError, cx, out)
+    }
+
+    /// _Fail the WebSocket Connection_ (RFC 6455 §7.1.7): send a close with `code`, then close
+    /// TCP after it is sent (lingering, so the frame is not lost to a reset).
+    fn fail(
+        &mut self,
+        code: u16,
+        why: &str,
+        reason: CloseReason,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        if self.state == State::Open {
+            write_close(out, code, why);
+            cx.metrics.ws_close_code(code);
+        }
+        self.state = State::Closed {
+            deadline: cx.now + close_wait(cx.config),
+        };
+        self.msg = Vec::new();
+        Action::Close {
+            reason,
+            linger: true,
+        }
+    }
+
+    /// Schedules the next ping. The first comes after half to all of an interval, at random,
+    /// so that a burst of connections upgraded together (a reconnect storm after a restart)
+    /// spreads its pings over half an interval; later ones come an interval apart, less up to a
+    /// tenth, so they keep drifting rather than lining up again.
+    fn schedule_ping(&mut self, now: u64, config: &Config) {
+        let interval = ms(config.websocket.ping_interval);
+        if interval == 0 {
+            self.next_ping = u64::MAX;
+            return;
+        }
+        let first = self.next_ping == u64::MAX;
+        let spread = if first { interval / 2 } else { interval / 10 };
+        let jitter = u64::from(self.next_random()) % spread.max(1);
+        self.next_ping = now + interval - jitter;
+    }
+
+    fn next_random(&mut self) -> u32 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 17;
+        self.rng ^= self.rng << 5;
+        self.rng
+    }
+}
+
+/// RFC 6455 §7.4.1–7.4.2: codes a peer may send. 1004–1006 and 1015 are reserved and never
+/// sent; 1016–2999 are unassigned; 3000–4999 are for libraries and applications.
+pub fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+fn write_close(out: &mut Vec<u8>, code: u16, reason: &str) {
+    let reason = &reason.as_bytes()[..reason.len().min(frame::MAX_CONTROL_PAYLOAD - 2)];
+    frame::write_header(out, true, 0, OP_CLOSE, 2 + reason.len());
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(reason);
+}
+
+/// How long we wait for a peer's close after ours (and for our last frame to drain).
+fn close_wait(config: &Config) -> u64 {
+    ms(config.websocket.pong_timeout).max(1000)
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128 / 4) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    /// One WsConn driven in memory, with the context the engine would give it.
+    struct Harness {
+        config: Config,
+        metrics: Metrics,
+        now: u64,
+        conn: Option<WsConn>,
+    }
+
+    impl Harness {
+        fn new(tweak: impl FnOnce(&mut Config)) -> Harness {
+            let mut config = Config::default();
+            tweak(&mut config);
+            let conn = Some(WsConn::new(0, &config, 42));
+            Harness {
+                config,
+                metrics: Metrics::new(1),
+                now: 0,
+                conn,
+            }
+        }
+        fn with<R>(
+            &mut self,
+            f: impl FnOnce(&mut WsConn, &Context<'_>, &mut Vec<u8>) -> R,
+        ) -> (R, Vec<u8>) {
+            let cx = Context {
+                now: self.now,
+                date: b"Thu, 01 Jan 1970 00:00:00 GMT",
+                config: &self.config,
+                metrics: &self.metrics.workers[0],
+                all_metrics: &self.metrics,
+                draining: false,
+            };
+            let mut out = Vec::new();
+            let r = f(self.conn.as_mut().unwrap(), &cx, &mut out);
+            (r, out)
+        }
+        fn feed(&mut self, bytes: &[u8]) -> (Action, Vec<u8>) {
+            self.with(|c, cx, out| c.on_input(bytes, cx, out))
+        }
+        fn tick(&mut self, now: u64) -> (Action, Vec<u8>) {
+            self.now = now;
+            self.with(|c, cx, out| c.on_timeout(cx, out))
+        }
+        fn deadline(&self) -> u64 {
+            self.conn.as_ref().unwrap().deadline(&self.config)
+        }
+    }
+
+    fn client(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut out = Vec::new();
+        frame::write_header(&mut out, fin, 0, opcode, payload.len());
+        out[1] |= 0x80;
+        out.extend_from_slice(&mask);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        frame::unmask_in_place(&mut out[start..], mask, 0);
+        out
+    }
+
+    fn server(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        frame::write_header(&mut out, true, 0, opcode, payload.len());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+        let mut p = code.to_be_bytes().to_vec();
+        p.extend_from_slice(reason.as_bytes());
+        p
+    }
+
+    /// The close code of the first close frame in `out`.
+    fn close_code(out: &[u8]) -> Option<u16> {
+        let mut pos = 0;
+        while let Ok(Some(h)) = frame::parse_header(&out[pos..]) {
+            let p = &out[pos + h.header_len..pos + h.header_len + h.payload_len as usize];
+            if h.opcode == OP_CLOSE {
+                return Some(if p.len() >= 2 {
+                    u16::from_be_bytes([p[0], p[1]])
+                } else {
+                    1005
+                });
+            }
+            pos += h.header_len + h.payload_len as usize;
+        }
+        None
+    }
+
+    fn no_pings(c: &mut Config) {
+        c.websocket.ping_interval = Duration::ZERO;
+    }
+
+    #[test]
+    fn echoes_text_and_binary_with_their_opcodes() {
+        let mut h = Harness::new(no_pings);
+        let mut input = client(true, OP_TEXT, "héllo".as_bytes());
+        input.extend(client(true, OP_BINARY, &[0, 1, 2, 255]));
+        let (a, out) = h.feed(&input);
+        assert_eq!(a, Action::Continue);
+        let mut want = server(OP_TEXT, "héllo".as_bytes());
+        want.extend(server(OP_BINARY, &[0, 1, 2, 255]));
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn fragments_are_joined_and_control_frames_answered_in_between() {
+        let mut h = Harness::new(no_pings);
+        let mut input = client(false, OP_TEXT, b"fra");
+        input.extend(client(true, OP_PING, b"p"));
+        input.extend(client(false, OP_CONTINUATION, b"gmen"));
+        input.extend(client(true, OP_CONTINUATION, b"ted"));
+        let (_, out) = h.feed(&input);
+        let mut want = server(OP_PONG, b"p");
+        want.extend(server(OP_TEXT, b"fragmented"));
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn protocol_errors_close_with_1002() {
+        let mut unmasked = server(OP_TEXT, b"x");
+        unmasked[1] &= 0x7f;
+        let mut rsv = client(true, OP_TEXT, b"x");
+        rsv[0] |= 0x40;
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("unmasked", unmasked),
+            ("rsv1 without extension", rsv),
+            ("reserved opcode 3", client(true, 3, b"")),
+            ("reserved opcode 0xB", client(true, 0xB, b"")),
+            ("control over 125", client(true, OP_PING, &[0; 126])),
+            ("fragmented control", client(false, OP_PING, b"")),
+            (
+                "continuation without start",
+                client(true, OP_CONTINUATION, b"x"),
+            ),
+            (
+                "new message inside fragmented",
+                [client(false, OP_TEXT, b"a"), client(true, OP_BINARY, b"b")].concat(),
+            ),
+            ("1-byte close", client(true, OP_CLOSE, &[3])),
+        ];
+        for (why, input) in cases {
+            let mut h = Harness::new(no_pings);
+            let (a, out) = h.feed(&input);
+            assert_eq!(close_code(&out), Some(1002), "{why}");
+            assert_eq!(
+                a,
+                Action::Close {
+                    reason: CloseReason::ProtocolError,
+                    linger: true
+                },
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_closes_with_1007_also_across_fragments() {
+        let mut h = Harness::new(no_pings);
+        assert_eq!(
+            close_code(&h.feed(&client(true, OP_TEXT, &[0xff])).1),
+            Some(1007)
+        );
+        // "κ" split across fragments is fine; a bad continuation in the next fragment is not.
+        let mut h = Harness::new(no_pings);
+        let (_, out) = h.feed(
+            &[
+                client(false, OP_TEXT, &[0xCE]),
+                client(true, OP_CONTINUATION, &[0xBA]),
+            ]
+            .concat(),
+        );
+        assert_eq!(out, server(OP_TEXT, "κ".as_bytes()));
+        let mut h = Harness::new(no_pings);
+        let (_, out) = h.feed(&client(false, OP_TEXT, &[0xCE]));
+        assert!(out.is_empty());
+        let (_, out) = h.feed(&client(false, OP_CONTINUATION, &[0x28]));
+        assert_eq!(
+            close_code(&out),
+            Some(1007),
+            "fails fast, before the message ends"
+        );
+        // A message that ends inside a character.
+        let mut h = Harness::new(no_pings);
+        let (_, out) = h.feed(
+            &[
+                client(false, OP_TEXT, b"a"),
+                client(true, OP_CONTINUATION, &[0xE2, 0x82]),
+            ]
+            .concat(),
+        );
+        assert_eq!(close_code(&out), Some(1007));
+    }
+
+    #[test]
+    fn close_handshake_echoes_valid_codes_and_rejects_invalid_ones() {
+        for code in [1000u16, 1001, 1003, 1007, 1011, 1014, 3000, 4999] {
+            let mut h = Harness::new(no_pings);
+            let (a, out) = h.feed(&client(true, OP_CLOSE, &close_payload(code, "bye")));
+            assert_eq!(close_code(&out), Some(code));
+            assert_eq!(
+                a,
+                Action::Close {
+                    reason: CloseReason::WsClosed,
+                    linger: true
+                }
+            );
+        }
+        for code in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
+        ] {
+            let mut h = Harness::new(no_pings);
+            let (_, out) = h.feed(&client(true, OP_CLOSE, &close_payload(code, "")));
+            assert_eq!(close_code(&out), Some(1002), "code {code}");
+        }
+        let mut h = Harness::new(no_pings);
+        let (_, out) = h.feed(&client(true, OP_CLOSE, &[0x03, 0xE8, 0xff, 0xfe]));
+        assert_eq!(close_code(&out), Some(1007));
+        let mut h = Harness::new(no_pings);
+        let (_, out) = h.feed(&client(true, OP_CLOSE, b""));
+        assert_eq!(out, server(OP_CLOSE, b""));
+    }
+
+    #[test]
+    fn messages_over_the_limit_close_with_1009() {
+        let limit = |c: &mut Config| {
+            no_pings(c);
+            c.websocket.max_message_bytes = 100;
+        };
+        let mut h = Harness::new(limit);
+        assert_eq!(
+            close_code(&h.feed(&client(true, OP_BINARY, &[0; 101])).1),
+            Some(1009)
+        );
+        let mut h = Harness::new(limit);
+        let (_, out) = h.feed(
+            &[
+                client(false, OP_BINARY, &[0; 60]),
+                client(true, OP_CONTINUATION, &[0; 41]),
+            ]
+            .concat(),
+        );
+        assert_eq!(close_code(&out), Some(1009));
+        // The header alone is enough: a 1 GiB frame is refused before its payload arrives.
+        let mut h = Harness::new(limit);
+        let mut big = Vec::new();
+        frame::write_header(&mut big, true, 0, OP_BINARY, 1 << 30);
+        big[1] |= 0x80;
+        big.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(close_code(&h.feed(&big).1), Some(1009));
+    }
+
+    #[test]
+    fn heartbeats_ping_on_schedule_and_close_the_silent() {
+        let mut h = Harness::new(|c| {
+            c.websocket.ping_interval = Duration::from_secs(30);
+            c.websocket.pong_timeout = Duration::from_secs(10);
+        });
+        let first = h.deadline();
+        assert!(
+            (15_000..=30_000).contains(&first),
+            "first ping within the second half: {first}"
+        );
+        let (a, out) = h.tick(first);
+        assert_eq!(a, Action::Continue);
+        let ping = frame::parse_header(&out).unwrap().unwrap();
+        assert_eq!(ping.opcode, OP_PING);
+        assert_eq!(h.deadline(), first + 10_000, "now waiting for the pong");
+        // A pong clears it; the next ping comes an interval later.
+        h.feed(&client(true, OP_PONG, &out[2..]));
+        assert!(h.deadline() > first + 20_000);
+        let second = h.deadline();
+        h.tick(second);
+        // No pong this time: closed at the pong deadline and counted.
+        let (a, _) = h.tick(second + 10_000);
+        assert_eq!(
+            a,
+            Action::Close {
+                reason: CloseReason::HeartbeatTimeout,
+                linger: false
+            }
+        );
+        assert_eq!(h.metrics.workers[0].ws_heartbeat_timeouts.get(), 1);
+        assert_eq!(h.metrics.workers[0].ws_pings_sent.get(), 2);
+    }
+
+    #[test]
+    fn later_pings_do_not_extend_the_pong_deadline() {
+        let mut h = Harness::new(|c| {
+            c.websocket.ping_interval = Duration::from_millis(200);
+            c.websocket.pong_timeout = Duration::from_millis(300);
+        });
+        let first = h.deadline();
+        h.tick(first);
+        let pong_due = first + 300;
+        let closed_at = loop {
+            let now = h.deadline();
+            if h.tick(now).0 != Action::Continue {
+                break now;
+            }
+        };
+        assert_eq!(closed_at, pong_due);
+    }
+
+    #[test]
+    fn jitter_spreads_connections_upgraded_together() {
+        // 100,000 connections upgraded in the same millisecond, 30 s interval: their first
+        // pings spread over 15 s, at most a handful in any one millisecond.
+        let config = Config::default();
+        let mut per_ms = std::collections::HashMap::<u64, u32>::new();
+        for s in 0..100_000u32 {
+            let c = WsConn::new(0, &config, s.wrapping_mul(2_654_435_761) ^ s);
+            assert!((15_000..=30_000).contains(&c.next_ping));
+            *per_ms.entry(c.next_ping).or_default() += 1;
+        }
+        // 6.7 a millisecond on average; the busiest of 15,000 milliseconds is about 20.
+        let busiest = per_ms.values().max().copied().unwrap();
+        assert!(busiest <= 30, "{busiest} pings in one millisecond");
+        assert!(
+            per_ms.len() > 12_000,
+            "only {} distinct milliseconds",
+            per_ms.len()
+        );
+    }
+
+    #[test]
+    fn pings_from_the_client_get_the_same_payload_back() {
+        let mut h = Harness::new(no_pings);
+        let (_, out) = h.feed(&client(true, OP_PING, b"are you there"));
+        assert_eq!(out, server(OP_PONG, b"are you there"));
+    }
+
+    #[test]
+    fn idle_timeout_and_drain_start_a_close_and_wait_for_the_peer() {
+        let mut h = Harness::new(|c| {
+            no_pings(c);
+            c.websocket.idle_timeout = Duration::from_secs(5);
+        });
+        assert_eq!(h.deadline(), 5_000);
+        let (a, out) = h.tick(5_000);
+        assert_eq!((a, close_code(&out)), (Action::Continue, Some(1000)));
+        // Data after our close is ignored; the peer's close completes the handshake.
+        assert!(h.feed(&client(true, OP_TEXT, b"late")).1.is_empty());
+        let (a, out) = h.feed(&client(true, OP_CLOSE, &close_payload(1000, "")));
+        assert!(out.is_empty());
+        assert_eq!(
+            a,
+            Action::Close {
+                reason: CloseReason::WsClosed,
+                linger: false
+            }
+        );
+
+        let mut h = Harness::new(no_pings);
+        let (a, out) = h.with(|c, cx, out| c.on_drain(cx, out));
+        assert_eq!((a, close_code(&out)), (Action::Continue, Some(1001)));
+        // A peer that never answers is closed when the wait ends.
+        let d = h.deadline();
+        assert_eq!(
+            h.tick(d).0,
+            Action::Close {
+                reason: CloseReason::WsClosed,
+                linger: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_peer_that_does_not_read_is_paused_then_closed_with_1008() {
+        let mut h = Harness::new(no_pings);
+        let msg = client(true, OP_BINARY, &[7; 60_000]);
+        let input: Vec<u8> = std::iter::repeat_n(msg, 8).flatten().collect();
+        // Output over the cap: the rest of the input waits, and reading pauses.
+        let (a, out) = h.with(|c, cx, out| {
+            out.reserve(OUTPUT_CAP);
+            c.on_input(&input, cx, out)
+        });
+        assert_eq!(a, Action::Continue);
+        assert!(out.len() >= OUTPUT_CAP && out.len() < 8 * 60_000);
+        assert!(h.conn.as_ref().unwrap().read_paused());
+        let d = h.deadline();
+        let (a, out) = h.tick(d);
+        assert_eq!(close_code(&out), Some(1008));
+        assert_eq!(
+            a,
+            Action::Close {
+                reason: CloseReason::SlowReader,
+                linger: true
+            }
+        );
+    }
+
+    proptest! {
+        /// Random messages, fragmented at random and delivered in random pieces, come back
+        /// whole and in order, each with its opcode.
+        #[test]
+        fn random_messages_round_trip_through_fragmentation_and_splits(
+            msgs in proptest::collection::vec((any::<bool>(), proptest::collection::vec(any::<u8>(), 0..300), 1usize..4), 1..8),
+            splits in proptest::collection::vec(1usize..97, 1..20),
+        ) {
+            let mut wire = Vec::new();
+            let mut want = Vec::new();
+            for (text, bytes, pieces) in &msgs {
+                let payload: Vec<u8> = if *text { String::from_utf8_lossy(bytes).into_owned().into_bytes() } else { bytes.clone() };
+                let opcode = if *text { OP_TEXT } else { OP_BINARY };
+                want.extend(server(opcode, &payload));
+                let size = payload.len().div_ceil(*pieces).max(1);
+                let chunks: Vec<&[u8]> = if payload.is_empty() { vec![&payload[..]] } else { payload.chunks(size).collect() };
+                for (i, c) in chunks.iter().enumerate() {
+                    let op = if i == 0 { opcode } else { OP_CONTINUATION };
+                    wire.extend(client(i + 1 == chunks.len(), op, c));
+                }
+            }
+            let mut h = Harness::new(no_pings);
+            let mut got = Vec::new();
+            let mut pos = 0;
+            let mut k = 0;
+            while pos < wire.len() {
+                let end = (pos + splits[k % splits.len()]).min(wire.len());
+                k += 1;
+                let (a, out) = h.feed(&wire[pos..end]);
+                prop_assert_eq!(a, Action::Continue);
+                got.extend(out);
+                pos = end;
+            }
+            prop_assert_eq!(got, want);
+        }
+    }
+}
