@@ -101,21 +101,44 @@ fn tungstenite_echo_of_text_binary_and_large_messages() {
     assert!(srv.metric("holdfast_ws_messages_in_total") >= 5);
 }
 
-#[test]
-fn python_websockets_client_echo_ping_and_close() {
-    let srv = Server::start(&[]);
+fn python_client(srv: &Server, mode: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/ws_client.py");
     let out = std::process::Command::new("python3")
-        .args([script, &format!("ws://{}/ws", srv.addr)])
+        .args([script, &format!("ws://{}/ws", srv.addr), mode])
         .output()
         .expect("python3");
     assert!(
         out.status.success(),
-        "python websockets client failed (is the `websockets` package installed? .ci/run installs it):\n{}",
+        "python websockets client ({mode}) failed (is the `websockets` package installed? .ci/run installs it):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
+
+#[test]
+fn python_websockets_client_echo_ping_and_close() {
+    let srv = Server::start(&[]);
+    python_client(&srv, "plain");
     assert!(srv.metric("holdfast_ws_closes_total{code=\"1000\"}") >= 1);
+}
+
+#[test]
+fn python_websockets_client_with_permessage_deflate() {
+    let srv = Server::start(&[]);
+    python_client(&srv, "deflate");
+    python_client(&srv, "deflate-no-takeover");
+    // Turned off, the extension is not negotiated and messages still echo.
+    let off = Server::start(&["websocket.permessage_deflate=false"]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/ws_client.py");
+    let out = std::process::Command::new("python3")
+        .args([script, &format!("ws://{}/ws", off.addr), "deflate"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "deflate must not be accepted when disabled"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AssertionError"));
 }
 
 #[test]

@@ -66,6 +66,7 @@ struct State {
     date: DateCache,
     now: u64,
     draining: Option<u64>,
+    ws_scratch: std::cell::RefCell<crate::proto::ws::deflate::Scratch>,
 }
 
 pub struct Worker {
@@ -115,6 +116,7 @@ impl Worker {
                 date: DateCache::new(),
                 now: 0,
                 draining: None,
+                ws_scratch: Default::default(),
             },
             listeners: listeners
                 .into_iter()
@@ -697,6 +699,7 @@ impl State {
             metrics: &metrics.workers[self.index],
             all_metrics: metrics,
             draining: self.draining.is_some(),
+            ws_scratch: &self.ws_scratch,
         };
         let action = f(&mut conn.proto, &cx, &mut out);
         if out.is_empty() {

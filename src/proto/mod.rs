@@ -114,6 +114,8 @@ pub struct Context<'a> {
     /// The metrics of every worker, for `/metrics`.
     pub all_metrics: &'a crate::metrics::Metrics,
     pub draining: bool,
+    /// The worker's shared compression contexts and buffers (single-threaded, so a RefCell).
+    pub ws_scratch: &'a std::cell::RefCell<ws::deflate::Scratch>,
 }
 
 /// Output a connection may queue before it stops reading: bounds the memory a client that
@@ -166,11 +168,11 @@ impl Session {
     /// After [`Action::Upgrade`]: becomes a WebSocket session and returns the bytes the client
     /// sent after its handshake (its first frames, if it did not wait for the 101).
     pub fn upgrade_to_ws(&mut self, now: u64, config: &Config, seed: u32) -> Vec<u8> {
-        let rest = match self {
-            Session::Http1(h) => h.take_buffer(),
+        let (rest, deflate) = match self {
+            Session::Http1(h) => (h.take_buffer(), h.take_ws_deflate()),
             Session::Ws(_) => return Vec::new(),
         };
-        *self = Session::Ws(WsConn::new(now, config, seed));
+        *self = Session::Ws(WsConn::new(now, config, seed, deflate));
         rest
     }
 }

@@ -10,7 +10,7 @@ use super::request::{
 use super::response::{self, Body, Head, Persist};
 use crate::app::{self, ReplyBody};
 use crate::config::Config;
-use crate::proto::ws::handshake;
+use crate::proto::ws::{deflate, handshake};
 use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP};
 
 /// The path that upgrades to the WebSocket echo.
@@ -54,6 +54,8 @@ pub struct Http1Conn {
     closing: bool,
     /// The peer sent EOF; close once buffered requests are answered.
     eof: bool,
+    /// permessage-deflate parameters negotiated by an upgrade, for the WebSocket session.
+    ws_deflate: Option<crate::proto::ws::deflate::Params>,
 }
 
 impl Http1Conn {
@@ -67,6 +69,7 @@ impl Http1Conn {
             paused: false,
             closing: false,
             eof: false,
+            ws_deflate: None,
         }
     }
 
@@ -155,6 +158,11 @@ impl Http1Conn {
             return close(CloseReason::Shutdown, false);
         }
         Action::Continue
+    }
+
+    /// The permessage-deflate parameters the upgrade negotiated, if any.
+    pub fn take_ws_deflate(&mut self) -> Option<crate::proto::ws::deflate::Params> {
+        self.ws_deflate.take()
     }
 
     /// Unconsumed input, handed over after an upgrade.
@@ -403,7 +411,14 @@ impl Http1Conn {
         }
         match handshake::check(head, head_bytes) {
             Ok(accept) => {
-                handshake::write_switching_protocols(out, &accept, "");
+                let deflate = if cx.config.websocket.permessage_deflate {
+                    deflate::negotiate(head.ws_extensions.iter().map(|r| &head_bytes[r.clone()]))
+                } else {
+                    None
+                };
+                let ext = deflate.as_ref().map_or("", |(_, h)| h.as_str());
+                handshake::write_switching_protocols(out, &accept, ext);
+                self.ws_deflate = deflate.map(|(p, _)| p);
                 cx.metrics.ws_upgrades.inc();
                 self.closing = true;
                 Action::Upgrade

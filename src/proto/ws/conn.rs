@@ -4,6 +4,7 @@
 //! heartbeats (jittered pings, a pong deadline), the idle timeout, and backpressure. Sans-I/O:
 //! bytes and a `Context` in, frames and an `Action` out; the engine asks for `deadline()`.
 
+use super::deflate::{COMPRESS_THRESHOLD, Deflate, InflateError, Params};
 use super::frame::{
     self, FrameHeader, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
 };
@@ -47,12 +48,19 @@ pub struct WsConn {
     pong_deadline: u64,
     /// xorshift state for ping jitter.
     rng: u32,
+    /// The fragmented message in progress was compressed (RSV1 on its first frame).
+    msg_compressed: bool,
+    /// permessage-deflate, when negotiated. Boxed: most connections do not use it.
+    deflate: Option<Box<Deflate>>,
 }
+
+/// RSV1 marks a compressed message (RFC 7692 §6).
+const RSV1: u8 = 0b100;
 
 impl WsConn {
     /// A connection that has just been upgraded. `seed` makes jitter differ between
     /// connections upgraded in the same millisecond.
-    pub fn new(now: u64, config: &Config, seed: u32) -> WsConn {
+    pub fn new(now: u64, config: &Config, seed: u32, deflate: Option<Params>) -> WsConn {
         let mut c = WsConn {
             buf: Vec::new(),
             msg: Vec::new(),
@@ -65,6 +73,8 @@ impl WsConn {
             next_ping: u64::MAX,
             pong_deadline: u64::MAX,
             rng: seed | 1,
+            msg_compressed: false,
+            deflate: deflate.map(|p| Box::new(Deflate::new(p))),
         };
         c.schedule_ping(now, config);
         c
@@ -256,7 +266,10 @@ impl WsConn {
 
     /// RFC 6455 §5.2, §5.4, §5.5: everything about a header that makes it a protocol error.
     fn validate(&self, h: &FrameHeader) -> Result<(), &'static str> {
-        if h.rsv != 0 {
+        // RSV1 belongs to permessage-deflate, and only on a message's first frame (RFC 7692
+        // §6.1); RSV2 and RSV3 belong to nothing we negotiate.
+        let rsv1_allowed = self.deflate.is_some() && matches!(h.opcode, OP_TEXT | OP_BINARY);
+        if h.rsv & !RSV1 != 0 || (h.rsv & RSV1 != 0 && !rsv1_allowed) {
             return Err("reserved bits set without an extension");
         }
         if h.mask.is_none() {
@@ -292,8 +305,10 @@ impl WsConn {
         out: &mut Vec<u8>,
     ) -> Action {
         self.last_data = cx.now;
-        if h.fin && h.opcode != OP_CONTINUATION {
-            // A whole message in one frame: unmask straight into the echo.
+        let compressed = h.rsv & RSV1 != 0;
+        let whole = h.fin && h.opcode != OP_CONTINUATION;
+        if whole && !compressed && (self.deflate.is_none() || payload.len() < COMPRESS_THRESHOLD) {
+            // The common case: unmask straight into the echo, no buffer in between.
             cx.metrics.ws_messages_in.inc();
             let start = out.len();
             frame::write_header(out, true, 0, h.opcode, payload.len());
@@ -312,13 +327,28 @@ impl WsConn {
             cx.metrics.ws_messages_out.inc();
             return Action::Continue;
         }
+        if whole {
+            // A single-frame message that needs (de)compression: work in the worker's scratch
+            // buffers so that the connection itself keeps nothing.
+            let mut scratch = cx.ws_scratch.borrow_mut();
+            let mut wire = std::mem::take(&mut scratch.buf);
+            wire.clear();
+            frame::unmask_into(&mut wire, payload, mask, 0);
+            drop(scratch);
+            let action = self.finish_message(h.opcode, compressed, &wire, cx, out);
+            cx.ws_scratch.borrow_mut().buf = wire;
+            return action;
+        }
         if h.opcode != OP_CONTINUATION {
             self.msg_opcode = h.opcode;
+            self.msg_compressed = compressed;
             self.utf8 = Utf8Validator::default();
         }
         let start = self.msg.len();
         frame::unmask_into(&mut self.msg, payload, mask, 0);
-        if self.msg_opcode == OP_TEXT && !self.utf8.feed(&self.msg[start..]) {
+        // Uncompressed text is checked as it arrives, so a bad message fails before it ends.
+        if self.msg_opcode == OP_TEXT && !self.msg_compressed && !self.utf8.feed(&self.msg[start..])
+        {
             return self.fail(
                 1007,
                 "invalid UTF-8 in a text message",
@@ -330,23 +360,89 @@ impl WsConn {
         if !h.fin {
             return Action::Continue;
         }
-        if self.msg_opcode == OP_TEXT && !self.utf8.is_complete() {
+        let msg = std::mem::take(&mut self.msg);
+        let action = self.finish_message(self.msg_opcode, self.msg_compressed, &msg, cx, out);
+        // Give the memory back: an idle connection holds no message buffer.
+        self.msg_opcode = 0;
+        self.msg_compressed = false;
+        action
+    }
+
+    /// A complete message as received (`compressed` per RSV1): inflate, validate, echo.
+    fn finish_message(
+        &mut self,
+        opcode: u8,
+        compressed: bool,
+        wire: &[u8],
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        cx.metrics.ws_messages_in.inc();
+        let mut plain_buf = Vec::new();
+        let plain: &[u8] = if compressed {
+            let Some(d) = self.deflate.as_mut() else {
+                unreachable!("validate() refuses RSV1 without deflate");
+            };
+            let mut scratch = cx.ws_scratch.borrow_mut();
+            let cap = cx.config.websocket.max_message_bytes;
+            match d.inflate(&mut scratch, wire, &mut plain_buf, cap) {
+                Ok(()) => {}
+                Err(InflateError::TooBig) => {
+                    drop(scratch);
+                    return self.fail(
+                        1009,
+                        "message too big once inflated",
+                        CloseReason::ProtocolError,
+                        cx,
+                        out,
+                    );
+                }
+                Err(InflateError::Corrupt) => {
+                    drop(scratch);
+                    return self.fail(
+                        1007,
+                        "invalid compressed data",
+                        CloseReason::ProtocolError,
+                        cx,
+                        out,
+                    );
+                }
+            }
+            &plain_buf
+        } else {
+            wire
+        };
+        if opcode == OP_TEXT && std::str::from_utf8(plain).is_err() {
             return self.fail(
                 1007,
-                "text message ends inside a character",
+                "invalid UTF-8 in a text message",
                 CloseReason::ProtocolError,
                 cx,
                 out,
             );
         }
-        cx.metrics.ws_messages_in.inc();
-        frame::write_header(out, true, 0, self.msg_opcode, self.msg.len());
-        out.extend_from_slice(&self.msg);
+        self.echo(opcode, plain, cx, out);
         cx.metrics.ws_messages_out.inc();
-        // Give the memory back: an idle connection holds no message buffer.
-        self.msg = Vec::new();
-        self.msg_opcode = 0;
         Action::Continue
+    }
+
+    /// Sends `plain` back as one frame, compressed when deflate is on, the message is long
+    /// enough, and compression actually made it smaller.
+    fn echo(&mut self, opcode: u8, plain: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) {
+        if let Some(d) = self.deflate.as_mut()
+            && plain.len() >= COMPRESS_THRESHOLD
+        {
+            let mut scratch = cx.ws_scratch.borrow_mut();
+            let mut packed = Vec::with_capacity(plain.len() / 2 + 64);
+            d.deflate(&mut scratch, plain, &mut packed);
+            if packed.len() < plain.len() {
+                frame::write_header(out, true, RSV1, opcode, packed.len());
+                out.extend_from_slice(&packed);
+                return;
+            }
+        }
+        frame::write_header(out, true, 0, opcode, plain.len());
+        out.extend_from_slice(plain);
     }
 
     /// RFC 6455 §5.5.1, §7.1.5, §7.4: validate the peer's close and answer it.
@@ -487,6 +583,7 @@ fn ms(d: std::time::Duration) -> u64 {
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
+    use crate::proto::ws::deflate;
     use proptest::prelude::*;
     use std::time::Duration;
 
@@ -496,18 +593,20 @@ mod tests {
         metrics: Metrics,
         now: u64,
         conn: Option<WsConn>,
+        scratch: std::cell::RefCell<deflate::Scratch>,
     }
 
     impl Harness {
         fn new(tweak: impl FnOnce(&mut Config)) -> Harness {
             let mut config = Config::default();
             tweak(&mut config);
-            let conn = Some(WsConn::new(0, &config, 42));
+            let conn = Some(WsConn::new(0, &config, 42, None));
             Harness {
                 config,
                 metrics: Metrics::new(1),
                 now: 0,
                 conn,
+                scratch: Default::default(),
             }
         }
         fn with<R>(
@@ -521,6 +620,7 @@ mod tests {
                 metrics: &self.metrics.workers[0],
                 all_metrics: &self.metrics,
                 draining: false,
+                ws_scratch: &self.scratch,
             };
             let mut out = Vec::new();
             let r = f(self.conn.as_mut().unwrap(), &cx, &mut out);
@@ -536,6 +636,45 @@ mod tests {
         fn deadline(&self) -> u64 {
             self.conn.as_ref().unwrap().deadline(&self.config)
         }
+    }
+
+    const NO_TAKEOVER: Params = Params {
+        server_no_context_takeover: true,
+        client_no_context_takeover: true,
+        server_max_window_bits: 15,
+    };
+
+    fn with_deflate(p: Params) -> Harness {
+        let mut h = Harness::new(no_pings);
+        h.conn = Some(WsConn::new(0, &h.config, 42, Some(p)));
+        h
+    }
+
+    /// Compresses like a client would (its own context, reset per message).
+    fn compress(plain: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Deflate::new(NO_TAKEOVER).deflate(&mut deflate::Scratch::default(), plain, &mut out);
+        out
+    }
+
+    fn inflate(wire: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Deflate::new(NO_TAKEOVER)
+            .inflate(&mut deflate::Scratch::default(), wire, &mut out, 1 << 24)
+            .unwrap();
+        out
+    }
+
+    /// (rsv, opcode, payload) of each server frame in `out`.
+    fn frames(out: &[u8]) -> Vec<(u8, u8, Vec<u8>)> {
+        let mut v = Vec::new();
+        let mut pos = 0;
+        while let Ok(Some(h)) = frame::parse_header(&out[pos..]) {
+            let end = pos + h.header_len + h.payload_len as usize;
+            v.push((h.rsv, h.opcode, out[pos + h.header_len..end].to_vec()));
+            pos = end;
+        }
+        v
     }
 
     fn client(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
@@ -802,7 +941,7 @@ mod tests {
         let config = Config::default();
         let mut per_ms = std::collections::HashMap::<u64, u32>::new();
         for s in 0..100_000u32 {
-            let c = WsConn::new(0, &config, s.wrapping_mul(2_654_435_761) ^ s);
+            let c = WsConn::new(0, &config, s.wrapping_mul(2_654_435_761) ^ s, None);
             assert!((15_000..=30_000).contains(&c.next_ping));
             *per_ms.entry(c.next_ping).or_default() += 1;
         }
@@ -881,6 +1020,74 @@ mod tests {
                 linger: true
             }
         );
+    }
+
+    #[test]
+    fn deflate_messages_in_and_out() {
+        let text = "the quick brown fox jumps over the lazy dog. ".repeat(40);
+        let mut h = with_deflate(NO_TAKEOVER);
+        let mut f = client(true, OP_TEXT, &compress(text.as_bytes()));
+        f[0] |= 0x40; // RSV1
+        let (a, out) = h.feed(&f);
+        assert_eq!(a, Action::Continue);
+        let got = frames(&out);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].0, got[0].1), (RSV1, OP_TEXT), "echoed compressed");
+        assert_eq!(inflate(&got[0].2), text.as_bytes());
+        // Fragmented and compressed: RSV1 on the first frame only.
+        let wire = compress(text.as_bytes());
+        let (a1, b1) = wire.split_at(wire.len() / 2);
+        let mut first = client(false, OP_TEXT, a1);
+        first[0] |= 0x40;
+        let (_, out) = h.feed(&[first, client(true, OP_CONTINUATION, b1)].concat());
+        assert_eq!(inflate(&frames(&out)[0].2), text.as_bytes());
+        // Short messages go out uncompressed.
+        let (_, out) = h.feed(&client(true, OP_BINARY, b"tiny"));
+        assert_eq!(frames(&out), vec![(0, OP_BINARY, b"tiny".to_vec())]);
+        assert!(
+            !h.conn
+                .as_ref()
+                .unwrap()
+                .deflate
+                .as_ref()
+                .unwrap()
+                .holds_context()
+        );
+    }
+
+    #[test]
+    fn deflate_misuse_and_bombs() {
+        // RSV1 on a continuation or a control frame: 1002.
+        for bad in [
+            [client(false, OP_TEXT, b"a"), {
+                let mut c = client(true, OP_CONTINUATION, b"b");
+                c[0] |= 0x40;
+                c
+            }]
+            .concat(),
+            {
+                let mut c = client(true, OP_PING, b"");
+                c[0] |= 0x40;
+                c
+            },
+        ] {
+            let mut h = with_deflate(NO_TAKEOVER);
+            assert_eq!(close_code(&h.feed(&bad).1), Some(1002));
+        }
+        // A bomb: 64 MiB of zeros in a small frame, against the 16 MiB default cap: 1009.
+        let mut h = with_deflate(NO_TAKEOVER);
+        let bomb = compress(&vec![0u8; 64 << 20]);
+        let mut f = Vec::new();
+        frame::write_header(&mut f, true, RSV1, OP_BINARY, bomb.len());
+        f[1] |= 0x80;
+        f.extend_from_slice(&[0; 4]); // a zero mask leaves the payload as is
+        f.extend_from_slice(&bomb);
+        assert_eq!(close_code(&h.feed(&f).1), Some(1009));
+        // Garbage that is not deflate: 1007.
+        let mut h = with_deflate(NO_TAKEOVER);
+        let mut g = client(true, OP_BINARY, &[0xff; 200]);
+        g[0] |= 0x40;
+        assert_eq!(close_code(&h.feed(&g).1), Some(1007));
     }
 
     proptest! {

@@ -2,6 +2,7 @@
 //! and the per-connection state machine with heartbeats and the close handshake.
 
 pub mod conn;
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod utf8;
