@@ -1,17 +1,25 @@
 #!/usr/bin/env python3
-"""Server RSS per idle keep-alive connection: holdfast versus nginx in the same run.
+"""Server RSS per idle connection: holdfast versus its peers in the same run.
 
-For each server (one worker each, pinned to CPU 0), warm it up with a burst of short
-connections, read the serving process's RSS, open N connections that each make one keep-alive
-request and then stay idle, read RSS again, and report (after - before) / N. Interleaved rep by
-rep; medians. Usage:
+For each server (one worker / one core each, pinned to CPU 0), warm it up with a burst of
+short connections, read the serving process's RSS, open N connections that each do one
+exchange and then stay idle, read RSS again, and report (after - before) / N. Interleaved rep
+by rep; medians. Modes:
 
-    python3 bench/idle_rss.py [--conns 10000] [--reps 3]
+    http                  one keep-alive GET each; holdfast and nginx
+    ws                    WebSocket upgrade and one 64-byte echo each; holdfast,
+                          fastwebsockets and tokio-tungstenite (bench/peers)
+    ws-deflate            the same, offering permessage-deflate with context takeover and
+                          echoing one compressed message; holdfast runs with
+                          websocket.deflate_context_takeover=true, so it keeps contexts
+    ws-deflate-nct        the same with server_ and client_no_context_takeover (no state kept)
 
-Needs: a release build (cargo build --release), nginx, and `ulimit -n` above N (the script
-raises its own soft limit to the hard one).
+    python3 bench/idle_rss.py [--mode http] [--conns 10000] [--reps 3]
+
+Needs: release builds (cargo build --release; for ws, cd bench/peers && cargo build
+--release), nginx for http, and `ulimit -n` above N (the script raises its soft limit).
 """
-import argparse, os, resource, shutil, socket, statistics, subprocess, sys, tempfile, time
+import argparse, os, resource, shutil, socket, statistics, struct, subprocess, sys, tempfile, time, zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQ = b"GET /plaintext HTTP/1.1\r\nHost: bench\r\n\r\n"
@@ -48,15 +56,61 @@ def one_request(s):
         got += chunk
 
 
-def warm(port, n=2000):
+def ws_frame(opcode, payload, rsv1=False):
+    mask = b"\x11\x22\x33\x44"
+    head = bytes([0x80 | (0x40 if rsv1 else 0) | opcode])
+    n = len(payload)
+    head += bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack(">H", n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def recv_until(s, pred):
+    got = b""
+    while not pred(got):
+        chunk = s.recv(65536)
+        if not chunk:
+            raise RuntimeError("server closed")
+        got += chunk
+    return got
+
+
+def ws_exchange(s, mode):
+    ext = {"ws": "",
+           "ws-deflate": "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+           "ws-deflate-nct": "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; "
+                             "client_no_context_takeover\r\n"}[mode]
+    s.sendall(("GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + ext + "\r\n").encode())
+    head = recv_until(s, lambda g: b"\r\n\r\n" in g)
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise RuntimeError(head[:80])
+    if mode == "ws":
+        s.sendall(ws_frame(2, b"x" * 64))
+        recv_until(s, lambda g: len(g) >= 66)
+    else:
+        # One compressible message each way, so a context-keeping server allocates its state.
+        c = zlib.compressobj(wbits=-15)
+        body = c.compress(b"idle connection, compressible text. " * 20) + c.flush(zlib.Z_SYNC_FLUSH)
+        s.sendall(ws_frame(2, body[:-4], rsv1=True))
+        recv_until(s, lambda g: len(g) >= 2 and len(g) >= 2 + (g[1] & 0x7f))
+
+
+def exchange(s, mode):
+    if mode == "http":
+        one_request(s)
+    else:
+        ws_exchange(s, mode)
+
+
+def warm(port, mode, n=2000):
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", port))
-        one_request(s)
+        exchange(s, mode)
         s.close()
 
 
-def measure(pid, port, conns):
-    warm(port)
+def measure(pid, port, conns, mode):
+    warm(port, mode)
     time.sleep(0.5)
     before = rss_kib(pid)
     socks = []
@@ -65,7 +119,7 @@ def measure(pid, port, conns):
         s = socket.socket()
         s.bind((f"127.0.0.{2 + i % 200}", 0))
         s.connect(("127.0.0.1", port))
-        one_request(s)
+        exchange(s, mode)
         socks.append(s)
     time.sleep(1.0)
     after = rss_kib(pid)
@@ -75,12 +129,18 @@ def measure(pid, port, conns):
     return (after - before) / conns
 
 
-def start_holdfast(port):
+def start_holdfast(port, takeover=False):
     exe = os.path.join(ROOT, "target/release/holdfast")
     return subprocess.Popen(
         ["taskset", "-c", "0", exe, "serve", "--set", f"server.listen=127.0.0.1:{port}",
-         "--set", "server.tls_listen=", "--set", "server.workers=1"],
+         "--set", "server.tls_listen=", "--set", "server.workers=1",
+         "--set", f"websocket.deflate_context_takeover={'true' if takeover else 'false'}"],
         stderr=subprocess.DEVNULL)
+
+
+def start_peer(binary, port):
+    exe = os.path.join(ROOT, "bench/peers/target/release", binary)
+    return subprocess.Popen(["taskset", "-c", "0", exe, f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
 
 
 def start_nginx(port, work):
@@ -102,42 +162,58 @@ def nginx_worker(master_pid):
     sys.exit("no nginx worker")
 
 
+SERVERS = {
+    "http": ["nginx", "holdfast"],
+    "ws": ["holdfast", "fastwebsockets", "tokio-tungstenite"],
+    "ws-deflate": ["holdfast"],
+    "ws-deflate-nct": ["holdfast"],
+}
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", choices=sorted(SERVERS), default="http")
     ap.add_argument("--conns", type=int, default=10000)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    results = {"nginx": [], "holdfast": []}
+    servers = SERVERS[args.mode]
+    results = {name: [] for name in servers}
     for rep in range(args.reps):
-        order = ["nginx", "holdfast"] if rep % 2 == 0 else ["holdfast", "nginx"]
+        order = servers[rep % len(servers):] + servers[:rep % len(servers)]
         for name in order:
             work = tempfile.mkdtemp(prefix="holdfast-rss.")
-            port = 18090 + rep * 2 + (name == "nginx")
-            proc = start_holdfast(port) if name == "holdfast" else start_nginx(port, work)
+            port = 18090 + rep * 4 + servers.index(name)
+            if name == "holdfast":
+                proc = start_holdfast(port, takeover=args.mode == "ws-deflate")
+            elif name == "nginx":
+                proc = start_nginx(port, work)
+            else:
+                proc = start_peer({"fastwebsockets": "fastws-echo",
+                                   "tokio-tungstenite": "tungstenite-echo"}[name], port)
             try:
                 wait_up(port)
-                pid = proc.pid if name == "holdfast" else nginx_worker(proc.pid)
-                kib = measure(pid, port, args.conns)
+                pid = nginx_worker(proc.pid) if name == "nginx" else proc.pid
+                kib = measure(pid, port, args.conns, args.mode)
                 results[name].append(kib)
                 print(f"rep {rep + 1} {name}: {kib:.3f} KiB per idle connection", file=sys.stderr)
             finally:
                 proc.terminate()
                 proc.wait()
                 shutil.rmtree(work, ignore_errors=True)
-    ng, hf = statistics.median(results["nginx"]), statistics.median(results["holdfast"])
     uname = os.uname()
-    print(f"### Idle keep-alive connections: server RSS per connection, {args.conns} connections, "
+    print(f"### Idle connections ({args.mode}): server RSS per connection, {args.conns} connections, "
           f"{args.reps} reps, medians")
     print()
     print(f"Machine: {os.cpu_count()} cores, Linux {uname.release}; command: "
-          f"`python3 bench/idle_rss.py --conns {args.conns} --reps {args.reps}`")
+          f"`python3 bench/idle_rss.py --mode {args.mode} --conns {args.conns} --reps {args.reps}`")
     print()
     print("| server | KiB RSS per idle connection (median) | runs |")
     print("|---|---:|---|")
-    print(f"| nginx (1 worker) | {ng:.2f} | {', '.join(f'{x:.2f}' for x in results['nginx'])} |")
-    print(f"| holdfast (1 worker) | {hf:.2f} | {', '.join(f'{x:.2f}' for x in results['holdfast'])} |")
+    for name in servers:
+        runs = results[name]
+        print(f"| {name} (one core) | {statistics.median(runs):.2f} | {', '.join(f'{x:.2f}' for x in runs)} |")
 
 
 main()

@@ -124,9 +124,14 @@ fn python_websockets_client_echo_ping_and_close() {
 
 #[test]
 fn python_websockets_client_with_permessage_deflate() {
+    // Default: the server imposes no context takeover both ways.
     let srv = Server::start(&[]);
     python_client(&srv, "deflate");
     python_client(&srv, "deflate-no-takeover");
+    // With takeover allowed, contexts persist across messages.
+    let takeover = Server::start(&["websocket.deflate_context_takeover=true"]);
+    python_client(&takeover, "deflate");
+    python_client(&takeover, "deflate-no-takeover");
     // Turned off, the extension is not negotiated and messages still echo.
     let off = Server::start(&["websocket.permessage_deflate=false"]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/ws_client.py");

@@ -1,5 +1,7 @@
-//! Owns the engine's reading of the wall clock for `Date` headers: once per loop turn, and the
-//! string is re-formatted only when the second changes.
+//! Owns the engine's reading of the wall clock for `Date` headers. The wall clock is read at
+//! most every half second of the monotonic clock the loop already reads (a clock read per loop
+//! turn showed up at 2 % of server CPU), so a Date is at most half a second stale; the string is
+//! re-formatted only when the second changes.
 
 use crate::proto::http1::date::imf_fixdate;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -7,19 +9,33 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct DateCache {
     secs: u64,
     text: [u8; 29],
+    /// Monotonic milliseconds at the last wall-clock read.
+    read_at_ms: u64,
 }
+
+/// How stale a Date may get, in monotonic milliseconds.
+const REFRESH_MS: u64 = 500;
 
 impl DateCache {
     pub fn new() -> DateCache {
         let mut d = DateCache {
             secs: u64::MAX,
             text: [0; 29],
+            read_at_ms: 0,
         };
-        d.refresh();
+        d.read_wall_clock();
         d
     }
 
-    pub fn refresh(&mut self) {
+    /// Called every loop turn with the monotonic time the loop just read.
+    pub fn refresh(&mut self, now_ms: u64) {
+        if now_ms.saturating_sub(self.read_at_ms) >= REFRESH_MS {
+            self.read_at_ms = now_ms;
+            self.read_wall_clock();
+        }
+    }
+
+    fn read_wall_clock(&mut self) {
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())

@@ -162,7 +162,7 @@ impl Worker {
 
     fn tick(&mut self) {
         self.st.now = self.start.elapsed().as_millis() as u64;
-        self.st.date.refresh();
+        self.st.date.refresh(self.st.now);
     }
 
     fn submit_and_wait(&mut self) -> Result<(), String> {

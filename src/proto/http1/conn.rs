@@ -412,7 +412,10 @@ impl Http1Conn {
         match handshake::check(head, head_bytes) {
             Ok(accept) => {
                 let deflate = if cx.config.websocket.permessage_deflate {
-                    deflate::negotiate(head.ws_extensions.iter().map(|r| &head_bytes[r.clone()]))
+                    deflate::negotiate(
+                        head.ws_extensions.iter().map(|r| &head_bytes[r.clone()]),
+                        cx.config.websocket.deflate_context_takeover,
+                    )
                 } else {
                     None
                 };

@@ -28,10 +28,16 @@ pub struct Params {
 
 /// Picks the first acceptable `permessage-deflate` offer from the values of every
 /// `Sec-WebSocket-Extensions` header; returns the parameters and the response header value.
-pub fn negotiate<'a>(headers: impl IntoIterator<Item = &'a [u8]>) -> Option<(Params, String)> {
+/// Without `allow_takeover` the response always carries both `*_no_context_takeover`
+/// parameters, which a server may add to any offer (RFC 7692 §7.1.1.1, §7.1.1.2), so that no
+/// connection keeps compression state.
+pub fn negotiate<'a>(
+    headers: impl IntoIterator<Item = &'a [u8]>,
+    allow_takeover: bool,
+) -> Option<(Params, String)> {
     for value in headers {
         for offer in split_unquoted(value, b',') {
-            if let Some(accepted) = accept_offer(offer) {
+            if let Some(accepted) = accept_offer(offer, allow_takeover) {
                 return Some(accepted);
             }
         }
@@ -41,7 +47,7 @@ pub fn negotiate<'a>(headers: impl IntoIterator<Item = &'a [u8]>) -> Option<(Par
 
 /// RFC 7692 §7.1: an offer with an unknown, repeated or malformed parameter is declined (and
 /// we move on to the next one).
-fn accept_offer(offer: &[u8]) -> Option<(Params, String)> {
+fn accept_offer(offer: &[u8], allow_takeover: bool) -> Option<(Params, String)> {
     let mut parts = split_unquoted(offer, b';').map(trim);
     if !parts.next()?.eq_ignore_ascii_case(b"permessage-deflate") {
         return None;
@@ -85,6 +91,10 @@ fn accept_offer(offer: &[u8]) -> Option<(Params, String)> {
     // us to 8 could not inflate: decline rather than break the limit.
     if p.server_max_window_bits < 9 {
         return None;
+    }
+    if !allow_takeover {
+        p.server_no_context_takeover = true;
+        p.client_no_context_takeover = true;
     }
     let mut resp = String::from("permessage-deflate");
     if p.server_no_context_takeover {
@@ -303,7 +313,18 @@ mod tests {
     use proptest::prelude::*;
 
     fn neg(h: &str) -> Option<(Params, String)> {
-        negotiate([h.as_bytes()])
+        negotiate([h.as_bytes()], true)
+    }
+
+    #[test]
+    fn without_takeover_the_server_imposes_no_context_takeover_both_ways() {
+        let (p, r) =
+            negotiate([&b"permessage-deflate; client_max_window_bits"[..]], false).unwrap();
+        assert!(p.server_no_context_takeover && p.client_no_context_takeover);
+        assert_eq!(
+            r,
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        );
     }
 
     #[test]
