@@ -335,3 +335,50 @@ fn sigterm_sends_1001_to_websocket_clients_then_exits() {
         srv.log_text()
     );
 }
+
+#[test]
+fn a_client_that_stops_reading_is_paused_then_closed_with_1008() {
+    let srv = Server::start(&["websocket.ping_interval=0", "websocket.pong_timeout=500ms"]);
+    let s = raw_upgrade(&srv);
+    let sock = socket2::SockRef::from(&s);
+    sock.set_recv_buffer_size(4096).unwrap();
+    // Flood echo requests and never read: the echoes back up, first in the kernel, then in the
+    // server's output queue, until it stops reading from us.
+    let mut w = s.try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+    let msg = {
+        let payload = vec![7u8; 60_000];
+        let mask = [1u8, 2, 3, 4];
+        let mut f = vec![0x82, 0x80 | 126];
+        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    };
+    let start = Instant::now();
+    let mut blocked_since = None;
+    while start.elapsed() < Duration::from_secs(10) {
+        match w.write(&msg) {
+            Ok(_) => blocked_since = None,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                blocked_since.get_or_insert_with(Instant::now);
+            }
+            Err(_) => break, // the server closed us
+        }
+        if srv.metric("holdfast_ws_slow_reader_closes_total") == 1 {
+            break;
+        }
+    }
+    assert!(blocked_since.is_some() || srv.metric("holdfast_ws_slow_reader_closes_total") == 1);
+    // The 1008 frame cannot reach a peer that does not read: the TCP close follows when the
+    // close wait runs out, and that is when the connection is counted as closed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while srv.metric("holdfast_connections_closed_total{reason=\"slow_reader\"}") < 1 {
+        assert!(Instant::now() < deadline, "never closed the slow reader");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(srv.metric("holdfast_ws_slow_reader_closes_total"), 1);
+    assert!(srv.metric("holdfast_ws_closes_total{code=\"1008\"}") >= 1);
+    // The server's memory stayed bounded: the server serves others normally.
+    assert_eq!(srv.get("/healthz").text(), "ok");
+}
