@@ -345,7 +345,8 @@ fn a_client_that_stops_reading_is_paused_then_closed_with_1008() {
     // Flood echo requests and never read: the echoes back up, first in the kernel, then in the
     // server's output queue, until it stops reading from us.
     let mut w = s.try_clone().unwrap();
-    w.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+    w.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let msg = {
         let payload = vec![7u8; 60_000];
         let mask = [1u8, 2, 3, 4];
@@ -360,7 +361,12 @@ fn a_client_that_stops_reading_is_paused_then_closed_with_1008() {
     while start.elapsed() < Duration::from_secs(10) {
         match w.write(&msg) {
             Ok(_) => blocked_since = None,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 blocked_since.get_or_insert_with(Instant::now);
             }
             Err(_) => break, // the server closed us
