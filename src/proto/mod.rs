@@ -118,6 +118,40 @@ pub struct Context<'a> {
     pub ws_scratch: &'a std::cell::RefCell<ws::deflate::Scratch>,
 }
 
+/// Runs `process` over received bytes without copying them in the common case: when nothing
+/// is pending, it parses straight from `input` (the engine's receive buffer) and only an
+/// unconsumed tail is copied into `pending`; otherwise `input` is appended and the whole is
+/// processed. `process` returns how many bytes it consumed; the rest is kept only when `keep`
+/// says the action still needs it. Callers take `pending` out of `self` first, so that
+/// `process` may borrow `self`.
+pub fn feed_buffered(
+    pending: &mut Vec<u8>,
+    input: &[u8],
+    keep: impl Fn(Action) -> bool,
+    mut process: impl FnMut(&[u8]) -> (usize, Action),
+) -> Action {
+    if pending.is_empty() {
+        let (consumed, action) = process(input);
+        if keep(action) && consumed < input.len() {
+            pending.extend_from_slice(&input[consumed..]);
+        }
+        action
+    } else {
+        pending.extend_from_slice(input);
+        let (consumed, action) = process(pending);
+        if keep(action) {
+            pending.drain(..consumed);
+        } else {
+            pending.clear();
+        }
+        if pending.is_empty() {
+            // Give the memory back: an idle connection holds no input buffer.
+            *pending = Vec::new();
+        }
+        action
+    }
+}
+
 /// Output a connection may queue before it stops reading: bounds the memory a client that
 /// pipelines requests but does not read responses can make us hold.
 pub const OUTPUT_CAP: usize = 256 * 1024;

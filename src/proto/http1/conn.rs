@@ -11,7 +11,7 @@ use super::response::{self, Body, Head, Persist};
 use crate::app::{self, ReplyBody};
 use crate::config::Config;
 use crate::proto::ws::{deflate, handshake};
-use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP};
+use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP, feed_buffered};
 
 /// The path that upgrades to the WebSocket echo.
 const WS_PATH: &[u8] = b"/ws";
@@ -82,24 +82,11 @@ impl Http1Conn {
             self.last_activity = cx.now;
         }
         self.paused = false;
-        let action = if self.buf.is_empty() {
-            // The common case: parse straight from the engine's receive buffer, copying only
-            // an incomplete tail.
-            let (consumed, action) = self.process(input, cx, out);
-            if keeps_input(action) && consumed < input.len() {
-                self.buf.extend_from_slice(&input[consumed..]);
-            }
-            action
-        } else {
-            let mut data = std::mem::take(&mut self.buf);
-            data.extend_from_slice(input);
-            let (consumed, action) = self.process(&data, cx, out);
-            if keeps_input(action) && consumed < data.len() {
-                data.drain(..consumed);
-                self.buf = data;
-            }
-            action
-        };
+        let mut pending = std::mem::take(&mut self.buf);
+        let action = feed_buffered(&mut pending, input, keeps_input, |bytes| {
+            self.process(bytes, cx, out)
+        });
+        self.buf = pending;
         if action == Action::Continue && self.eof && !self.paused {
             return self.on_eof(cx, out);
         }

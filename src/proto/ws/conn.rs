@@ -10,7 +10,7 @@ use super::frame::{
 };
 use super::utf8::Utf8Validator;
 use crate::config::Config;
-use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP};
+use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP, feed_buffered};
 
 /// Close codes we count separately in metrics; anything else is "other".
 pub const COUNTED_CODES: [u16; 9] = [1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011];
@@ -85,22 +85,15 @@ impl WsConn {
             return Action::Continue;
         }
         self.paused = false;
-        if self.buf.is_empty() {
-            let (consumed, action) = self.process(input, cx, out);
-            if action == Action::Continue && consumed < input.len() {
-                self.buf.extend_from_slice(&input[consumed..]);
-            }
-            action
-        } else {
-            let mut data = std::mem::take(&mut self.buf);
-            data.extend_from_slice(input);
-            let (consumed, action) = self.process(&data, cx, out);
-            if action == Action::Continue && consumed < data.len() {
-                data.drain(..consumed);
-                self.buf = data;
-            }
-            action
-        }
+        let mut pending = std::mem::take(&mut self.buf);
+        let action = feed_buffered(
+            &mut pending,
+            input,
+            |a| a == Action::Continue,
+            |bytes| self.process(bytes, cx, out),
+        );
+        self.buf = pending;
+        action
     }
 
     /// The peer closed TCP without a close handshake (1006 in the peer's terms).
