@@ -21,7 +21,18 @@
 use std::ops::Range;
 
 use httparse::{EMPTY_HEADER, Header, Status};
-use memchr::{memchr, memchr_iter, memmem};
+use memchr::{memchr_iter, memmem};
+
+/// Finds a byte. The strings searched per request (a Host value, a target, a list member) are
+/// a few dozen bytes, where memchr's vector set-up costs more than a plain loop; longer inputs
+/// still get memchr.
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    if hay.len() <= 64 {
+        hay.iter().position(|&b| b == needle)
+    } else {
+        memchr::memchr(needle, hay)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -431,9 +442,16 @@ fn is_token(s: &[u8]) -> bool {
 
 /// All bytes in `table`, or `%` followed by two hex digits.
 fn valid_uri_chars(s: &[u8], table: &[bool; 256]) -> bool {
-    // Fast path for the common target with no percent-escape: one table lookup per byte.
-    if !s.contains(&b'%') {
-        return s.iter().all(|&b| table[b as usize]);
+    // Fast path, one pass: every byte in the table, or a '%' that sends us to the slow path
+    // below, which checks the escapes.
+    let mut pct = false;
+    let mut ok = true;
+    for &b in s {
+        pct |= b == b'%';
+        ok &= table[b as usize] | (b == b'%');
+    }
+    if !pct {
+        return ok;
     }
     let mut i = 0;
     while i < s.len() {
@@ -517,11 +535,27 @@ fn valid_host_port(s: &[u8], port_required: bool) -> bool {
         };
         (valid_ip_literal(&s[1..close]), port)
     } else {
-        let (host, port) = match memchr(b':', s) {
+        // One pass: find the colon and check every host byte; a '%' (rare in a host) takes the
+        // full escape check.
+        let mut colon = None;
+        let mut pct = false;
+        let mut host_ok = true;
+        for (i, &b) in s.iter().enumerate() {
+            if b == b':' {
+                colon = Some(i);
+                break;
+            }
+            pct |= b == b'%';
+            host_ok &= REG_NAME[b as usize] | (b == b'%');
+        }
+        let (host, port) = match colon {
             Some(i) => (&s[..i], Some(&s[i + 1..])),
             None => (s, None),
         };
-        (!host.is_empty() && valid_uri_chars(host, &REG_NAME), port)
+        if pct {
+            host_ok = valid_uri_chars(host, &REG_NAME);
+        }
+        (!host.is_empty() && host_ok, port)
     };
     let port_ok = match port {
         None => !port_required,
