@@ -210,6 +210,11 @@ impl Deflate {
         out: &mut Vec<u8>,
         cap: usize,
     ) -> Result<(), InflateError> {
+        if input.is_empty() {
+            // Not what RFC 7692 prescribes for an empty message (0x00), but unambiguous: nothing
+            // to inflate, and feeding a lone tail would corrupt a kept context.
+            return Ok(());
+        }
         if self.params.client_no_context_takeover {
             let d = &mut scratch.inflater;
             d.reset(false);
@@ -277,10 +282,14 @@ fn inflate_into(
                 return Ok(());
             }
             let progressed = d.total_in() != in_before || d.total_out() != out_before;
-            if pos == chunk.len() && out.len() < out.capacity() {
+            let room = out.len() < out.capacity();
+            if pos == chunk.len() && (room || !progressed) {
+                // All of this chunk is in, and the output either has room left (so nothing is
+                // pending) or a call with an empty input produced nothing more.
                 break;
             }
-            if !progressed && out.len() < out.capacity() {
+            if !progressed && room {
+                // Input left, room to write, and still no progress: not a deflate stream.
                 return Err(InflateError::Corrupt);
             }
         }
@@ -289,6 +298,13 @@ fn inflate_into(
 }
 
 fn deflate_into(c: &mut Compress, input: &[u8], out: &mut Vec<u8>) {
+    if input.is_empty() {
+        // RFC 7692 §7.2.3.6: an empty message is the single byte 0x00 (an empty stored block
+        // without its tail). zlib emits nothing for an empty sync flush, and a peer keeping
+        // context would then inflate a lone tail and lose its stream.
+        out.push(0x00);
+        return;
+    }
     let start = out.len();
     let mut pos = 0;
     loop {
@@ -446,6 +462,26 @@ mod tests {
             "held {} bytes",
             out.capacity()
         );
+    }
+
+    #[test]
+    fn empty_messages_keep_a_shared_context_intact() {
+        // The case the round-trip proptest found: with context takeover, an empty message
+        // between two others must not break the stream.
+        let p = Params {
+            server_no_context_takeover: false,
+            client_no_context_takeover: true,
+            server_max_window_bits: 15,
+        };
+        let msgs = vec![
+            b"first message ".repeat(40),
+            Vec::new(),
+            b"third one ".repeat(40),
+        ];
+        round_trip(p, &msgs);
+        let mut wire = Vec::new();
+        Deflate::new(p).deflate(&mut Scratch::default(), b"", &mut wire);
+        assert_eq!(wire, [0x00]);
     }
 
     #[test]
