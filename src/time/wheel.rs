@@ -148,15 +148,22 @@ impl Wheel {
         while self.due != NIL {
             let key = self.due;
             self.unlink(key);
-            self.fire(key, fired);
+            self.fire(key, now_ms, fired);
         }
         while let Some((start, level, slot)) = self.next_expiry() {
             if start > now_ms {
                 break;
             }
             // Advance to the slot's start and empty it: entries due by now fire, the rest move
-            // to the finer level their remaining time now belongs to.
-            self.elapsed = start;
+            // to the finer level their remaining time now belongs to. The overflow list comes
+            // last in its block (the levels are empty by then), so a jump of several blocks goes
+            // straight to `now_ms`'s block instead of re-placing the list once per block.
+            self.elapsed = if level == OVERFLOW as usize {
+                debug_assert!(self.levels.iter().all(|l| l.occupied == 0));
+                start.max(now_ms & !(MAX_SPAN - 1))
+            } else {
+                start
+            };
             let mut key = if level == OVERFLOW as usize {
                 std::mem::replace(&mut self.overflow, NIL)
             } else {
@@ -170,7 +177,7 @@ impl Wheel {
                 node.prev = NIL;
                 node.next = NIL;
                 if node.deadline <= now_ms {
-                    self.fire(key, fired);
+                    self.fire(key, now_ms, fired);
                 } else {
                     self.place(key);
                 }
@@ -180,9 +187,9 @@ impl Wheel {
         self.elapsed = now_ms;
     }
 
-    fn fire(&mut self, key: u32, fired: &mut Vec<usize>) {
+    fn fire(&mut self, key: u32, now_ms: u64, fired: &mut Vec<usize>) {
         let node = &mut self.nodes[key as usize];
-        debug_assert!(node.armed && node.deadline <= self.elapsed.max(node.deadline));
+        debug_assert!(node.armed && node.deadline <= now_ms, "fired early");
         node.armed = false;
         self.len -= 1;
         fired.push(key as usize);
@@ -380,11 +387,39 @@ mod tests {
         assert_eq!(w.deadline(0), Some(u64::MAX - 1));
     }
 
+    #[test]
+    fn many_keys_in_one_slot_with_cancels_in_the_middle() {
+        let mut w = Wheel::with_capacity(0, 10_000);
+        for k in 0..10_000 {
+            w.arm(k, 5_000);
+        }
+        for k in (0..10_000).step_by(3) {
+            w.cancel(k);
+        }
+        assert!(expire(&mut w, 4_999).is_empty());
+        let want: Vec<usize> = (0..10_000).filter(|k| k % 3 != 0).collect();
+        assert_eq!(expire(&mut w, 5_000), want);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_jump_of_many_blocks_does_not_walk_them() {
+        // 2^28 blocks of 64^6 ms between now and the deadline: one pass, not one per block.
+        let mut w = Wheel::new(0);
+        w.arm(0, u64::MAX);
+        w.arm(1, 1 << 40);
+        assert_eq!(expire(&mut w, u64::MAX - (1 << 37)), vec![1]);
+        assert!(w.next_deadline().is_some_and(|t| t > u64::MAX - (1 << 37)));
+        assert_eq!(expire(&mut w, u64::MAX), vec![0]);
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Arm(usize, u64),
         Cancel(usize),
         Advance(u64),
+        /// Wake at `next_deadline`, as the engine does.
+        Wake,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -392,6 +427,7 @@ mod tests {
             4 => (0usize..64, prop_oneof![0u64..100, 0u64..5_000, 0u64..300_000]).prop_map(|(k, d)| Op::Arm(k, d)),
             1 => (0usize..64).prop_map(Op::Cancel),
             3 => prop_oneof![0u64..10, 0u64..1_000, 0u64..100_000].prop_map(Op::Advance),
+            1 => Just(Op::Wake),
         ]
     }
 
@@ -407,17 +443,35 @@ mod tests {
                     Op::Arm(k, d) => { w.arm(k, now + d); model.insert(k, now + d); }
                     Op::Cancel(k) => { w.cancel(k); model.remove(&k); }
                     Op::Advance(d) => {
-                        if let (Some(next), Some(min)) = (w.next_deadline(), model.values().min()) {
-                            prop_assert!(next <= *min, "next_deadline {} after earliest {}", next, min);
-                        }
                         now += d;
                         let fired = expire(&mut w, now);
                         let want: Vec<usize> = model.iter().filter(|(_, d)| **d <= now).map(|(k, _)| *k).collect();
                         prop_assert_eq!(&fired, &want);
                         model.retain(|_, d| *d > now);
                     }
+                    Op::Wake => {
+                        // Waking at next_deadline must make progress: something fires, or the
+                        // following next_deadline is strictly later (no 0-ms spinning).
+                        if let Some(t) = w.next_deadline() {
+                            now = now.max(t);
+                            let fired = expire(&mut w, now);
+                            let want: Vec<usize> = model.iter().filter(|(_, d)| **d <= now).map(|(k, _)| *k).collect();
+                            prop_assert_eq!(&fired, &want);
+                            model.retain(|_, d| *d > now);
+                            let after = w.next_deadline();
+                            prop_assert!(!fired.is_empty() || after.is_none_or(|a| a > t), "no progress at {}: next {:?}", t, after);
+                        }
+                    }
                 }
                 prop_assert_eq!(w.len(), model.len());
+                match (w.next_deadline(), model.values().min()) {
+                    (None, None) => {}
+                    (Some(next), Some(min)) => prop_assert!(next <= *min, "next_deadline {} after earliest {}", next, min),
+                    (next, min) => prop_assert!(false, "next_deadline {:?}, earliest {:?}", next, min),
+                }
+                for k in 0..64 {
+                    prop_assert_eq!(w.deadline(k), model.get(&k).copied());
+                }
             }
         }
     }
