@@ -14,7 +14,10 @@ use tokio::net::TcpListener;
 
 /// Echoes every data message with its opcode; fragments are joined, pings answered.
 async fn echo(upgrading: upgrade::UpgradeFut) -> Result<(), WebSocketError> {
-    let mut ws = FragmentCollector::new(upgrading.await?);
+    let mut ws = upgrading.await?;
+    ws.set_auto_pong(true); // pings answered inside read_frame
+    ws.set_auto_close(true); // a close is answered with a close, then we return
+    let mut ws = FragmentCollector::new(ws);
     loop {
         let frame = ws.read_frame().await?;
         match frame.opcode {
