@@ -3,7 +3,7 @@
 //! to the HTTP layer.
 
 use crate::proto::Context;
-use crate::proto::http1::request::{Method, path_and_query};
+use crate::proto::http1::request::Method;
 use std::borrow::Cow;
 
 /// The largest `/stream?chunks=N` we serve: enough for tests and benchmarks, small enough that
@@ -42,9 +42,15 @@ impl<'a> Reply<'a> {
 
 const GET_HEAD: &str = "Allow: GET, HEAD\r\n";
 
-/// Answers one request. `body` is the complete request body (empty when it had none).
-pub fn route<'a>(method: Method, target: &[u8], body: &'a [u8], cx: &Context<'_>) -> Reply<'a> {
-    let (path, query) = path_and_query(target);
+/// Answers one request, given its path and query (already split by the HTTP layer). `body` is
+/// the complete request body (empty when it had none).
+pub fn route<'a>(
+    method: Method,
+    path: &[u8],
+    query: Option<&[u8]>,
+    body: &'a [u8],
+    cx: &Context<'_>,
+) -> Reply<'a> {
     let get_like = matches!(method, Method::Get | Method::Head);
     match path {
         b"/plaintext" if get_like => Reply::text(200, "Hello, World!"),

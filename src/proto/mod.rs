@@ -152,6 +152,12 @@ pub fn feed_buffered(
     }
 }
 
+/// A configured duration as engine milliseconds. Clamped far below u64::MAX so that adding it
+/// to `now` can never overflow (a "1000000d" timeout simply never fires).
+pub fn ms(d: std::time::Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX / 4)) as u64
+}
+
 /// Output a connection may queue before it stops reading: bounds the memory a client that
 /// pipelines requests but does not read responses can make us hold.
 pub const OUTPUT_CAP: usize = 256 * 1024;

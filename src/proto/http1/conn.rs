@@ -11,7 +11,7 @@ use super::response::{self, Body, Head, Persist};
 use crate::app::{self, ReplyBody};
 use crate::config::Config;
 use crate::proto::ws::{deflate, handshake};
-use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP, feed_buffered};
+use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP, feed_buffered, ms};
 
 /// The path that upgrades to the WebSocket echo.
 const WS_PATH: &[u8] = b"/ws";
@@ -208,7 +208,8 @@ impl Http1Conn {
                 let Reading::Body(b) = std::mem::replace(&mut self.reading, Reading::Idle) else {
                     unreachable!("matched Body above")
                 };
-                let action = self.respond(&b.head, &b.target, &b.body, cx, out);
+                let (path, query) = path_and_query(&b.target);
+                let action = self.respond(&b.head, path, query, &b.body, cx, out);
                 if action != Action::Continue {
                     return (data.len(), action);
                 }
@@ -236,7 +237,10 @@ impl Http1Conn {
             cx.metrics.requests.inc();
             let head_bytes = &data[pos..pos + head.head_len];
             pos += head.head_len;
-            if path_and_query(&head_bytes[head.target.clone()]).0 == WS_PATH {
+            let target = &head_bytes[head.target.clone()];
+            // Split once: the upgrade check and the router both need the path.
+            let (path, query) = path_and_query(target);
+            if path == WS_PATH {
                 let action = self.upgrade(&head, head_bytes, cx, out);
                 let consumed = if action == Action::Upgrade {
                     pos
@@ -255,7 +259,7 @@ impl Http1Conn {
                 );
             }
             if framing == BodyFraming::None || framing == BodyFraming::Length(0) {
-                let action = self.respond(&head, &head_bytes[head.target.clone()], &[], cx, out);
+                let action = self.respond(&head, path, query, &[], cx, out);
                 if action != Action::Continue {
                     return (data.len(), action);
                 }
@@ -267,8 +271,7 @@ impl Http1Conn {
                 Err(e) => return (data.len(), self.error(e.status(), e.reason(), cx, out)),
                 Ok(d) if d.done => {
                     pos += d.consumed;
-                    let action =
-                        self.respond(&head, &head_bytes[head.target.clone()], &body, cx, out);
+                    let action = self.respond(&head, path, query, &body, cx, out);
                     if action != Action::Continue {
                         return (data.len(), action);
                     }
@@ -279,10 +282,9 @@ impl Http1Conn {
                     if head.expect_continue && head.version == Version::Http11 {
                         response::write_continue(out);
                     }
-                    let target = head_bytes[head.target.clone()].to_vec();
                     self.reading = Reading::Body(Box::new(BodyState {
                         head,
-                        target,
+                        target: target.to_vec(),
                         decoder,
                         body,
                         last_progress: cx.now,
@@ -297,7 +299,8 @@ impl Http1Conn {
     fn respond(
         &mut self,
         head: &RequestHead,
-        target: &[u8],
+        path: &[u8],
+        query: Option<&[u8]>,
         body: &[u8],
         cx: &Context<'_>,
         out: &mut Vec<u8>,
@@ -324,7 +327,7 @@ impl Http1Conn {
             (None, Version::Http10) => Persist::KeepAlive10,
             (None, Version::Http11) => Persist::KeepAlive11,
         };
-        let reply = app::route(head.method, target, body, cx);
+        let reply = app::route(head.method, path, query, body, cx);
         let rhead = Head {
             status: reply.status,
             content_type: reply.content_type,
@@ -443,8 +446,4 @@ fn keeps_input(action: Action) -> bool {
 
 fn close(reason: CloseReason, linger: bool) -> Action {
     Action::Close { reason, linger }
-}
-
-fn ms(d: std::time::Duration) -> u64 {
-    d.as_millis().min(u64::MAX as u128 / 2) as u64
 }

@@ -10,7 +10,7 @@ use super::frame::{
 };
 use super::utf8::Utf8Validator;
 use crate::config::Config;
-use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP, feed_buffered};
+use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP, feed_buffered, ms};
 
 /// Close codes we count separately in metrics; anything else is "other".
 pub const COUNTED_CODES: [u16; 9] = [1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011];
@@ -568,10 +568,6 @@ fn close_wait(config: &Config) -> u64 {
     ms(config.websocket.pong_timeout).max(1000)
 }
 
-fn ms(d: std::time::Duration) -> u64 {
-    d.as_millis().min(u64::MAX as u128 / 4) as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -671,15 +667,7 @@ mod tests {
     }
 
     fn client(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut out = Vec::new();
-        frame::write_header(&mut out, fin, 0, opcode, payload.len());
-        out[1] |= 0x80;
-        out.extend_from_slice(&mask);
-        let start = out.len();
-        out.extend_from_slice(payload);
-        frame::unmask_in_place(&mut out[start..], mask, 0);
-        out
+        frame::client_frame(fin, opcode, payload, [0x37, 0xfa, 0x21, 0x3d])
     }
 
     fn server(opcode: u8, payload: &[u8]) -> Vec<u8> {

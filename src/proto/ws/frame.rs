@@ -124,22 +124,23 @@ pub fn unmask_in_place(data: &mut [u8], mask: [u8; 4], offset: usize) {
     }
 }
 
+/// A masked client frame, as a test peer would send it (for this crate's unit tests).
+#[cfg(test)]
+pub(crate) fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_header(&mut out, fin, 0, opcode, payload.len());
+    out[1] |= 0x80;
+    out.extend_from_slice(&mask);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    unmask_in_place(&mut out[start..], mask, 0);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    /// A client frame as a test peer would send it.
-    pub fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-        let mut out = Vec::new();
-        write_header(&mut out, fin, 0, opcode, payload.len());
-        out[1] |= 0x80;
-        out.extend_from_slice(&mask);
-        let start = out.len();
-        out.extend_from_slice(payload);
-        unmask_in_place(&mut out[start..], mask, 0);
-        out
-    }
 
     #[test]
     fn parses_the_rfc_examples() {
