@@ -73,6 +73,13 @@ impl Conn {
         !self.recv_armed && !self.send_inflight && !self.shutdown_inflight
     }
 
+    /// Why the connection is closing: what the protocol asked for, or the peer going away.
+    pub fn close_reason(&self) -> CloseReason {
+        self.close_after_flush
+            .map(|(r, _)| r)
+            .unwrap_or(CloseReason::PeerClosed)
+    }
+
     pub fn has_output(&self) -> bool {
         self.send_inflight || self.pending.as_ref().is_some_and(|p| !p.is_empty())
     }

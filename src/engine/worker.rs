@@ -732,14 +732,6 @@ impl State {
     }
 }
 
-impl Conn {
-    fn close_reason(&self) -> CloseReason {
-        self.close_after_flush
-            .map(|(r, _)| r)
-            .unwrap_or(CloseReason::PeerClosed)
-    }
-}
-
 fn on_off(b: bool) -> &'static str {
     if b { "on" } else { "off" }
 }

@@ -606,7 +606,8 @@ pub fn path_and_query(target: &[u8]) -> (&[u8], Option<&[u8]>) {
 // Fields
 
 /// OWS = *( SP / HTAB ) (RFC 9110 §5.6.3).
-fn trim_ows(s: &[u8]) -> &[u8] {
+/// Strips optional whitespace (OWS: spaces and tabs, RFC 9110 §5.6.3) from both ends.
+pub(crate) fn trim_ows(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|&b| b != b' ' && b != b'\t');
     let Some(start) = start else {
         return &[];

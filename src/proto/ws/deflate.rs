@@ -8,6 +8,7 @@
 //! client did not offer `*_no_context_takeover`) gets its own boxed inflater/deflater, whose
 //! windows are bounded by the negotiated window bits.
 
+use crate::proto::http1::request::trim_ows as trim;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// Messages shorter than this are sent uncompressed: deflate's framing would outweigh it.
@@ -131,18 +132,6 @@ fn unquote(v: &[u8]) -> &[u8] {
         .unwrap_or(v)
 }
 
-fn trim(v: &[u8]) -> &[u8] {
-    let s = v
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(v.len());
-    let e = v
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(s, |i| i + 1);
-    &v[s..e]
-}
-
 /// Splits on `sep` outside double quotes.
 fn split_unquoted(v: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
     let mut quoted = false;
@@ -196,7 +185,7 @@ impl Deflate {
         }
     }
 
-    /// Bytes of compression state this connection holds (for the memory report).
+    /// Whether this connection holds compression contexts of its own (only with takeover).
     pub fn holds_context(&self) -> bool {
         self.inflater.is_some() || self.deflater.is_some()
     }
