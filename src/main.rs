@@ -56,7 +56,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match holdfast::engine::run(cfg) {
+            let tls = match tls_for(&cfg) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("holdfast: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match holdfast::engine::run(cfg, tls) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("holdfast: {e}");
@@ -66,7 +73,10 @@ fn main() -> ExitCode {
         }
         Command::Config {
             command: ConfigCommand::Check { file, sets },
-        } => match Config::load(Some(&file), &sets) {
+        } => match Config::load(Some(&file), &sets)
+            .map_err(|e| e.to_string())
+            .and_then(|c| tls_for(&c))
+        {
             Ok(_) => {
                 println!("ok");
                 ExitCode::SUCCESS
@@ -77,4 +87,13 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// The TLS state when a TLS listener is configured: certificate files and the ticket key file
+/// are read here, so that a bad one is a configuration error (exit 2) before anything binds.
+fn tls_for(cfg: &Config) -> Result<Option<holdfast::proto::tls::TlsShared>, String> {
+    if cfg.server.tls_listen.is_empty() {
+        return Ok(None);
+    }
+    holdfast::proto::tls::TlsShared::new(&cfg.tls).map(Some)
 }

@@ -3,6 +3,7 @@
 //! scraped, and rendered in the Prometheus text exposition format.
 
 use crate::proto::CloseReason;
+use crate::proto::tls::TlsFailure;
 use crate::proto::ws::conn::COUNTED_CODES;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -77,6 +78,13 @@ pub struct WorkerMetrics {
     pub ws_pongs_received: Counter,
     pub ws_heartbeat_timeouts: Counter,
     pub ws_slow_reader_closes: Counter,
+    pub tls_handshakes_full: Counter,
+    pub tls_handshakes_resumed: Counter,
+    pub tls_failures: [Counter; TlsFailure::ALL.len()],
+    /// KeyUpdates this server started (on `tls.key_update_bytes` or `tls.key_update_interval`).
+    pub tls_key_updates_sent: Counter,
+    /// KeyUpdates received from peers, including their answers to ours.
+    pub tls_key_updates_received: Counter,
     /// Close frames sent or received, by code: `COUNTED_CODES`, then 1005 (no code), then other.
     pub ws_closes: [Counter; WS_CODE_SLOTS],
 }
@@ -90,6 +98,10 @@ impl WorkerMetrics {
     pub fn timeout(&self, kind: TimeoutKind) {
         self.timeouts[kind as usize].inc();
     }
+    pub fn tls_failure(&self, why: TlsFailure) {
+        self.tls_failures[why as usize].inc();
+    }
+
     pub fn ws_close_code(&self, code: u16) {
         let slot = COUNTED_CODES
             .iter()
@@ -150,7 +162,7 @@ impl Metrics {
     /// The Prometheus text exposition (version 0.0.4).
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(2048);
-        let counters: [CounterDef; 15] = [
+        let counters: [CounterDef; 17] = [
             (
                 "holdfast_connections_accepted_total",
                 "Connections accepted.",
@@ -220,6 +232,16 @@ impl Metrics {
                 "WebSocket connections ended.",
                 |w| w.ws_closed.get(),
             ),
+            (
+                "holdfast_tls_key_updates_sent_total",
+                "TLS 1.3 KeyUpdates sent on the server's initiative.",
+                |w| w.tls_key_updates_sent.get(),
+            ),
+            (
+                "holdfast_tls_key_updates_received_total",
+                "TLS 1.3 KeyUpdates received (peer-initiated and answers to ours).",
+                |w| w.tls_key_updates_received.get(),
+            ),
         ];
         for (name, help, get) in counters {
             let _ = writeln!(
@@ -271,6 +293,24 @@ impl Metrics {
         for (i, label) in labels.enumerate() {
             let v = self.sum(|w| w.ws_closes[i].get());
             let _ = writeln!(s, "holdfast_ws_closes_total{{code=\"{label}\"}} {v}");
+        }
+        let _ = writeln!(
+            s,
+            "# HELP holdfast_tls_handshakes_total TLS handshakes completed, full or resumed.\n# TYPE holdfast_tls_handshakes_total counter\nholdfast_tls_handshakes_total{{kind=\"full\"}} {}\nholdfast_tls_handshakes_total{{kind=\"resumed\"}} {}",
+            self.sum(|w| w.tls_handshakes_full.get()),
+            self.sum(|w| w.tls_handshakes_resumed.get())
+        );
+        let _ = writeln!(
+            s,
+            "# HELP holdfast_tls_failures_total TLS connections that failed, by reason.\n# TYPE holdfast_tls_failures_total counter"
+        );
+        for f in TlsFailure::ALL {
+            let v = self.sum(|w| w.tls_failures[f as usize].get());
+            let _ = writeln!(
+                s,
+                "holdfast_tls_failures_total{{reason=\"{}\"}} {v}",
+                f.label()
+            );
         }
         let _ = writeln!(
             s,

@@ -26,7 +26,7 @@ const FD_HEADROOM: u64 = 64;
 
 /// Runs the server until SIGTERM/SIGINT and a completed drain. Errors are one line for the
 /// operator (the caller prints them and exits non-zero).
-pub fn run(config: Config) -> Result<(), String> {
+pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<(), String> {
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -39,24 +39,26 @@ pub fn run(config: Config) -> Result<(), String> {
     // only the signal thread ever receives them.
     let signal_set = signals::block()?;
 
-    let mut per_worker: Vec<Vec<std::os::fd::OwnedFd>> = (0..workers).map(|_| Vec::new()).collect();
-    for addr in &config.server.listen {
+    let mut per_worker: Vec<Vec<(std::os::fd::OwnedFd, bool)>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    let tls_addrs = if tls.is_some() {
+        config.server.tls_listen.as_slice()
+    } else {
+        &[]
+    };
+    let plain = config.server.listen.iter().map(|a| (a, false));
+    for (addr, is_tls) in plain.chain(tls_addrs.iter().map(|a| (a, true))) {
         let (bound, fds) = listener::bind_reuseport(*addr, workers, config.server.backlog)?;
         for (w, fd) in fds.into_iter().enumerate() {
-            per_worker[w].push(fd);
+            per_worker[w].push((fd, is_tls));
         }
-        eprintln!("holdfast: listening on http://{bound} (workers: {workers})");
+        let scheme = if is_tls { "https" } else { "http" };
+        eprintln!("holdfast: listening on {scheme}://{bound} (workers: {workers})");
     }
-    if !config.server.tls_listen.is_empty() {
+    if tls.as_ref().is_some_and(|t| t.self_signed) {
         eprintln!(
-            "holdfast: server.tls_listen is not served yet (TLS is a later milestone); ignoring {}",
-            config
-                .server
-                .tls_listen
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            "holdfast: tls: no tls.cert/tls.key configured; serving a self-signed certificate for \
+             localhost generated at start (clients will not trust it)"
         );
     }
 
@@ -64,6 +66,7 @@ pub fn run(config: Config) -> Result<(), String> {
         metrics: Metrics::new(workers),
         config,
         shutdown: Default::default(),
+        tls,
     });
     let mut wakers = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
@@ -122,7 +125,10 @@ pub fn run(config: Config) -> Result<(), String> {
                         let _ = w.write(1);
                     }
                 }
-                Signal::Reload => eprintln!("holdfast: SIGHUP: nothing to reload yet"),
+                Signal::Reload => match &signal_shared.tls {
+                    Some(tls) => tls.reload(),
+                    None => eprintln!("holdfast: SIGHUP: no TLS listener; nothing to reload"),
+                },
             })
         })
         .map_err(|e| format!("cannot start signal thread: {e}"))?;

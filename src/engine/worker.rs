@@ -12,6 +12,7 @@ use super::token::{GEN_MASK, Op, Token};
 use crate::config::Config;
 use crate::metrics::{Metrics, TimeoutKind};
 use crate::proto::http1::Http1Conn;
+use crate::proto::tls::TlsSession;
 use crate::proto::{Action, CloseReason, Context, Session};
 use crate::time::wheel::Wheel;
 use io_uring::types::{Fd, SubmitArgs, Timespec};
@@ -40,11 +41,15 @@ pub struct Shared {
     pub config: Config,
     pub metrics: Metrics,
     pub shutdown: AtomicBool,
+    /// Present when a TLS listener is configured.
+    pub tls: Option<crate::proto::tls::TlsShared>,
 }
 
 struct Listener {
     fd: Option<OwnedFd>,
     armed: bool,
+    /// Connections from this listener speak TLS first.
+    tls: bool,
 }
 
 /// The kernel-facing half. Field order matters: the ring is dropped (and with it every
@@ -67,6 +72,7 @@ struct State {
     now: u64,
     draining: Option<u64>,
     ws_scratch: std::cell::RefCell<crate::proto::ws::deflate::Scratch>,
+    tls_scratch: std::cell::RefCell<crate::proto::tls::Scratch>,
 }
 
 pub struct Worker {
@@ -87,7 +93,7 @@ pub struct Worker {
 impl Worker {
     pub fn new(
         index: usize,
-        listeners: Vec<OwnedFd>,
+        listeners: Vec<(OwnedFd, bool)>,
         wake: Arc<EventFd>,
         shared: Arc<Shared>,
     ) -> Result<Worker, String> {
@@ -117,12 +123,14 @@ impl Worker {
                 now: 0,
                 draining: None,
                 ws_scratch: Default::default(),
+                tls_scratch: Default::default(),
             },
             listeners: listeners
                 .into_iter()
-                .map(|fd| Listener {
+                .map(|(fd, tls)| Listener {
                     fd: Some(fd),
                     armed: false,
+                    tls,
                 })
                 .collect(),
             wake,
@@ -243,6 +251,7 @@ impl Worker {
         let Some(l) = self.listeners.get_mut(listener) else {
             return;
         };
+        let is_tls = l.tls;
         if !cqueue::more(flags) {
             l.armed = false;
             if self.st.draining.is_some() {
@@ -286,11 +295,17 @@ impl Worker {
         }
         let generation = self.next_generation;
         self.next_generation = (self.next_generation + 1) & GEN_MASK;
-        let slot = self.st.conns.insert(Conn::new(
-            fd,
-            generation,
-            Session::Http1(Http1Conn::new(self.st.now)),
-        ));
+        let now = self.st.now;
+        let session = match (&shared.tls, is_tls) {
+            (Some(tls), true) => Session::Tls(Box::new(TlsSession::new(
+                Arc::clone(&tls.config),
+                now,
+                crate::proto::ms(shared.config.http.header_timeout),
+                (fd as u32).rotate_left(7) ^ generation ^ now as u32,
+            ))),
+            _ => Session::Http1(Http1Conn::new(now)),
+        };
+        let slot = self.st.conns.insert(Conn::new(fd, generation, session));
         arm_recv(&mut self.io, &mut self.st.conns[slot], slot);
         self.st.sync_timer(slot);
     }
@@ -700,6 +715,7 @@ impl State {
             all_metrics: metrics,
             draining: self.draining.is_some(),
             ws_scratch: &self.ws_scratch,
+            tls_scratch: &self.tls_scratch,
         };
         let action = f(&mut conn.proto, &cx, &mut out);
         if out.is_empty() {

@@ -4,11 +4,13 @@
 //! what makes the protocols testable without sockets and fuzzable.
 
 pub mod http1;
+pub mod tls;
 pub mod ws;
 
 use crate::config::Config;
 use crate::metrics::WorkerMetrics;
 use http1::Http1Conn;
+use tls::TlsSession;
 use ws::WsConn;
 
 /// What the engine does after a protocol call.
@@ -58,10 +60,12 @@ pub enum CloseReason {
     HeartbeatTimeout,
     /// A peer that stopped reading kept its output over the cap for too long (1008 sent).
     SlowReader,
+    /// The TLS handshake or a record failed (an alert sent), or plaintext on the TLS port.
+    TlsError,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 14] = [
+    pub const ALL: [CloseReason; 15] = [
         CloseReason::PeerClosed,
         CloseReason::Requested,
         CloseReason::IdleTimeout,
@@ -76,6 +80,7 @@ impl CloseReason {
         CloseReason::ProtocolError,
         CloseReason::HeartbeatTimeout,
         CloseReason::SlowReader,
+        CloseReason::TlsError,
     ];
 
     pub fn label(self) -> &'static str {
@@ -94,6 +99,7 @@ impl CloseReason {
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::HeartbeatTimeout => "heartbeat_timeout",
             CloseReason::SlowReader => "slow_reader",
+            CloseReason::TlsError => "tls_error",
         }
     }
 
@@ -116,6 +122,8 @@ pub struct Context<'a> {
     pub draining: bool,
     /// The worker's shared compression contexts and buffers (single-threaded, so a RefCell).
     pub ws_scratch: &'a std::cell::RefCell<ws::deflate::Scratch>,
+    /// The worker's TLS staging buffers.
+    pub tls_scratch: &'a std::cell::RefCell<tls::Scratch>,
 }
 
 /// Runs `process` over received bytes without copying them in the common case: when nothing
@@ -163,10 +171,13 @@ pub fn ms(d: std::time::Duration) -> u64 {
 pub const OUTPUT_CAP: usize = 256 * 1024;
 
 /// The protocol a connection speaks now. It starts as HTTP/1.1 and may become WebSocket after
-/// an upgrade; the engine only ever sees this enum.
+/// an upgrade; on the TLS listener both run inside [`TlsSession`] (boxed: rustls's state is
+/// large, and plain connections should not pay for it in their slab slot). The engine only ever
+/// sees this enum.
 pub enum Session {
     Http1(Http1Conn),
     Ws(WsConn),
+    Tls(Box<TlsSession>),
 }
 
 /// Forwards a call to whichever protocol the session speaks.
@@ -175,6 +186,7 @@ macro_rules! dispatch {
         match $self {
             Session::Http1($c) => $call,
             Session::Ws($c) => $call,
+            Session::Tls($c) => $call,
         }
     };
 }
@@ -202,7 +214,11 @@ impl Session {
         dispatch!(self, c => c.deadline(config))
     }
     pub fn is_ws(&self) -> bool {
-        matches!(self, Session::Ws(_))
+        match self {
+            Session::Ws(_) => true,
+            Session::Http1(_) => false,
+            Session::Tls(t) => t.is_ws(),
+        }
     }
 
     /// After [`Action::Upgrade`]: becomes a WebSocket session and returns the bytes the client
@@ -210,7 +226,8 @@ impl Session {
     pub fn upgrade_to_ws(&mut self, now: u64, config: &Config, seed: u32) -> Vec<u8> {
         let (rest, deflate) = match self {
             Session::Http1(h) => (h.take_buffer(), h.take_ws_deflate()),
-            Session::Ws(_) => return Vec::new(),
+            // A TLS session upgrades inside itself and never returns Upgrade.
+            Session::Ws(_) | Session::Tls(_) => return Vec::new(),
         };
         *self = Session::Ws(WsConn::new(now, config, seed, deflate));
         rest

@@ -583,6 +583,7 @@ mod tests {
         now: u64,
         conn: Option<WsConn>,
         scratch: std::cell::RefCell<deflate::Scratch>,
+        tls_scratch: std::cell::RefCell<crate::proto::tls::Scratch>,
     }
 
     impl Harness {
@@ -596,6 +597,7 @@ mod tests {
                 now: 0,
                 conn,
                 scratch: Default::default(),
+                tls_scratch: Default::default(),
             }
         }
         fn with<R>(
@@ -610,6 +612,7 @@ mod tests {
                 all_metrics: &self.metrics,
                 draining: false,
                 ws_scratch: &self.scratch,
+                tls_scratch: &self.tls_scratch,
             };
             let mut out = Vec::new();
             let r = f(self.conn.as_mut().unwrap(), &cx, &mut out);

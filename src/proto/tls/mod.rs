@@ -1,0 +1,172 @@
+//! TLS for both HTTP/1.1 and WebSocket, with rustls (the *ring* provider: it builds with only a
+//! C compiler, and its AEAD seals our session tickets). This module owns the server-wide TLS
+//! state built once at start (the rustls `ServerConfig`, the reloadable certificate, the
+//! ticket keys, the TLS 1.2 session cache) and re-exports the per-connection glue.
+
+pub mod certs;
+pub mod session;
+pub mod tickets;
+
+use crate::config::TlsConfig;
+use certs::{CertSource, CertStore};
+use rustls::ServerConfig;
+use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache};
+use std::sync::Arc;
+use tickets::TicketKeys;
+
+pub use session::TlsSession;
+
+/// TLS state shared by every worker.
+pub struct TlsShared {
+    pub config: Arc<ServerConfig>,
+    certs: Arc<CertStore>,
+    tickets: Option<Arc<TicketKeys>>,
+    pub self_signed: bool,
+}
+
+impl TlsShared {
+    /// Builds the server config. Errors are one line naming the key and the file.
+    pub fn new(tls: &TlsConfig) -> Result<TlsShared, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let (source, self_signed) = match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => (
+                CertSource::Files {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+                false,
+            ),
+            _ => (CertSource::SelfSigned, true),
+        };
+        let certs = Arc::new(CertStore::new(source, Arc::clone(&provider))?);
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls.min_version == "1.3" {
+            &[&rustls::version::TLS13]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .map_err(|e| format!("tls.min_version: {e}"))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(&certs) as Arc<dyn rustls::server::ResolvesServerCert>);
+        config.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        config.session_storage = if tls.session_cache == 0 {
+            Arc::new(NoServerSessionStorage {})
+        } else {
+            ServerSessionMemoryCache::new(tls.session_cache)
+        };
+        let tickets = if tls.tickets {
+            let keys = match &tls.ticket_key_file {
+                Some(path) => TicketKeys::from_file(path, tls.ticket_rotation)
+                    .map_err(|e| format!("tls.ticket_key_file: {e}"))?,
+                None => TicketKeys::generated(tls.ticket_rotation)
+                    .map_err(|e| format!("tls.tickets: {e}"))?,
+            };
+            let keys = Arc::new(keys);
+            config.ticketer = Arc::clone(&keys) as Arc<dyn rustls::server::ProducesTickets>;
+            // One ticket per full handshake is enough for a client that keeps its connection
+            // for hours; each costs a seal and ~200 bytes on the wire.
+            config.send_tls13_tickets = 1;
+            Some(keys)
+        } else {
+            None
+        };
+        Ok(TlsShared {
+            config: Arc::new(config),
+            certs,
+            tickets,
+            self_signed,
+        })
+    }
+
+    /// SIGHUP: re-read the certificate, key and ticket key file. What fails keeps its old
+    /// value; every outcome is one line on stderr.
+    pub fn reload(&self) {
+        match self.certs.reload() {
+            Ok(true) => eprintln!("holdfast: SIGHUP: reloaded tls.cert and tls.key"),
+            Ok(false) => {
+                eprintln!("holdfast: SIGHUP: the certificate is self-signed; nothing to reload")
+            }
+            Err(e) => eprintln!("holdfast: SIGHUP: {e}; keeping the current certificate"),
+        }
+        if let Some(keys) = &self.tickets
+            && let Err(e) = keys.reload()
+        {
+            eprintln!("holdfast: SIGHUP: tls.ticket_key_file: {e}; keeping the keys in use");
+        }
+    }
+}
+
+/// A worker's staging buffers, lent to one TLS call at a time.
+#[derive(Default)]
+pub struct Scratch {
+    pub incoming: Vec<u8>,
+    pub plain: Vec<u8>,
+}
+
+/// Why a TLS connection failed, one metrics label each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// Not TLS at all: bytes that do not parse as TLS records.
+    BadRecord,
+    /// A plaintext HTTP request on the TLS port (answered 400).
+    PlaintextHttp,
+    /// No protocol version, cipher suite or group in common (TLS 1.1 and older land here).
+    Incompatible,
+    /// No ALPN protocol in common.
+    NoAlpn,
+    /// The peer sent a fatal alert (for example, it does not trust our certificate).
+    AlertReceived,
+    /// A record failed to decrypt or a handshake message broke the protocol.
+    Protocol,
+    /// The handshake did not complete within `http.header_timeout`.
+    Timeout,
+    /// The peer closed during the handshake.
+    Eof,
+    /// Anything else, after the handshake included.
+    Other,
+}
+
+impl TlsFailure {
+    pub const ALL: [TlsFailure; 9] = [
+        TlsFailure::BadRecord,
+        TlsFailure::PlaintextHttp,
+        TlsFailure::Incompatible,
+        TlsFailure::NoAlpn,
+        TlsFailure::AlertReceived,
+        TlsFailure::Protocol,
+        TlsFailure::Timeout,
+        TlsFailure::Eof,
+        TlsFailure::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TlsFailure::BadRecord => "bad_record",
+            TlsFailure::PlaintextHttp => "plaintext_http",
+            TlsFailure::Incompatible => "incompatible",
+            TlsFailure::NoAlpn => "no_alpn",
+            TlsFailure::AlertReceived => "alert_received",
+            TlsFailure::Protocol => "protocol",
+            TlsFailure::Timeout => "timeout",
+            TlsFailure::Eof => "eof",
+            TlsFailure::Other => "other",
+        }
+    }
+
+    pub fn from_error(e: &rustls::Error, handshaking: bool) -> TlsFailure {
+        use rustls::Error as E;
+        match e {
+            E::InvalidMessage(_) if handshaking => TlsFailure::BadRecord,
+            E::PeerIncompatible(_) => TlsFailure::Incompatible,
+            E::NoApplicationProtocol => TlsFailure::NoAlpn,
+            E::AlertReceived(_) => TlsFailure::AlertReceived,
+            E::DecryptError
+            | E::PeerMisbehaved(_)
+            | E::InappropriateMessage { .. }
+            | E::InappropriateHandshakeMessage { .. }
+            | E::InvalidMessage(_) => TlsFailure::Protocol,
+            _ => TlsFailure::Other,
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! Owns one TLS connection: rustls's unbuffered server state machine between the engine's
+//! ciphertext and the HTTP/1.1 or WebSocket session inside. Sans-I/O like the rest of `proto`:
+//! ciphertext in, ciphertext appended to the engine's output, an [`Action`] out.
+//!
+//! Why the unbuffered API: rustls's buffered `ServerConnection` keeps its own plaintext and
+//! ciphertext buffers for the life of the connection (about 7.4 KiB idle); here the engine owns
+//! the bytes, a partial record is the only input we hold between reads, and an idle connection
+//! keeps only rustls's key schedule and record state.
+//!
+//! The inner session writes plaintext into the engine's output exactly as it does on a plain
+//! connection (so its backpressure sees the queued bytes); each time we move that plaintext to a
+//! per-worker staging buffer and encrypt it when rustls next lets us write, which keeps the
+//! order of handshake records (a KeyUpdate) and application data right.
+
+use super::{Scratch, TlsFailure};
+use crate::proto::http1::Http1Conn;
+use crate::proto::{Action, CloseReason, Context, Session};
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
+use rustls::{HandshakeKind, ProtocolVersion, ServerConfig};
+use std::sync::Arc;
+
+/// TLS record header: type, version, length.
+const RECORD_HEADER: usize = 5;
+
+pub struct TlsSession {
+    conn: UnbufferedServerConnection,
+    inner: Inner,
+    /// Ciphertext of an incomplete record, kept between reads (empty otherwise).
+    incoming: Vec<u8>,
+    /// Until the handshake completes, the connection's only deadline.
+    handshake_deadline: u64,
+    handshaking: bool,
+    tls13: bool,
+    /// Plaintext encrypted since the last key update (TLS 1.3).
+    sent_since_update: u64,
+    last_update: u64,
+    /// The inner session asked to close; no more application data is read.
+    closing: Option<Action>,
+    close_notify_sent: bool,
+    /// Nothing has arrived yet: the first byte tells TLS from plaintext HTTP.
+    fresh: bool,
+}
+
+impl TlsSession {
+    pub fn new(config: Arc<ServerConfig>, now: u64, header_timeout: u64, ws_seed: u32) -> Self {
+        TlsSession {
+            conn: UnbufferedServerConnection::new(config)
+                .expect("a server config built at start always makes connections"),
+            inner: Inner {
+                session: Session::Http1(Http1Conn::new(now)),
+                ws_seed,
+            },
+            incoming: Vec::new(),
+            handshake_deadline: now.saturating_add(header_timeout),
+            handshaking: true,
+            tls13: false,
+            sent_since_update: 0,
+            last_update: now,
+            closing: None,
+            close_notify_sent: false,
+            fresh: true,
+        }
+    }
+
+    pub fn on_input(&mut self, input: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        if self.fresh && !input.is_empty() {
+            self.fresh = false;
+            if input[0].is_ascii_uppercase() {
+                // A plaintext request on the TLS port (an `http://` URL pointed at it): say so
+                // in a way a person reading curl's output understands, then close.
+                cx.metrics.tls_failure(TlsFailure::PlaintextHttp);
+                plaintext_answer(out);
+                return Action::Close {
+                    reason: CloseReason::TlsError,
+                    linger: true,
+                };
+            }
+        }
+        // Empty input is the engine resuming a session that paused for its output to drain.
+        let resume = input.is_empty() && !self.handshaking && self.closing.is_none();
+        self.step(input, cx, out, resume, |s, cx, o| s.on_input(&[], cx, o))
+    }
+
+    /// TCP EOF without a close_notify.
+    pub fn on_eof(&mut self, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        if self.handshaking {
+            if !self.fresh {
+                cx.metrics.tls_failure(TlsFailure::Eof);
+            }
+            return close(CloseReason::PeerClosed);
+        }
+        self.step(&[], cx, out, true, |s, cx, o| s.on_eof(cx, o))
+    }
+
+    pub fn on_timeout(&mut self, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        if self.handshaking {
+            if cx.now < self.handshake_deadline {
+                return Action::Continue;
+            }
+            cx.metrics.tls_failure(TlsFailure::Timeout);
+            return close(CloseReason::RequestTimeout);
+        }
+        // A key update that fell due is sent by `pump` when it reaches a writable state.
+        let inner_due = self.closing.is_none() && self.inner.session.deadline(cx.config) <= cx.now;
+        self.step(&[], cx, out, inner_due, |s, cx, o| s.on_timeout(cx, o))
+    }
+
+    pub fn on_drain(&mut self, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        if self.handshaking {
+            return close(CloseReason::Shutdown);
+        }
+        self.step(&[], cx, out, true, |s, cx, o| s.on_drain(cx, o))
+    }
+
+    /// One call from the engine after the handshake: optionally the inner session first (its
+    /// plaintext staged), then rustls over `input`, with the worker's buffers lent for the call.
+    fn step(
+        &mut self,
+        input: &[u8],
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+        call_inner: bool,
+        f: impl FnOnce(&mut Session, &Context<'_>, &mut Vec<u8>) -> Action,
+    ) -> Action {
+        let mut turn = Turn::new(cx);
+        if call_inner {
+            let action = self.inner.call(cx, out, &mut turn.plain, f);
+            note(&mut self.closing, action);
+        }
+        let action = self.pump(input, cx, out, &mut turn);
+        turn.finish(cx);
+        action
+    }
+
+    pub fn on_output_drained(&mut self, now: u64) {
+        self.inner.session.on_output_drained(now);
+    }
+
+    pub fn read_paused(&self) -> bool {
+        !self.handshaking && self.inner.session.read_paused()
+    }
+
+    pub fn is_ws(&self) -> bool {
+        self.inner.session.is_ws()
+    }
+
+    pub fn deadline(&self, config: &crate::config::Config) -> u64 {
+        if self.handshaking {
+            return self.handshake_deadline;
+        }
+        let inner = self.inner.session.deadline(config);
+        match self.key_update_at(config) {
+            Some(at) if self.closing.is_none() => inner.min(at),
+            _ => inner,
+        }
+    }
+
+    fn key_update_at(&self, config: &crate::config::Config) -> Option<u64> {
+        key_update_at(self.tls13, self.last_update, config)
+    }
+
+    /// Drives rustls over `input` (appended to any partial record we hold) until it needs more
+    /// bytes: handshake records out, application data to the inner session, staged plaintext
+    /// encrypted, key updates and close_notify sent when due.
+    fn pump(
+        &mut self,
+        input: &[u8],
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+        turn: &mut Turn,
+    ) -> Action {
+        let mut buf = std::mem::take(&mut self.incoming);
+        if buf.is_empty() {
+            buf = std::mem::take(&mut turn.incoming);
+        }
+        buf.extend_from_slice(input);
+        let mut offset = 0;
+        let mut failed: Option<rustls::Error> = None;
+        let counting_peer_records = !self.handshaking && self.tls13;
+        let (mut records, mut app_records, mut closes) = (0u64, 0u64, 0u64);
+        loop {
+            let status = self.conn.process_tls_records(&mut buf[offset..]);
+            let discard = status.discard;
+            let mut stop = false;
+            match status.state {
+                Err(e) => {
+                    if failed.is_some() {
+                        stop = true;
+                    } else {
+                        // One more round: rustls may have queued an alert for the peer.
+                        failed = Some(e);
+                    }
+                }
+                Ok(ConnectionState::ReadTraffic(mut reader)) => {
+                    while let Some(record) = reader.next_record() {
+                        let Ok(record) = record else { break };
+                        app_records += 1;
+                        if self.closing.is_some() {
+                            continue; // Closing: later input is read and dropped.
+                        }
+                        let payload = record.payload;
+                        let action = self.inner.call(cx, out, &mut turn.plain, |s, cx, o| {
+                            s.on_input(payload, cx, o)
+                        });
+                        note(&mut self.closing, action);
+                    }
+                }
+                Ok(ConnectionState::EncodeTlsData(mut encoder)) => {
+                    if let Err(e) = append(out, 2048, |spare| encoder.encode(spare)) {
+                        failed.get_or_insert(rustls::Error::General(e));
+                        stop = true;
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                    // The bytes are in `out`; the engine sends them at the end of this turn.
+                    transmit.done();
+                }
+                Ok(ConnectionState::BlockedHandshake) => stop = true,
+                Ok(ConnectionState::PeerClosed) => {
+                    closes += 1;
+                    if self.closing.is_none() {
+                        let action = self
+                            .inner
+                            .call(cx, out, &mut turn.plain, |s, cx, o| s.on_eof(cx, o));
+                        note(&mut self.closing, action);
+                    }
+                }
+                Ok(ConnectionState::Closed) => {
+                    stop = true;
+                    note(&mut self.closing, close(CloseReason::PeerClosed));
+                }
+                Ok(ConnectionState::WriteTraffic(mut writer)) => {
+                    if self.handshaking {
+                        stop = true; // handled below, outside rustls's borrow
+                    } else {
+                        if !turn.plain.is_empty() {
+                            let plain = &turn.plain;
+                            if let Err(e) =
+                                append(out, plain.len() + 64, |spare| writer.encrypt(plain, spare))
+                            {
+                                failed.get_or_insert(rustls::Error::General(e));
+                                offset += discard;
+                                break;
+                            }
+                            self.sent_since_update += plain.len() as u64;
+                            turn.plain.clear();
+                        }
+                        if let Some(action) = self.closing {
+                            if !self.close_notify_sent && is_orderly(action) {
+                                self.close_notify_sent = true;
+                                let _ = append(out, 64, |spare| writer.queue_close_notify(spare));
+                            }
+                            stop = true;
+                        } else if key_update_due(
+                            self.tls13,
+                            self.sent_since_update,
+                            self.last_update,
+                            cx,
+                        ) {
+                            if writer.refresh_traffic_keys().is_ok() {
+                                cx.metrics.tls_key_updates_sent.inc();
+                            }
+                            self.sent_since_update = 0;
+                            self.last_update = cx.now;
+                        } else {
+                            stop = true;
+                        }
+                    }
+                }
+                Ok(_) => stop = true, // early data is never enabled
+            }
+            if counting_peer_records {
+                records += count_records(&buf[offset..offset + discard]);
+            }
+            offset += discard;
+            if self.handshaking && !self.conn.is_handshaking() {
+                // Go round again: a ticket and the first request may follow.
+                self.handshake_done(cx);
+                continue;
+            }
+            if stop {
+                break;
+            }
+        }
+        // A record that carried no application data and no close_notify after a TLS 1.3
+        // handshake can only be a KeyUpdate: we ask for no post-handshake authentication, and
+        // a client sends no tickets.
+        let updates = records.saturating_sub(app_records + closes);
+        if updates > 0 {
+            cx.metrics.tls_key_updates_received.add(updates);
+        }
+        buf.drain(..offset.min(buf.len()));
+        if buf.is_empty() {
+            turn.incoming = buf;
+        } else {
+            self.incoming = buf;
+        }
+        if let Some(e) = failed {
+            cx.metrics
+                .tls_failure(TlsFailure::from_error(&e, self.handshaking));
+            return close(CloseReason::TlsError);
+        }
+        self.closing.unwrap_or(Action::Continue)
+    }
+
+    fn handshake_done(&mut self, cx: &Context<'_>) {
+        self.handshaking = false;
+        self.tls13 = self.conn.protocol_version() == Some(ProtocolVersion::TLSv1_3);
+        self.last_update = cx.now;
+        // Timers for the first request start now, not at accept.
+        self.inner.session = Session::Http1(Http1Conn::new(cx.now));
+        if self.conn.handshake_kind() == Some(HandshakeKind::Resumed) {
+            cx.metrics.tls_handshakes_resumed.inc();
+        } else {
+            cx.metrics.tls_handshakes_full.inc();
+        }
+    }
+}
+
+/// Remembers the first close the inner session asks for.
+fn note(closing: &mut Option<Action>, action: Action) {
+    if matches!(action, Action::Close { .. }) && closing.is_none() {
+        *closing = Some(action);
+    }
+}
+
+/// The HTTP/1.1 or WebSocket session inside the TLS connection.
+struct Inner {
+    session: Session,
+    /// Seeds the WebSocket session's heartbeat jitter after an upgrade.
+    ws_seed: u32,
+}
+
+impl Inner {
+    /// Runs one call, moving the plaintext it wrote into `plain` (to be encrypted when rustls
+    /// next lets us write), and performs an upgrade to WebSocket inside the TLS session: the
+    /// engine never sees it, since what follows the handshake is plaintext it cannot feed back.
+    fn call(
+        &mut self,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+        plain: &mut Vec<u8>,
+        f: impl FnOnce(&mut Session, &Context<'_>, &mut Vec<u8>) -> Action,
+    ) -> Action {
+        let start = out.len();
+        let mut action = f(&mut self.session, cx, out);
+        if action == Action::Upgrade {
+            let seed = self.ws_seed ^ cx.now as u32;
+            let rest = self.session.upgrade_to_ws(cx.now, cx.config, seed);
+            action = if rest.is_empty() {
+                Action::Continue
+            } else {
+                self.session.on_input(&rest, cx, out)
+            };
+        }
+        plain.extend_from_slice(&out[start..]);
+        out.truncate(start);
+        action
+    }
+}
+
+/// Per-call borrowed buffers from the worker's scratch, returned when the call ends, so that a
+/// connection holds no buffer of its own between calls.
+struct Turn {
+    incoming: Vec<u8>,
+    plain: Vec<u8>,
+}
+
+impl Turn {
+    fn new(cx: &Context<'_>) -> Turn {
+        let mut s = cx.tls_scratch.borrow_mut();
+        Turn {
+            incoming: std::mem::take(&mut s.incoming),
+            plain: std::mem::take(&mut s.plain),
+        }
+    }
+
+    fn finish(mut self, cx: &Context<'_>) {
+        let mut s: std::cell::RefMut<'_, Scratch> = cx.tls_scratch.borrow_mut();
+        self.incoming.clear();
+        self.plain.clear();
+        s.incoming = self.incoming;
+        s.plain = self.plain;
+    }
+}
+
+/// When the interval-driven key update falls due (TLS 1.3 only; a zero interval disables it).
+fn key_update_at(tls13: bool, last_update: u64, config: &crate::config::Config) -> Option<u64> {
+    let interval = crate::proto::ms(config.tls.key_update_interval);
+    (tls13 && interval > 0).then(|| last_update.saturating_add(interval))
+}
+
+/// A TLS 1.3 key update is due: enough bytes sent under the current key, or enough time.
+/// (The caller has checked that the connection is not closing.)
+fn key_update_due(tls13: bool, sent: u64, last_update: u64, cx: &Context<'_>) -> bool {
+    tls13
+        && (sent >= cx.config.tls.key_update_bytes
+            || key_update_at(tls13, last_update, cx.config).is_some_and(|at| cx.now >= at))
+}
+
+fn close(reason: CloseReason) -> Action {
+    Action::Close {
+        reason,
+        linger: false,
+    }
+}
+
+/// Closes we announce with close_notify: everything but a dead socket.
+fn is_orderly(action: Action) -> bool {
+    !matches!(
+        action,
+        Action::Close {
+            reason: CloseReason::IoError,
+            ..
+        }
+    )
+}
+
+/// Counts whole TLS records in `bytes` (rustls discards only whole records).
+fn count_records(mut bytes: &[u8]) -> u64 {
+    let mut n = 0;
+    while bytes.len() >= RECORD_HEADER {
+        let len = u16::from_be_bytes([bytes[3], bytes[4]]) as usize;
+        let end = (RECORD_HEADER + len).min(bytes.len());
+        bytes = &bytes[end..];
+        n += 1;
+    }
+    n
+}
+
+/// Errors that say how much room they needed.
+trait NeedsRoom {
+    fn required(&self) -> Option<usize>;
+}
+
+macro_rules! needs_room {
+    ($($error:ident),*) => {$(
+        impl NeedsRoom for $error {
+            fn required(&self) -> Option<usize> {
+                match self {
+                    $error::InsufficientSize(InsufficientSizeError { required_size }) => {
+                        Some(*required_size)
+                    }
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+
+needs_room!(EncodeError, EncryptError);
+
+/// Lets rustls write at the end of `out`, growing it to what rustls says it needs.
+fn append<E: NeedsRoom + std::fmt::Display>(
+    out: &mut Vec<u8>,
+    guess: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+) -> Result<(), String> {
+    let start = out.len();
+    let mut room = guess;
+    for _ in 0..3 {
+        out.resize(start + room, 0);
+        match write(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(e) => match e.required() {
+                Some(need) if need > room => room = need,
+                _ => {
+                    out.truncate(start);
+                    return Err(e.to_string());
+                }
+            },
+        }
+    }
+    out.truncate(start);
+    Err("rustls kept asking for more room".into())
+}
+
+/// The answer to a plaintext HTTP request on the TLS port (nginx sends 400 too).
+fn plaintext_answer(out: &mut Vec<u8>) {
+    let body = "This port speaks TLS: use https://\n";
+    out.extend_from_slice(
+        format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+}
