@@ -70,6 +70,8 @@ pub struct WorkerMetrics {
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub recv_rearms: Counter,
+    /// Protocol calls that panicked (a bug); each closed its connection.
+    pub protocol_panics: Counter,
     pub ws_upgrades: Counter,
     pub ws_closed: Counter,
     pub ws_messages_in: Counter,
@@ -162,7 +164,7 @@ impl Metrics {
     /// The Prometheus text exposition (version 0.0.4).
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(2048);
-        let counters: [CounterDef; 17] = [
+        let counters: [CounterDef; 18] = [
             (
                 "holdfast_connections_accepted_total",
                 "Connections accepted.",
@@ -191,6 +193,11 @@ impl Metrics {
                 "holdfast_recv_rearms_total",
                 "Multishot receives re-armed because the buffer ring ran dry.",
                 |w| w.recv_rearms.get(),
+            ),
+            (
+                "holdfast_protocol_panics_total",
+                "Protocol calls that panicked (a bug: please report); each closed its connection.",
+                |w| w.protocol_panics.get(),
             ),
             (
                 "holdfast_ws_upgrades_total",

@@ -717,7 +717,22 @@ impl State {
             ws_scratch: &self.ws_scratch,
             tls_scratch: &self.tls_scratch,
         };
-        let action = f(&mut conn.proto, &cx, &mut out);
+        let proto = &mut conn.proto;
+        let action = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            f(proto, &cx, &mut out)
+        })) {
+            Ok(action) => action,
+            Err(_) => {
+                // A bug in protocol code (ours or a library's) ends this connection, not the
+                // worker and every other connection on it. The panic hook has printed it.
+                metrics.workers[self.index].protocol_panics.inc();
+                out.clear();
+                Action::Close {
+                    reason: CloseReason::IoError,
+                    linger: false,
+                }
+            }
+        };
         if out.is_empty() {
             self.pool.push(out);
         } else {

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The TLS listener's address, when the test enabled one (`server.tls_listen=127.0.0.1:0`).
+    pub tls_addr: Option<SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -51,6 +53,7 @@ impl Server {
         });
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut addr = None;
+        let mut tls_addr = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
@@ -64,6 +67,10 @@ impl Server {
                 let a = rest.split_whitespace().next().unwrap();
                 addr = Some(a.parse().unwrap());
             }
+            if let Some(rest) = line.strip_prefix("holdfast: listening on https://") {
+                let a = rest.split_whitespace().next().unwrap();
+                tls_addr = Some(a.parse().unwrap());
+            }
             if line == "holdfast: ready" {
                 break;
             }
@@ -71,6 +78,7 @@ impl Server {
         Server {
             child,
             addr: addr.expect("listening line"),
+            tls_addr,
             log,
         }
     }
@@ -143,6 +151,18 @@ impl Server {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits up to 10 s for a log line containing `needle`.
+    pub fn wait_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 }
 

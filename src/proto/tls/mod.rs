@@ -19,7 +19,7 @@ pub use session::TlsSession;
 /// TLS state shared by every worker.
 pub struct TlsShared {
     pub config: Arc<ServerConfig>,
-    certs: Arc<CertStore>,
+    pub(crate) certs: Arc<CertStore>,
     tickets: Option<Arc<TicketKeys>>,
     pub self_signed: bool,
 }

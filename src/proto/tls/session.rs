@@ -180,17 +180,21 @@ impl TlsSession {
         let counting_peer_records = !self.handshaking && self.tls13;
         let (mut records, mut app_records, mut closes) = (0u64, 0u64, 0u64);
         loop {
-            let status = self.conn.process_tls_records(&mut buf[offset..]);
+            // After an error rustls must not see the bad bytes again (it would try to send a
+            // second fatal alert); an empty buffer lets it hand over the alert it queued.
+            let window = if failed.is_some() {
+                &mut []
+            } else {
+                &mut buf[offset..]
+            };
+            let status = self.conn.process_tls_records(window);
             let discard = status.discard;
             let mut stop = false;
             match status.state {
                 Err(e) => {
-                    if failed.is_some() {
-                        stop = true;
-                    } else {
-                        // One more round: rustls may have queued an alert for the peer.
-                        failed = Some(e);
-                    }
+                    stop = failed.is_some();
+                    // Otherwise one more round: rustls may have queued an alert for the peer.
+                    failed.get_or_insert(e);
                 }
                 Ok(ConnectionState::ReadTraffic(mut reader)) => {
                     while let Some(record) = reader.next_record() {
@@ -231,7 +235,7 @@ impl TlsSession {
                     note(&mut self.closing, close(CloseReason::PeerClosed));
                 }
                 Ok(ConnectionState::WriteTraffic(mut writer)) => {
-                    if self.handshaking {
+                    if self.handshaking || failed.is_some() {
                         stop = true; // handled below, outside rustls's borrow
                     } else {
                         if !turn.plain.is_empty() {
@@ -270,6 +274,7 @@ impl TlsSession {
                 }
                 Ok(_) => stop = true, // early data is never enabled
             }
+            // (While an alert drains, rustls saw an empty window and discards nothing.)
             if counting_peer_records {
                 records += count_records(&buf[offset..offset + discard]);
             }
@@ -490,4 +495,171 @@ fn plaintext_answer(out: &mut Vec<u8>) {
         )
         .as_bytes(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    //! A rustls client and a `TlsSession` wired together in memory, no sockets.
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::proto::tls::TlsShared;
+    use rustls::pki_types::ServerName;
+    use rustls::{ClientConfig, ClientConnection};
+    use std::cell::RefCell;
+    use std::io::{Read, Write};
+
+    struct Pair {
+        config: Config,
+        metrics: Metrics,
+        ws: RefCell<crate::proto::ws::deflate::Scratch>,
+        tls: RefCell<Scratch>,
+        client: ClientConnection,
+        server: TlsSession,
+        now: u64,
+        last: Action,
+    }
+
+    impl Pair {
+        fn new(tweak: impl FnOnce(&mut Config)) -> Pair {
+            let mut config = Config::default();
+            tweak(&mut config);
+            let shared = TlsShared::new(&config.tls).unwrap();
+            let root = shared.certs.current().cert[0].clone();
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(root).unwrap();
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let client_config = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name = ServerName::try_from("localhost").unwrap();
+            Pair {
+                server: TlsSession::new(Arc::clone(&shared.config), 0, 60_000, 7),
+                client: ClientConnection::new(Arc::new(client_config), name).unwrap(),
+                config,
+                metrics: Metrics::new(1),
+                ws: Default::default(),
+                tls: Default::default(),
+                now: 0,
+                last: Action::Continue,
+            }
+        }
+
+        fn with(
+            &mut self,
+            f: impl FnOnce(&mut TlsSession, &Context<'_>, &mut Vec<u8>) -> Action,
+        ) -> Vec<u8> {
+            let all = Metrics::new(1);
+            let cx = Context {
+                now: self.now,
+                date: b"Thu, 01 Jan 1970 00:00:00 GMT",
+                config: &self.config,
+                metrics: &self.metrics.workers[0],
+                all_metrics: &all,
+                draining: false,
+                ws_scratch: &self.ws,
+                tls_scratch: &self.tls,
+            };
+            let mut out = Vec::new();
+            self.last = f(&mut self.server, &cx, &mut out);
+            out
+        }
+
+        /// Moves bytes both ways until neither side has anything to say.
+        fn run(&mut self) {
+            for _ in 0..20 {
+                let mut to_server = Vec::new();
+                while self.client.wants_write() {
+                    self.client.write_tls(&mut to_server).unwrap();
+                }
+                let to_client = if to_server.is_empty() {
+                    Vec::new()
+                } else {
+                    self.with(|s, cx, out| s.on_input(&to_server, cx, out))
+                };
+                if to_client.is_empty() && to_server.is_empty() {
+                    return;
+                }
+                let mut slice = &to_client[..];
+                while !slice.is_empty() {
+                    self.client.read_tls(&mut slice).unwrap();
+                    self.client.process_new_packets().unwrap();
+                }
+            }
+            panic!("the pair did not settle");
+        }
+
+        fn plaintext(&mut self) -> String {
+            let mut got = Vec::new();
+            let _ = self.client.reader().read_to_end(&mut got);
+            String::from_utf8(got).unwrap()
+        }
+    }
+
+    #[test]
+    fn handshake_request_key_update_and_close_notify() {
+        let mut p = Pair::new(|c| c.tls.key_update_interval = std::time::Duration::from_secs(1));
+        p.run();
+        assert!(!p.client.is_handshaking());
+        assert_eq!(p.metrics.workers[0].tls_handshakes_full.get(), 1);
+        p.client
+            .writer()
+            .write_all(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        p.run();
+        assert!(p.plaintext().ends_with("\r\n\r\nHello, World!"));
+        assert!(p.server.incoming.is_empty(), "no buffer held while idle");
+
+        // The interval passes: the deadline says so, the timeout sends a KeyUpdate, and the
+        // client's answer (it must update too; rustls sends it with its next write) is counted.
+        assert_eq!(p.server.deadline(&p.config), 1000);
+        p.now = 1000;
+        let out = p.with(|s, cx, out| s.on_timeout(cx, out));
+        let mut slice = &out[..];
+        p.client.read_tls(&mut slice).unwrap();
+        p.client.process_new_packets().unwrap();
+        p.run();
+        assert_eq!(p.metrics.workers[0].tls_key_updates_sent.get(), 1);
+        assert_eq!(p.server.deadline(&p.config), 2000);
+        p.client
+            .writer()
+            .write_all(b"GET /plaintext HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        p.run();
+        assert!(p.plaintext().ends_with("Hello, World!"));
+        assert_eq!(p.metrics.workers[0].tls_key_updates_received.get(), 1);
+        assert!(matches!(
+            p.last,
+            Action::Close {
+                reason: CloseReason::Requested,
+                ..
+            }
+        ));
+        // The response was followed by close_notify.
+        let mut buf = [0u8; 16];
+        assert_eq!(p.client.reader().read(&mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_partial_record_is_kept_until_the_rest_arrives() {
+        let mut p = Pair::new(|_| {});
+        p.run();
+        p.client
+            .writer()
+            .write_all(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut wire = Vec::new();
+        p.client.write_tls(&mut wire).unwrap();
+        let (a, b) = wire.split_at(7);
+        assert!(p.with(|s, cx, out| s.on_input(a, cx, out)).is_empty());
+        assert_eq!(p.server.incoming.len(), 7);
+        let out = p.with(|s, cx, out| s.on_input(b, cx, out));
+        assert!(p.server.incoming.is_empty());
+        let mut slice = &out[..];
+        p.client.read_tls(&mut slice).unwrap();
+        p.client.process_new_packets().unwrap();
+        assert!(p.plaintext().ends_with("Hello, World!"));
+    }
 }

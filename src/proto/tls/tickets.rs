@@ -118,23 +118,31 @@ impl TicketKeys {
     /// fresh read of the key file.
     fn rotate_if_due(&self) {
         let mut at = self.rotated_at.lock().unwrap_or_else(|e| e.into_inner());
-        if at.elapsed() < self.rotation {
+        let elapsed = at.elapsed();
+        if elapsed < self.rotation {
             return;
         }
         *at = Instant::now();
         drop(at);
-        self.rotate();
+        // Rotation is lazy (checked when a ticket is sealed or opened): after two or more idle
+        // periods the previous key is as stale as the current one, and both go.
+        self.rotate(elapsed < self.rotation * 2);
     }
 
-    /// Puts a new generated key in front of the previous one, or reads the key file again.
-    fn rotate(&self) {
+    /// Puts a new generated key in front of the previous one (or alone, when the previous one
+    /// has outlived its second period), or reads the key file again.
+    fn rotate(&self, keep_previous: bool) {
         match &self.source {
             Source::Generated => {
                 let Ok(fresh) = random_key(&self.rng) else {
                     return;
                 };
                 let mut guard = self.keys.write().unwrap_or_else(|e| e.into_inner());
-                let previous = guard.keys.first().map(|k| TicketKey::new(&k.secret));
+                let previous = guard
+                    .keys
+                    .first()
+                    .filter(|_| keep_previous)
+                    .map(|k| TicketKey::new(&k.secret));
                 let mut keys = vec![fresh];
                 keys.extend(previous);
                 *guard = Arc::new(KeySet { keys });
@@ -157,8 +165,10 @@ impl rustls::server::ProducesTickets for TicketKeys {
         true
     }
 
+    /// A ticket opens while its key is current or previous: between one and two rotation
+    /// periods. Advertising two keeps clients from discarding tickets that would still resume.
     fn lifetime(&self) -> u32 {
-        self.rotation.as_secs().clamp(1, MAX_LIFETIME_SECS) as u32
+        (self.rotation.as_secs() * 2).clamp(1, MAX_LIFETIME_SECS) as u32
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
@@ -277,7 +287,7 @@ mod tests {
     fn a_ticket_survives_one_rotation_but_not_two() {
         let keys = TicketKeys::generated(HOUR).unwrap();
         let ticket = keys.encrypt(b"s").unwrap();
-        keys.rotate();
+        keys.rotate(true);
         assert_eq!(
             keys.decrypt(&ticket).unwrap(),
             b"s",
@@ -289,13 +299,16 @@ mod tests {
             ticket[..NAME_LEN],
             "new tickets use the new key"
         );
-        keys.rotate();
+        keys.rotate(true);
         assert_eq!(
             keys.decrypt(&ticket),
             None,
             "two rotations later the key is gone"
         );
         assert_eq!(keys.decrypt(&newer).unwrap(), b"t");
+        // After two idle periods nothing old survives.
+        keys.rotate(false);
+        assert_eq!(keys.decrypt(&newer), None);
     }
 
     #[test]
