@@ -25,29 +25,16 @@ HF=target/release/holdfast
 sed -e "s#__DIR__#$WORK#g" -e "s#__PORT__#$NG_PORT#g" bench/nginx.conf > "$WORK/nginx.conf"
 mkdir -p "$WORK/body"
 
-HF_PID=""; NG_PID=""
-cleanup() {
-  [ -n "$HF_PID" ] && kill "$HF_PID" 2>/dev/null || true
-  [ -n "$NG_PID" ] && kill "$NG_PID" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 taskset -c 0 "$HF" serve --set server.listen=127.0.0.1:$HF_PORT --set server.tls_listen= \
   --set server.workers=1 --set http.keepalive_requests=1000000 2>"$WORK/holdfast.log" &
 HF_PID=$!
 taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK" &
 NG_PID=$!
-for i in $(seq 50); do
-  curl -sf "http://127.0.0.1:$HF_PORT/plaintext" >/dev/null && curl -sf "http://127.0.0.1:$NG_PORT/plaintext" >/dev/null && break
-  sleep 0.1
-done
-# nginx's master forks the worker: measure the worker, which does the serving.
-NG_WORKER=$(pgrep -P "$NG_PID" | head -1)
+wait_both_up -sf "http://127.0.0.1:$HF_PORT/plaintext" "http://127.0.0.1:$NG_PORT/plaintext"
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-TICK=$(getconf CLK_TCK)
 
 # run NAME PID PORT CONNS [pipeline depth] -> "reqs_per_s cpu_us_per_req"
 run() {
@@ -70,7 +57,6 @@ run() {
     'BEGIN { printf "%.0f %.2f\n", r, (n > 0 ? t / hz * 1e6 / n : 0) }'
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 # NAME:CONNECTIONS:PIPELINE_DEPTH; override with e.g. SCENARIOS="c1000:1000:"
 read -r -a SCENARIOS <<<"${SCENARIOS:-c100:100: c1000:1000: pipeline16:100:16}"
@@ -92,17 +78,12 @@ done
 {
   echo "### HTTP/1.1 plaintext, wrk -t1 (CPU 1), server one worker (CPU 0), $DURATION x $REPS reps, medians"
   echo
-  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r); $(date -u +%Y-%m-%d); nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'); command: \`SCENARIOS=\"${SCENARIOS[*]}\" REPS=$REPS DURATION=$DURATION bash bench/http.sh\`"
+  echo "$(machine_line); command: \`SCENARIOS=\"${SCENARIOS[*]}\" REPS=$REPS DURATION=$DURATION bash bench/http.sh\`"
   echo
   echo "| scenario | nginx req/s | holdfast req/s | ratio | nginx µs CPU/req | holdfast µs CPU/req | CPU ratio (nginx/holdfast) |"
   echo "|---|---:|---:|---:|---:|---:|---:|"
   for sc in "${SCENARIOS[@]}"; do
     IFS=: read -r name conns depth <<<"$sc"
-    ng_r=$(printf "%s" "${RES[nginx,$name]}" | awk '{print $1}' | median)
-    hf_r=$(printf "%s" "${RES[holdfast,$name]}" | awk '{print $1}' | median)
-    ng_c=$(printf "%s" "${RES[nginx,$name]}" | awk '{print $2}' | median)
-    hf_c=$(printf "%s" "${RES[holdfast,$name]}" | awk '{print $2}' | median)
-    awk -v n="$name" -v a="$ng_r" -v b="$hf_r" -v c="$ng_c" -v d="$hf_c" \
-      'BEGIN { printf "| %s | %d | %d | %.2f× | %.2f | %.2f | %.2f× |\n", n, a, b, b/a, c, d, (d > 0 ? c/d : 0) }'
+    table_row "$name" "${RES[nginx,$name]}" "${RES[holdfast,$name]}"
   done
 } | tee "$OUT"

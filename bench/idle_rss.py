@@ -7,6 +7,7 @@ exchange and then stay idle, read RSS again, and report (after - before) / N. In
 by rep; medians. Modes:
 
     http                  one keep-alive GET each; holdfast and nginx
+    tls                   one keep-alive GET over TLS 1.3 each; holdfast and nginx (OpenSSL)
     ws                    WebSocket upgrade and one 64-byte echo each; holdfast,
                           fastwebsockets and tokio-tungstenite (bench/peers)
     ws-deflate            the same, offering permessage-deflate with context takeover and
@@ -19,7 +20,7 @@ by rep; medians. Modes:
 Needs: release builds (cargo build --release; for ws, cd bench/peers && cargo build
 --release), nginx for http, and `ulimit -n` above N (the script raises its soft limit).
 """
-import argparse, os, resource, shutil, socket, statistics, struct, subprocess, sys, tempfile, time, zlib
+import argparse, os, resource, shutil, socket, ssl, statistics, struct, subprocess, sys, tempfile, time, zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQ = b"GET /plaintext HTTP/1.1\r\nHost: bench\r\n\r\n"
@@ -95,18 +96,27 @@ def ws_exchange(s, mode):
         recv_until(s, lambda g: len(g) >= 2 and len(g) >= 2 + (g[1] & 0x7f))
 
 
+TLS_CLIENT = ssl.create_default_context()
+TLS_CLIENT.check_hostname = False
+TLS_CLIENT.verify_mode = ssl.CERT_NONE
+
+
 def exchange(s, mode):
+    """One exchange on a fresh connection; returns the object to keep open (TLS wraps it)."""
     if mode == "http":
+        one_request(s)
+    elif mode == "tls":
+        s = TLS_CLIENT.wrap_socket(s, server_hostname="localhost")
         one_request(s)
     else:
         ws_exchange(s, mode)
+    return s
 
 
 def warm(port, mode, n=2000):
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", port))
-        exchange(s, mode)
-        s.close()
+        exchange(s, mode).close()
 
 
 def measure(pid, port, conns, mode):
@@ -119,8 +129,7 @@ def measure(pid, port, conns, mode):
         s = socket.socket()
         s.bind((f"127.0.0.{2 + i % 200}", 0))
         s.connect(("127.0.0.1", port))
-        exchange(s, mode)
-        socks.append(s)
+        socks.append(exchange(s, mode))
     time.sleep(1.0)
     after = rss_kib(pid)
     for s in socks:
@@ -129,11 +138,13 @@ def measure(pid, port, conns, mode):
     return (after - before) / conns
 
 
-def start_holdfast(port, takeover=False):
+def start_holdfast(port, takeover=False, tls=False):
     exe = os.path.join(ROOT, "target/release/holdfast")
+    listen = ["--set", f"server.listen=127.0.0.1:{port + 1000}",
+              "--set", f"server.tls_listen=127.0.0.1:{port}"] if tls else \
+        ["--set", f"server.listen=127.0.0.1:{port}", "--set", "server.tls_listen="]
     return subprocess.Popen(
-        ["taskset", "-c", "0", exe, "serve", "--set", f"server.listen=127.0.0.1:{port}",
-         "--set", "server.tls_listen=", "--set", "server.workers=1",
+        ["taskset", "-c", "0", exe, "serve", *listen, "--set", "server.workers=1",
          "--set", f"websocket.deflate_context_takeover={'true' if takeover else 'false'}"],
         stderr=subprocess.DEVNULL)
 
@@ -143,8 +154,13 @@ def start_peer(binary, port):
     return subprocess.Popen(["taskset", "-c", "0", exe, f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
 
 
-def start_nginx(port, work):
-    with open(os.path.join(ROOT, "bench/nginx.conf")) as f:
+def start_nginx(port, work, tls=False):
+    if tls:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                        "-keyout", os.path.join(work, "key.pem"), "-out", os.path.join(work, "cert.pem")],
+                       check=True, capture_output=True)
+    with open(os.path.join(ROOT, "bench/nginx-tls.conf" if tls else "bench/nginx.conf")) as f:
         conf = f.read().replace("__DIR__", work).replace("__PORT__", str(port))
     path = os.path.join(work, "nginx.conf")
     with open(path, "w") as f:
@@ -167,6 +183,7 @@ SERVERS = {
     "ws": ["holdfast", "fastwebsockets", "tokio-tungstenite"],
     "ws-deflate": ["holdfast"],
     "ws-deflate-nct": ["holdfast"],
+    "tls": ["nginx", "holdfast"],
 }
 
 
@@ -186,9 +203,9 @@ def main():
             work = tempfile.mkdtemp(prefix="holdfast-rss.")
             port = 18090 + rep * 4 + servers.index(name)
             if name == "holdfast":
-                proc = start_holdfast(port, takeover=args.mode == "ws-deflate")
+                proc = start_holdfast(port, takeover=args.mode == "ws-deflate", tls=args.mode == "tls")
             elif name == "nginx":
-                proc = start_nginx(port, work)
+                proc = start_nginx(port, work, tls=args.mode == "tls")
             else:
                 proc = start_peer({"fastwebsockets": "fastws-echo",
                                    "tokio-tungstenite": "tungstenite-echo"}[name], port)

@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod proto;
 pub mod signals;
 pub mod time;
+pub mod tune;

@@ -1,4 +1,4 @@
-//! The `holdfast` command line: `serve`, `config check` and `--version`. Configuration errors
+//! The `holdfast` command line: `serve`, `config check`, `tune check` and `--version`. Configuration errors
 //! print one line naming the key and exit 2 before anything starts.
 
 use clap::{Parser, Subcommand};
@@ -32,6 +32,28 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Host tuning tools.
+    Tune {
+        #[command(subcommand)]
+        command: TuneCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TuneCommand {
+    /// Compare this host's sysctls and limits with what N connections need; prints the fix for
+    /// each shortfall. Exit 0 when everything fits, 1 otherwise.
+    Check {
+        /// How many connections this host should hold.
+        #[arg(long, value_name = "N")]
+        connections: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Read the host from another /proc tree (for tests).
+        #[arg(long, value_name = "DIR", default_value = "/proc", hide = true)]
+        proc_root: PathBuf,
     },
 }
 
@@ -71,6 +93,31 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Tune {
+            command:
+                TuneCommand::Check {
+                    connections,
+                    json,
+                    proc_root,
+                },
+        } => match holdfast::tune::check(&proc_root, connections) {
+            Ok(rows) => {
+                if json {
+                    print!("{}", holdfast::tune::render_json(&rows, connections));
+                } else {
+                    print!("{}", holdfast::tune::render(&rows, connections));
+                }
+                if rows.iter().all(|r| r.ok) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("holdfast: tune check: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Config {
             command: ConfigCommand::Check { file, sets },
         } => match Config::load(Some(&file), &sets)

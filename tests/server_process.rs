@@ -212,3 +212,55 @@ fn without_io_uring_the_server_exits_with_one_line_naming_cause_and_fix() {
     );
     assert!(!err.contains("listening"), "{err}");
 }
+
+/// `holdfast tune check` against a fake /proc tree: exit 1 with the fixes when the host falls
+/// short, exit 0 when it fits, exit 2 naming the file when the tree is unreadable.
+#[test]
+fn tune_check_reports_shortfalls_with_fixes_and_exit_codes() {
+    let root = std::env::temp_dir().join(format!("holdfast-tune-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let write = |rel: &str, text: &str| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write("sys/fs/file-max", "2097152\n");
+    write("sys/fs/nr_open", "2097152\n");
+    write("sys/net/core/somaxconn", "4096\n");
+    write("sys/net/ipv4/tcp_max_syn_backlog", "65535\n");
+    write("sys/net/ipv4/tcp_mem", "500000\t1000000\t1250000\n");
+    write(
+        "self/limits",
+        "Max open files            1048576              2000000              files\n",
+    );
+    write("meminfo", "MemTotal:       24576000 kB\n");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            .args(["tune", "check", "--proc-root", root.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--connections", "1000000"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("net.core.somaxconn"), "{text}");
+    assert!(
+        text.contains("sysctl -w net.core.somaxconn=65535"),
+        "{text}"
+    );
+    write("sys/net/core/somaxconn", "65535\n");
+    let out = run(&["--connections", "1000000", "--json"]);
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{json}");
+    assert!(
+        json.starts_with("{\"connections\":1000000,\"ok\":true"),
+        "{json}"
+    );
+    std::fs::remove_file(root.join("sys/fs/nr_open")).unwrap();
+    let out = run(&["--connections", "10"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err.contains("sys/fs/nr_open"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}

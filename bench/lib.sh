@@ -1,0 +1,44 @@
+# Shared by the benchmark scripts (sourced, not run): server clean-up, CPU accounting, medians,
+# the machine line and the comparison table row. Expects HF_PID, NG_PID and WORK in the caller.
+
+HF_PID=""; NG_PID=""
+cleanup() {
+  [ -n "$HF_PID" ] && kill "$HF_PID" 2>/dev/null || true
+  [ -n "$NG_PID" ] && kill "$NG_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# utime+stime of a process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+# Waits until both URLs answer (curl flags in $1), then sets NG_WORKER: nginx's master forks
+# the worker, which is the process that serves and is measured.
+wait_both_up() {
+  local flags=$1 hf_url=$2 ng_url=$3
+  for _ in $(seq 50); do
+    curl "$flags" "$hf_url" >/dev/null && curl "$flags" "$ng_url" >/dev/null && break
+    sleep 0.1
+  done
+  NG_WORKER=$(pgrep -P "$NG_PID" | head -1)
+}
+
+machine_line() {
+  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r); $(date -u +%Y-%m-%d); nginx $(nginx -v 2>&1 | sed 's/.*nginx\///')"
+}
+
+# table_row NAME NGINX_RESULTS HOLDFAST_RESULTS: each results argument holds lines of
+# "rate cpu_us"; prints the medians and both ratios as a Markdown row.
+table_row() {
+  local ng_r hf_r ng_c hf_c
+  ng_r=$(printf "%s" "$2" | awk '{print $1}' | median)
+  hf_r=$(printf "%s" "$3" | awk '{print $1}' | median)
+  ng_c=$(printf "%s" "$2" | awk '{print $2}' | median)
+  hf_c=$(printf "%s" "$3" | awk '{print $2}' | median)
+  awk -v n="$1" -v a="$ng_r" -v b="$hf_r" -v c="$ng_c" -v d="$hf_c" \
+    'BEGIN { printf "| %s | %d | %d | %.2f× | %.2f | %.2f | %.2f× |\n", n, a, b, (a > 0 ? b/a : 0), c, d, (d > 0 ? c/d : 0) }'
+}
