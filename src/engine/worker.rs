@@ -301,7 +301,7 @@ impl Worker {
                 Arc::clone(&tls.config),
                 now,
                 crate::proto::ms(shared.config.http.header_timeout),
-                (fd as u32).rotate_left(7) ^ generation ^ now as u32,
+                ws_seed(self.st.conns.vacant_key(), generation),
             ))),
             _ => Session::Http1(Http1Conn::new(now)),
         };
@@ -495,7 +495,7 @@ impl Worker {
             Action::Upgrade => {
                 // The 101 is already queued; frames the client sent behind its handshake go
                 // to the WebSocket session now, so their answers queue after the 101.
-                let seed = (slot as u32) ^ conn.generation.rotate_left(16) ^ self.st.now as u32;
+                let seed = ws_seed(slot, conn.generation) ^ self.st.now as u32;
                 let rest = conn
                     .proto
                     .upgrade_to_ws(self.st.now, &self.st.shared.config, seed);
@@ -761,6 +761,12 @@ impl State {
             }
         }
     }
+}
+
+/// Seeds a WebSocket session's heartbeat jitter from its slot and generation, so connections
+/// upgraded together are spread out (the caller mixes in the time of the upgrade).
+fn ws_seed(slot: usize, generation: u32) -> u32 {
+    (slot as u32) ^ generation.rotate_left(16)
 }
 
 fn on_off(b: bool) -> &'static str {

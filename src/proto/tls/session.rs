@@ -14,6 +14,7 @@
 
 use super::{Scratch, TlsFailure};
 use crate::proto::http1::Http1Conn;
+use crate::proto::http1::response::{Body, Head, Persist, write_response};
 use crate::proto::{Action, CloseReason, Context, Session};
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
@@ -70,7 +71,7 @@ impl TlsSession {
                 // A plaintext request on the TLS port (an `http://` URL pointed at it): say so
                 // in a way a person reading curl's output understands, then close.
                 cx.metrics.tls_failure(TlsFailure::PlaintextHttp);
-                plaintext_answer(out);
+                plaintext_answer(out, cx.date);
                 return Action::Close {
                     reason: CloseReason::TlsError,
                     linger: true,
@@ -484,16 +485,21 @@ fn append<E: NeedsRoom + std::fmt::Display>(
     Err("rustls kept asking for more room".into())
 }
 
-/// The answer to a plaintext HTTP request on the TLS port (nginx sends 400 too).
-fn plaintext_answer(out: &mut Vec<u8>) {
-    let body = "This port speaks TLS: use https://\n";
-    out.extend_from_slice(
-        format!(
-            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
-             Connection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
+/// The answer to a plaintext HTTP request on the TLS port (nginx sends 400 too), written by
+/// the same encoder as every other response.
+fn plaintext_answer(out: &mut Vec<u8>, date: &[u8]) {
+    let head = Head {
+        status: 400,
+        content_type: "text/plain",
+        extra_headers: "",
+        persist: Persist::Close,
+        head_only: false,
+    };
+    write_response(
+        out,
+        &head,
+        &Body::Full(b"This port speaks TLS: use https://\n"),
+        date,
     );
 }
 

@@ -81,25 +81,34 @@ impl TicketKeys {
     pub fn generated(rotation: Duration) -> Result<TicketKeys, String> {
         let rng = SystemRandom::new();
         let first = random_key(&rng)?;
-        Ok(TicketKeys {
-            source: Source::Generated,
+        Ok(TicketKeys::with(
+            Source::Generated,
             rotation,
-            keys: RwLock::new(Arc::new(KeySet { keys: vec![first] })),
-            rotated_at: Mutex::new(Instant::now()),
+            KeySet { keys: vec![first] },
             rng,
-        })
+        ))
     }
 
     /// Keys read from a file shared between processes; the error names the file and the line.
     pub fn from_file(path: &Path, rotation: Duration) -> Result<TicketKeys, String> {
         let keys = read_key_file(path)?;
-        Ok(TicketKeys {
-            source: Source::File(path.to_path_buf()),
+        let source = Source::File(path.to_path_buf());
+        Ok(TicketKeys::with(
+            source,
+            rotation,
+            keys,
+            SystemRandom::new(),
+        ))
+    }
+
+    fn with(source: Source, rotation: Duration, keys: KeySet, rng: SystemRandom) -> TicketKeys {
+        TicketKeys {
+            source,
             rotation,
             keys: RwLock::new(Arc::new(keys)),
             rotated_at: Mutex::new(Instant::now()),
-            rng: SystemRandom::new(),
-        })
+            rng,
+        }
     }
 
     /// Re-reads the key file now (SIGHUP). Generated keys are left alone: rotating them on

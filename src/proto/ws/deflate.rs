@@ -317,6 +317,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// What the server answers by default: no compression state kept between messages.
+    const NO_TAKEOVER: Params = Params {
+        server_no_context_takeover: true,
+        client_no_context_takeover: true,
+        server_max_window_bits: 15,
+    };
+
     fn neg(h: &str) -> Option<(Params, String)> {
         negotiate([h.as_bytes()], true)
     }
@@ -405,11 +412,7 @@ mod tests {
 
     #[test]
     fn no_context_takeover_keeps_no_state_on_the_connection() {
-        let p = Params {
-            server_no_context_takeover: true,
-            client_no_context_takeover: true,
-            server_max_window_bits: 15,
-        };
+        let p = NO_TAKEOVER;
         let mut scratch = Scratch::default();
         let mut d = Deflate::new(p);
         let mut wire = Vec::new();
@@ -427,11 +430,7 @@ mod tests {
 
     #[test]
     fn a_decompression_bomb_stops_at_the_cap() {
-        let p = Params {
-            server_no_context_takeover: true,
-            client_no_context_takeover: true,
-            server_max_window_bits: 15,
-        };
+        let p = NO_TAKEOVER;
         let mut scratch = Scratch::default();
         let mut d = Deflate::new(p);
         let mut bomb = Vec::new();
@@ -475,11 +474,7 @@ mod tests {
 
     #[test]
     fn garbage_is_corrupt() {
-        let p = Params {
-            server_no_context_takeover: true,
-            client_no_context_takeover: true,
-            server_max_window_bits: 15,
-        };
+        let p = NO_TAKEOVER;
         let mut d = Deflate::new(p);
         let mut out = Vec::new();
         assert_eq!(
