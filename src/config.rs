@@ -22,8 +22,12 @@ pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
     /// TLS listeners; empty when disabled (`""` or `[]` in the file).
     pub tls_listen: Vec<SocketAddr>,
-    /// 0 = one worker per core.
+    /// 0 = one worker per core (divided among `processes`).
     pub workers: usize,
+    /// Server processes under one supervisor, sharing the listening ports through SO_REUSEPORT:
+    /// for hosts whose per-process open-file limit is below the connections wanted. 1 = no
+    /// supervisor.
+    pub processes: usize,
     pub max_connections: usize,
     pub backlog: u32,
     pub shutdown_timeout: Duration,
@@ -106,6 +110,7 @@ impl Default for Config {
                 listen: vec!["127.0.0.1:8080".parse().unwrap()],
                 tls_listen: vec!["127.0.0.1:8443".parse().unwrap()],
                 workers: 0,
+                processes: 1,
                 max_connections: 1_000_000,
                 backlog: 65535,
                 shutdown_timeout: Duration::from_secs(30),
@@ -193,6 +198,7 @@ impl Config {
             "server.listen" => self.server.listen = addrs(v).map_err(e)?,
             "server.tls_listen" => self.server.tls_listen = addrs(v).map_err(e)?,
             "server.workers" => self.server.workers = int(v).map_err(e)? as usize,
+            "server.processes" => self.server.processes = int(v).map_err(e)? as usize,
             "server.max_connections" => self.server.max_connections = int(v).map_err(e)? as usize,
             "server.backlog" => {
                 self.server.backlog = u32::try_from(int(v).map_err(e)?)
@@ -260,6 +266,11 @@ impl Config {
             self.server.workers <= 1024,
             "server.workers",
             "must be at most 1024",
+        )?;
+        check(
+            (1..=1024).contains(&self.server.processes),
+            "server.processes",
+            "must be from 1 to 1024",
         )?;
         check(
             self.server.max_connections >= 1,
@@ -352,6 +363,7 @@ const KEYS: &[&str] = &[
     "server.listen",
     "server.tls_listen",
     "server.workers",
+    "server.processes",
     "server.max_connections",
     "server.backlog",
     "server.shutdown_timeout",
@@ -367,6 +379,7 @@ const KEYS: &[&str] = &[
     "websocket.idle_timeout",
     "websocket.max_message_bytes",
     "websocket.permessage_deflate",
+    "websocket.deflate_context_takeover",
     "tcp.keepalive",
     "tcp.keepalive_idle",
     "tcp.keepalive_interval",

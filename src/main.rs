@@ -78,6 +78,16 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let supervised = match holdfast::engine::child_role() {
+                Ok(role) => role.is_some(),
+                Err(e) => {
+                    eprintln!("holdfast: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if cfg.server.processes > 1 && !supervised {
+                return supervise(&cfg);
+            }
             let tls = match tls_for(&cfg) {
                 Ok(t) => t,
                 Err(e) => {
@@ -133,6 +143,25 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// `server.processes` > 1: this process supervises that many server processes. Certificate and
+/// key files are checked here first, so a bad one is still exit 2 before anything starts.
+fn supervise(cfg: &Config) -> ExitCode {
+    if cfg.tls.cert.is_some()
+        && let Err(e) = tls_for(cfg)
+    {
+        eprintln!("holdfast: {e}");
+        return ExitCode::from(2);
+    }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    match holdfast::engine::supervise(cfg, &args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("holdfast: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use crate::proto::CloseReason;
 use crate::proto::tls::TlsFailure;
 use crate::proto::ws::conn::COUNTED_CODES;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A counter with a single writer: the owning worker thread.
 #[derive(Default)]
@@ -57,7 +57,9 @@ impl TimeoutKind {
     }
 }
 
-/// One worker's counters. Padded to its own cache lines so workers do not false-share.
+/// One worker's counters. Padded to its own cache lines so workers do not false-share. Every
+/// field must stay an atomic (or an array of them): under a supervisor this block lives in memory
+/// shared between processes, where all-zero bytes must be a valid, empty block.
 #[repr(align(128))]
 #[derive(Default)]
 pub struct WorkerMetrics {
@@ -128,205 +130,291 @@ impl WorkerMetrics {
 /// A counter's exposition name, help text, and how to read it from one worker.
 type CounterDef = (&'static str, &'static str, fn(&WorkerMetrics) -> u64);
 
-/// All workers' counters plus the one shared gauge: open connections, which enforces
-/// `server.max_connections` across workers.
+/// One process's shared header: the open-connection gauge that enforces
+/// `server.max_connections` across its workers, and what the supervisor knows of it. All atomics,
+/// like `WorkerMetrics`, because under a supervisor it lives in memory shared between processes
+/// (all-zero bytes are a valid, empty header).
+#[repr(C, align(128))]
+#[derive(Default)]
+pub struct ProcessHeader {
+    pub open: AtomicU64,
+    pub pid: AtomicU64,
+    /// Written by the supervisor: how often this process slot was restarted.
+    pub restarts: AtomicU64,
+}
+
+/// One process's counters: its header and one block per worker.
+#[derive(Clone, Copy)]
+pub struct ProcessBlock {
+    pub header: &'static ProcessHeader,
+    pub workers: &'static [WorkerMetrics],
+}
+
+/// The counters this process writes, and every sibling's when a supervisor runs several
+/// processes, so that `/metrics` from any of them reports each one (label `process`).
 pub struct Metrics {
-    pub workers: Vec<WorkerMetrics>,
-    pub open: AtomicUsize,
+    /// This process's workers, indexed by worker.
+    pub workers: &'static [WorkerMetrics],
+    header: &'static ProcessHeader,
+    processes: Vec<ProcessBlock>,
+    /// Label series with `process="i"`: set when a supervisor runs several processes.
+    per_process: bool,
 }
 
 impl Metrics {
+    /// A lone process's counters. They live as long as the process, so the allocation is leaked
+    /// once at start-up.
     pub fn new(workers: usize) -> Metrics {
+        let block = ProcessBlock {
+            header: Box::leak(Box::default()),
+            workers: Box::leak((0..workers).map(|_| WorkerMetrics::default()).collect()),
+        };
         Metrics {
-            workers: (0..workers).map(|_| WorkerMetrics::default()).collect(),
-            open: AtomicUsize::new(0),
+            workers: block.workers,
+            header: block.header,
+            processes: vec![block],
+            per_process: false,
         }
     }
 
-    /// Reserves a connection slot; false when `max` are already open.
+    /// The counters of process `me` among `processes`, all in memory shared by a supervisor.
+    pub fn shared(processes: Vec<ProcessBlock>, me: usize) -> Metrics {
+        let own = processes[me];
+        own.header
+            .pid
+            .store(std::process::id() as u64, Ordering::Relaxed);
+        Metrics {
+            workers: own.workers,
+            header: own.header,
+            processes,
+            per_process: true,
+        }
+    }
+
+    /// Reserves a connection slot; false when `max` are already open in this process.
     pub fn try_open(&self, max: usize) -> bool {
-        let prev = self.open.fetch_add(1, Ordering::Relaxed);
-        if prev >= max {
-            self.open.fetch_sub(1, Ordering::Relaxed);
+        let prev = self.header.open.fetch_add(1, Ordering::Relaxed);
+        if prev >= max as u64 {
+            self.header.open.fetch_sub(1, Ordering::Relaxed);
             return false;
         }
         true
     }
 
     pub fn release(&self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.header.open.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn sum(&self, f: impl Fn(&WorkerMetrics) -> u64) -> u64 {
-        self.workers.iter().map(f).sum()
+    /// Writes one series per process: `name{process="i",extra} value`, or `name{extra} value`
+    /// for a lone process.
+    fn series(&self, s: &mut String, name: &str, extra: &str, get: impl Fn(&ProcessBlock) -> u64) {
+        for (i, p) in self.processes.iter().enumerate() {
+            let v = get(p);
+            let labels = match (self.per_process, extra.is_empty()) {
+                (false, true) => String::new(),
+                (false, false) => format!("{{{extra}}}"),
+                (true, true) => format!("{{process=\"{i}\"}}"),
+                (true, false) => format!("{{process=\"{i}\",{extra}}}"),
+            };
+            let _ = writeln!(s, "{name}{labels} {v}");
+        }
+    }
+
+    /// Like `series`, for a counter summed over a process's workers.
+    fn counter(
+        &self,
+        s: &mut String,
+        name: &str,
+        extra: &str,
+        get: impl Fn(&WorkerMetrics) -> u64,
+    ) {
+        self.series(s, name, extra, |p| p.workers.iter().map(&get).sum());
+    }
+
+    fn family(s: &mut String, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
 
     /// The Prometheus text exposition (version 0.0.4).
     pub fn render(&self) -> String {
-        let mut s = String::with_capacity(2048);
-        let counters: [CounterDef; 18] = [
-            (
-                "holdfast_connections_accepted_total",
-                "Connections accepted.",
-                |w| w.accepted.get(),
-            ),
-            ("holdfast_requests_total", "HTTP requests parsed.", |w| {
-                w.requests.get()
-            }),
-            (
-                "holdfast_responses_4xx_total",
-                "Responses with a 4xx status.",
-                |w| w.responses_4xx.get(),
-            ),
-            (
-                "holdfast_responses_5xx_total",
-                "Responses with a 5xx status.",
-                |w| w.responses_5xx.get(),
-            ),
-            ("holdfast_bytes_in_total", "Bytes received.", |w| {
-                w.bytes_in.get()
-            }),
-            ("holdfast_bytes_out_total", "Bytes sent.", |w| {
-                w.bytes_out.get()
-            }),
-            (
-                "holdfast_recv_rearms_total",
-                "Multishot receives re-armed because the buffer ring ran dry.",
-                |w| w.recv_rearms.get(),
-            ),
-            (
-                "holdfast_protocol_panics_total",
-                "Protocol calls that panicked (a bug: please report); each closed its connection.",
-                |w| w.protocol_panics.get(),
-            ),
-            (
-                "holdfast_ws_upgrades_total",
-                "WebSocket upgrades (101 sent).",
-                |w| w.ws_upgrades.get(),
-            ),
-            (
-                "holdfast_ws_messages_in_total",
-                "WebSocket messages received.",
-                |w| w.ws_messages_in.get(),
-            ),
-            (
-                "holdfast_ws_messages_out_total",
-                "WebSocket messages sent.",
-                |w| w.ws_messages_out.get(),
-            ),
-            (
-                "holdfast_ws_pings_sent_total",
-                "WebSocket heartbeat pings sent.",
-                |w| w.ws_pings_sent.get(),
-            ),
-            (
-                "holdfast_ws_pongs_received_total",
-                "WebSocket pongs received.",
-                |w| w.ws_pongs_received.get(),
-            ),
-            (
-                "holdfast_ws_heartbeat_timeouts_total",
-                "WebSocket connections closed for not answering a ping in time.",
-                |w| w.ws_heartbeat_timeouts.get(),
-            ),
-            (
-                "holdfast_ws_slow_reader_closes_total",
-                "WebSocket connections closed (1008) for not reading their output.",
-                |w| w.ws_slow_reader_closes.get(),
-            ),
-            (
-                "holdfast_ws_closed_total",
-                "WebSocket connections ended.",
-                |w| w.ws_closed.get(),
-            ),
-            (
-                "holdfast_tls_key_updates_sent_total",
-                "TLS 1.3 KeyUpdates sent on the server's initiative.",
-                |w| w.tls_key_updates_sent.get(),
-            ),
-            (
-                "holdfast_tls_key_updates_received_total",
-                "TLS 1.3 KeyUpdates received (peer-initiated and answers to ours).",
-                |w| w.tls_key_updates_received.get(),
-            ),
-        ];
-        for (name, help, get) in counters {
-            let _ = writeln!(
-                s,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                self.sum(get)
-            );
+        let mut s = String::with_capacity(2048 * self.processes.len());
+        for (name, help, get) in COUNTERS {
+            Self::family(&mut s, name, "counter", help);
+            self.counter(&mut s, name, "", get);
         }
-        let _ = writeln!(
-            s,
-            "# HELP holdfast_connections_open Connections open now.\n# TYPE holdfast_connections_open gauge\nholdfast_connections_open {}",
-            self.open.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP holdfast_connections_closed_total Connections closed, by reason.\n# TYPE holdfast_connections_closed_total counter"
-        );
+        let name = "holdfast_connections_open";
+        Self::family(&mut s, name, "gauge", "Connections open now.");
+        self.series(&mut s, name, "", |p| p.header.open.load(Ordering::Relaxed));
+        let name = "holdfast_connections_closed_total";
+        Self::family(&mut s, name, "counter", "Connections closed, by reason.");
         for r in CloseReason::ALL {
-            let v = self.sum(|w| w.closed[r.index()].get());
-            let _ = writeln!(
-                s,
-                "holdfast_connections_closed_total{{reason=\"{}\"}} {v}",
-                r.label()
-            );
+            let extra = format!("reason=\"{}\"", r.label());
+            self.counter(&mut s, name, &extra, |w| w.closed[r.index()].get());
         }
-        let _ = writeln!(
-            s,
-            "# HELP holdfast_timeouts_total Timeouts, by kind.\n# TYPE holdfast_timeouts_total counter"
-        );
+        let name = "holdfast_timeouts_total";
+        Self::family(&mut s, name, "counter", "Timeouts, by kind.");
         for k in TimeoutKind::ALL {
-            let v = self.sum(|w| w.timeouts[k as usize].get());
-            let _ = writeln!(s, "holdfast_timeouts_total{{kind=\"{}\"}} {v}", k.label());
+            let extra = format!("kind=\"{}\"", k.label());
+            self.counter(&mut s, name, &extra, |w| w.timeouts[k as usize].get());
         }
-        let ws_open = self
-            .sum(|w| w.ws_upgrades.get())
-            .saturating_sub(self.sum(|w| w.ws_closed.get()));
-        let _ = writeln!(
-            s,
-            "# HELP holdfast_ws_connections_open WebSocket connections open now.\n# TYPE holdfast_ws_connections_open gauge\nholdfast_ws_connections_open {ws_open}"
-        );
-        let _ = writeln!(
-            s,
-            "# HELP holdfast_ws_closes_total WebSocket close frames sent or received, by code.\n# TYPE holdfast_ws_closes_total counter"
+        let name = "holdfast_ws_connections_open";
+        Self::family(&mut s, name, "gauge", "WebSocket connections open now.");
+        self.counter(&mut s, name, "", |w| {
+            w.ws_upgrades.get().saturating_sub(w.ws_closed.get())
+        });
+        let name = "holdfast_ws_closes_total";
+        Self::family(
+            &mut s,
+            name,
+            "counter",
+            "WebSocket close frames sent or received, by code.",
         );
         let labels = COUNTED_CODES
             .iter()
             .map(|c| c.to_string())
             .chain(["1005".to_string(), "other".to_string()]);
         for (i, label) in labels.enumerate() {
-            let v = self.sum(|w| w.ws_closes[i].get());
-            let _ = writeln!(s, "holdfast_ws_closes_total{{code=\"{label}\"}} {v}");
+            let extra = format!("code=\"{label}\"");
+            self.counter(&mut s, name, &extra, |w| w.ws_closes[i].get());
         }
-        let _ = writeln!(
-            s,
-            "# HELP holdfast_tls_handshakes_total TLS handshakes completed, full or resumed.\n# TYPE holdfast_tls_handshakes_total counter\nholdfast_tls_handshakes_total{{kind=\"full\"}} {}\nholdfast_tls_handshakes_total{{kind=\"resumed\"}} {}",
-            self.sum(|w| w.tls_handshakes_full.get()),
-            self.sum(|w| w.tls_handshakes_resumed.get())
+        let name = "holdfast_tls_handshakes_total";
+        Self::family(
+            &mut s,
+            name,
+            "counter",
+            "TLS handshakes completed, full or resumed.",
         );
-        let _ = writeln!(
-            s,
-            "# HELP holdfast_tls_failures_total TLS connections that failed, by reason.\n# TYPE holdfast_tls_failures_total counter"
+        self.counter(&mut s, name, "kind=\"full\"", |w| {
+            w.tls_handshakes_full.get()
+        });
+        self.counter(&mut s, name, "kind=\"resumed\"", |w| {
+            w.tls_handshakes_resumed.get()
+        });
+        let name = "holdfast_tls_failures_total";
+        Self::family(
+            &mut s,
+            name,
+            "counter",
+            "TLS connections that failed, by reason.",
         );
         for f in TlsFailure::ALL {
-            let v = self.sum(|w| w.tls_failures[f as usize].get());
-            let _ = writeln!(
-                s,
-                "holdfast_tls_failures_total{{reason=\"{}\"}} {v}",
-                f.label()
-            );
+            let extra = format!("reason=\"{}\"", f.label());
+            self.counter(&mut s, name, &extra, |w| w.tls_failures[f as usize].get());
         }
-        let _ = writeln!(
-            s,
-            "# HELP holdfast_workers Worker threads.\n# TYPE holdfast_workers gauge\nholdfast_workers {}",
-            self.workers.len()
-        );
+        let name = "holdfast_workers";
+        Self::family(&mut s, name, "gauge", "Worker threads.");
+        self.series(&mut s, name, "", |p| p.workers.len() as u64);
+        if self.per_process {
+            let name = "holdfast_process_pid";
+            Self::family(
+                &mut s,
+                name,
+                "gauge",
+                "The process id serving each process slot.",
+            );
+            self.series(&mut s, name, "", |p| p.header.pid.load(Ordering::Relaxed));
+            let name = "holdfast_process_restarts_total";
+            Self::family(
+                &mut s,
+                name,
+                "counter",
+                "Times the supervisor restarted a process slot.",
+            );
+            self.series(&mut s, name, "", |p| {
+                p.header.restarts.load(Ordering::Relaxed)
+            });
+        }
         s
     }
 }
+
+/// The plain counters: exposition name, help text, and how to read one worker's value.
+const COUNTERS: [CounterDef; 18] = [
+    (
+        "holdfast_connections_accepted_total",
+        "Connections accepted.",
+        |w| w.accepted.get(),
+    ),
+    ("holdfast_requests_total", "HTTP requests parsed.", |w| {
+        w.requests.get()
+    }),
+    (
+        "holdfast_responses_4xx_total",
+        "Responses with a 4xx status.",
+        |w| w.responses_4xx.get(),
+    ),
+    (
+        "holdfast_responses_5xx_total",
+        "Responses with a 5xx status.",
+        |w| w.responses_5xx.get(),
+    ),
+    ("holdfast_bytes_in_total", "Bytes received.", |w| {
+        w.bytes_in.get()
+    }),
+    ("holdfast_bytes_out_total", "Bytes sent.", |w| {
+        w.bytes_out.get()
+    }),
+    (
+        "holdfast_recv_rearms_total",
+        "Multishot receives re-armed because the buffer ring ran dry.",
+        |w| w.recv_rearms.get(),
+    ),
+    (
+        "holdfast_protocol_panics_total",
+        "Protocol calls that panicked (a bug: please report); each closed its connection.",
+        |w| w.protocol_panics.get(),
+    ),
+    (
+        "holdfast_ws_upgrades_total",
+        "WebSocket upgrades (101 sent).",
+        |w| w.ws_upgrades.get(),
+    ),
+    (
+        "holdfast_ws_messages_in_total",
+        "WebSocket messages received.",
+        |w| w.ws_messages_in.get(),
+    ),
+    (
+        "holdfast_ws_messages_out_total",
+        "WebSocket messages sent.",
+        |w| w.ws_messages_out.get(),
+    ),
+    (
+        "holdfast_ws_pings_sent_total",
+        "WebSocket heartbeat pings sent.",
+        |w| w.ws_pings_sent.get(),
+    ),
+    (
+        "holdfast_ws_pongs_received_total",
+        "WebSocket pongs received.",
+        |w| w.ws_pongs_received.get(),
+    ),
+    (
+        "holdfast_ws_heartbeat_timeouts_total",
+        "WebSocket connections closed for not answering a ping in time.",
+        |w| w.ws_heartbeat_timeouts.get(),
+    ),
+    (
+        "holdfast_ws_slow_reader_closes_total",
+        "WebSocket connections closed (1008) for not reading their output.",
+        |w| w.ws_slow_reader_closes.get(),
+    ),
+    (
+        "holdfast_ws_closed_total",
+        "WebSocket connections ended.",
+        |w| w.ws_closed.get(),
+    ),
+    (
+        "holdfast_tls_key_updates_sent_total",
+        "TLS 1.3 KeyUpdates sent on the server's initiative.",
+        |w| w.tls_key_updates_sent.get(),
+    ),
+    (
+        "holdfast_tls_key_updates_received_total",
+        "TLS 1.3 KeyUpdates received (peer-initiated and answers to ours).",
+        |w| w.tls_key_updates_received.get(),
+    ),
+];
 
 #[cfg(test)]
 mod tests {
@@ -343,6 +431,38 @@ mod tests {
         assert!(text.contains("holdfast_requests_total 4\n"));
         assert!(text.contains("holdfast_connections_closed_total{reason=\"idle_timeout\"} 1\n"));
         assert!(text.contains("holdfast_timeouts_total{kind=\"request\"} 1\n"));
+    }
+
+    #[test]
+    fn under_a_supervisor_every_series_carries_its_process() {
+        let blocks: Vec<ProcessBlock> = (0..2)
+            .map(|_| ProcessBlock {
+                header: Box::leak(Box::default()),
+                workers: Box::leak(vec![WorkerMetrics::default()].into_boxed_slice()),
+            })
+            .collect();
+        blocks[0].workers[0].requests.add(2);
+        blocks[1].workers[0].closed(CloseReason::IdleTimeout);
+        let m = Metrics::shared(blocks, 1);
+        assert!(m.try_open(1));
+        let text = m.render();
+        assert!(
+            text.contains("holdfast_requests_total{process=\"0\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("holdfast_requests_total{process=\"1\"} 0\n"));
+        assert!(text.contains(
+            "holdfast_connections_closed_total{process=\"1\",reason=\"idle_timeout\"} 1\n"
+        ));
+        assert!(text.contains("holdfast_connections_open{process=\"1\"} 1\n"));
+        let pid = std::process::id();
+        assert!(text.contains(&format!("holdfast_process_pid{{process=\"1\"}} {pid}\n")));
+        assert!(text.contains("holdfast_process_pid{process=\"0\"} 0\n"));
+        assert_eq!(
+            text.matches("# TYPE holdfast_requests_total counter")
+                .count(),
+            1
+        );
     }
 
     #[test]

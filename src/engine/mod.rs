@@ -7,9 +7,13 @@ mod clock;
 mod conn;
 mod listener;
 mod ring;
+mod shm;
 mod sockopt;
+mod supervisor;
 mod token;
 mod worker;
+
+pub use supervisor::{child_role, supervise};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -27,9 +31,18 @@ const FD_HEADROOM: u64 = 64;
 /// Runs the server until SIGTERM/SIGINT and a completed drain. Errors are one line for the
 /// operator (the caller prints them and exits non-zero).
 pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<(), String> {
-    let workers = match config.server.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
+    let role = supervisor::child_role()?;
+    let workers = match (&role, config.server.workers) {
+        (Some(r), _) => r.workers,
+        (None, 0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        (None, n) => n,
+    };
+    let metrics = match &role {
+        Some(r) => Metrics::shared(
+            shm::SharedMetrics::open(r.metrics_fd, r.count, workers)?.blocks(),
+            r.index,
+        ),
+        None => Metrics::new(workers),
     };
     // Probe io_uring before binding anything, so that a host without it gets one clear line
     // and no half-started server.
@@ -63,7 +76,7 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
     }
 
     let shared = Arc::new(Shared {
-        metrics: Metrics::new(workers),
+        metrics,
         config,
         shutdown: Default::default(),
         tls,
@@ -113,6 +126,11 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
         .spawn(move || {
             signals::wait_loop(&signal_set, |sig| match sig {
                 Signal::Stop => {
+                    // After the supervisor's death (PR_SET_PDEATHSIG) we drain as on SIGTERM,
+                    // with stderr quieted.
+                    if let Some(r) = &role {
+                        r.orphaned();
+                    }
                     if signal_shared.shutdown.swap(true, Ordering::AcqRel) {
                         eprintln!("holdfast: second stop signal, exiting now");
                         std::process::exit(1);
@@ -125,6 +143,7 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
                         let _ = w.write(1);
                     }
                 }
+                Signal::ChildExited => {}
                 Signal::Reload => match &signal_shared.tls {
                     Some(tls) => tls.reload(),
                     None => eprintln!("holdfast: SIGHUP: no TLS listener; nothing to reload"),

@@ -106,19 +106,31 @@ fn pem_error(e: &rustls_pki_types::pem::Error) -> String {
     }
 }
 
-/// A fresh ECDSA P-256 certificate for localhost, 127.0.0.1 and ::1.
-fn self_signed(provider: &CryptoProvider) -> Result<CertifiedKey, String> {
-    let names = vec![
+/// The names a generated certificate covers.
+fn self_signed_names() -> Vec<String> {
+    vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
         "::1".to_string(),
-    ];
-    let generated = rcgen::generate_simple_self_signed(names)
+    ]
+}
+
+/// A fresh ECDSA P-256 certificate for localhost, 127.0.0.1 and ::1.
+fn self_signed(provider: &CryptoProvider) -> Result<CertifiedKey, String> {
+    let generated = rcgen::generate_simple_self_signed(self_signed_names())
         .map_err(|e| format!("tls: cannot generate a self-signed certificate: {e}"))?;
     let cert = generated.cert.der().clone();
     let key = PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
     CertifiedKey::from_der(vec![cert], key, provider)
         .map_err(|e| format!("tls: the generated certificate is unusable: {e}"))
+}
+
+/// The same kind of certificate as PEM (certificate, key), for a supervisor to hand one
+/// certificate to all its processes.
+pub fn self_signed_pem() -> Result<(String, String), String> {
+    let generated = rcgen::generate_simple_self_signed(self_signed_names())
+        .map_err(|e| format!("tls: cannot generate a self-signed certificate: {e}"))?;
+    Ok((generated.cert.pem(), generated.signing_key.serialize_pem()))
 }
 
 #[cfg(test)]

@@ -227,6 +227,16 @@ fn random_key(rng: &SystemRandom) -> Result<TicketKey, String> {
     Ok(TicketKey::new(&secret))
 }
 
+/// A fresh key as one line of a key file (64 hex digits), for a supervisor that writes the file
+/// its processes share.
+pub fn random_key_hex() -> Result<String, String> {
+    let mut secret = [0u8; KEY_LEN];
+    SystemRandom::new()
+        .fill(&mut secret)
+        .map_err(|_| "the system random source failed".to_string())?;
+    Ok(secret.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Parses the shared key file: 64 hex digits a line, `#` comments, at least one key.
 fn read_key_file(path: &Path) -> Result<KeySet, String> {
     let text = std::fs::read_to_string(path)
