@@ -91,7 +91,17 @@ pub struct WorkerMetrics {
     pub tls_key_updates_received: Counter,
     /// Close frames sent or received, by code: `COUNTED_CODES`, then 1005 (no code), then other.
     pub ws_closes: [Counter; WS_CODE_SLOTS],
+    /// Heartbeat round trips (ping sent to pong received), by bucket of `PING_RTT_BOUNDS_MS`,
+    /// the last bucket for anything slower.
+    pub ws_ping_rtt_buckets: [Counter; PING_RTT_BOUNDS_MS.len() + 1],
+    pub ws_ping_rtt_sum_ms: Counter,
 }
+
+/// Upper bounds (ms) of the heartbeat round-trip histogram's buckets. The engine clock counts
+/// whole milliseconds, so the first bucket holds every round trip under a millisecond.
+pub const PING_RTT_BOUNDS_MS: [u64; 14] = [
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 30_000,
+];
 
 const WS_CODE_SLOTS: usize = COUNTED_CODES.len() + 2;
 
@@ -102,6 +112,16 @@ impl WorkerMetrics {
     pub fn timeout(&self, kind: TimeoutKind) {
         self.timeouts[kind as usize].inc();
     }
+    /// Records one heartbeat round trip.
+    pub fn ws_ping_rtt(&self, ms: u64) {
+        let bucket = PING_RTT_BOUNDS_MS
+            .iter()
+            .position(|&b| ms < b)
+            .unwrap_or(PING_RTT_BOUNDS_MS.len());
+        self.ws_ping_rtt_buckets[bucket].inc();
+        self.ws_ping_rtt_sum_ms.add(ms);
+    }
+
     pub fn tls_failure(&self, why: TlsFailure) {
         self.tls_failures[why as usize].inc();
     }
@@ -208,6 +228,17 @@ impl Metrics {
     /// Writes one series per process: `name{process="i",extra} value`, or `name{extra} value`
     /// for a lone process.
     fn series(&self, s: &mut String, name: &str, extra: &str, get: impl Fn(&ProcessBlock) -> u64) {
+        self.series_text(s, name, extra, |p| get(p).to_string());
+    }
+
+    /// `series` for a value that is not a whole number.
+    fn series_text(
+        &self,
+        s: &mut String,
+        name: &str,
+        extra: &str,
+        get: impl Fn(&ProcessBlock) -> String,
+    ) {
         for (i, p) in self.processes.iter().enumerate() {
             let v = get(p);
             let labels = match (self.per_process, extra.is_empty()) {
@@ -277,6 +308,33 @@ impl Metrics {
             let extra = format!("code=\"{label}\"");
             self.counter(&mut s, name, &extra, |w| w.ws_closes[i].get());
         }
+        let name = "holdfast_ws_ping_rtt_seconds";
+        Self::family(
+            &mut s,
+            name,
+            "histogram",
+            "WebSocket heartbeat round trips, server ping to pong (millisecond clock).",
+        );
+        let bucket = format!("{name}_bucket");
+        for (i, bound) in PING_RTT_BOUNDS_MS
+            .iter()
+            .map(Some)
+            .chain([None])
+            .enumerate()
+        {
+            let le = bound.map_or("+Inf".to_string(), |b| format!("{}", *b as f64 / 1000.0));
+            self.counter(&mut s, &bucket, &format!("le=\"{le}\""), |w| {
+                w.ws_ping_rtt_buckets[..=i].iter().map(Counter::get).sum()
+            });
+        }
+        self.counter(&mut s, &format!("{name}_count"), "", |w| {
+            w.ws_ping_rtt_buckets.iter().map(Counter::get).sum()
+        });
+        // The sum in seconds, as Prometheus expects, from whole milliseconds.
+        self.series_text(&mut s, &format!("{name}_sum"), "", |p| {
+            let ms: u64 = p.workers.iter().map(|w| w.ws_ping_rtt_sum_ms.get()).sum();
+            format!("{}.{:03}", ms / 1000, ms % 1000)
+        });
         let name = "holdfast_tls_handshakes_total";
         Self::family(
             &mut s,
@@ -463,6 +521,26 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn ping_round_trips_render_as_a_cumulative_histogram() {
+        let m = Metrics::new(1);
+        for ms in [0, 0, 3, 150, 40_000] {
+            m.workers[0].ws_ping_rtt(ms);
+        }
+        let text = m.render();
+        for line in [
+            "holdfast_ws_ping_rtt_seconds_bucket{le=\"0.001\"} 2\n",
+            "holdfast_ws_ping_rtt_seconds_bucket{le=\"0.005\"} 3\n",
+            "holdfast_ws_ping_rtt_seconds_bucket{le=\"0.2\"} 4\n",
+            "holdfast_ws_ping_rtt_seconds_bucket{le=\"30\"} 4\n",
+            "holdfast_ws_ping_rtt_seconds_bucket{le=\"+Inf\"} 5\n",
+            "holdfast_ws_ping_rtt_seconds_count 5\n",
+            "holdfast_ws_ping_rtt_seconds_sum 40.153\n",
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
     }
 
     #[test]

@@ -236,7 +236,15 @@ fn server_pings_are_answered_by_the_client_and_counted() {
             }
         }
     }
-    assert!(srv.metric("holdfast_ws_pongs_received_total") >= 2);
+    let pongs = srv.metric("holdfast_ws_pongs_received_total");
+    assert!(pongs >= 2);
+    // tungstenite echoes our pings' payload (their send time): each answer is a timed round trip.
+    assert_eq!(srv.metric("holdfast_ws_ping_rtt_seconds_count"), pongs);
+    assert_eq!(
+        srv.metric("holdfast_ws_ping_rtt_seconds_bucket{le=\"0.1\"}"),
+        pongs,
+        "loopback round trips are well under 100 ms"
+    );
     assert_eq!(srv.metric("holdfast_ws_heartbeat_timeouts_total"), 0);
 }
 

@@ -54,6 +54,10 @@ pub struct WsConn {
     deflate: Option<Box<Deflate>>,
 }
 
+/// A pong answering one of our pings later than this is a stale or forged payload, not a round
+/// trip.
+const PLAUSIBLE_RTT_MS: u64 = 3_600_000;
+
 /// RSV1 marks a compressed message (RFC 7692 §6).
 const RSV1: u8 = 0b100;
 
@@ -240,6 +244,17 @@ impl WsConn {
                 OP_PONG => {
                     self.pong_deadline = u64::MAX;
                     cx.metrics.ws_pongs_received.inc();
+                    // Our pings carry the time they were sent; an answer to one gives the
+                    // heartbeat round trip. Pongs that carry anything else are not timed.
+                    if payload.len() == 8 {
+                        let mut sent = [0u8; 8];
+                        sent.copy_from_slice(payload);
+                        frame::unmask_in_place(&mut sent, mask, 0);
+                        let sent = u64::from_be_bytes(sent);
+                        if sent <= cx.now && cx.now - sent < PLAUSIBLE_RTT_MS {
+                            cx.metrics.ws_ping_rtt(cx.now - sent);
+                        }
+                    }
                     Action::Continue
                 }
                 OP_CLOSE => {
@@ -882,8 +897,13 @@ mod tests {
         let ping = frame::parse_header(&out).unwrap().unwrap();
         assert_eq!(ping.opcode, OP_PING);
         assert_eq!(h.deadline(), first + 10_000, "now waiting for the pong");
-        // A pong clears it; the next ping comes an interval later.
+        // A pong clears it, and its echo of our send time gives the round trip (7 ms here); the
+        // next ping comes an interval later.
+        h.now = first + 7;
         h.feed(&client(true, OP_PONG, &out[2..]));
+        let w = &h.metrics.workers[0];
+        assert_eq!(w.ws_ping_rtt_sum_ms.get(), 7);
+        assert_eq!(w.ws_ping_rtt_buckets[3].get(), 1, "the 5-10 ms bucket");
         assert!(h.deadline() > first + 20_000);
         let second = h.deadline();
         h.tick(second);
