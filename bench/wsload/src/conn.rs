@@ -1,186 +1,225 @@
-//! Owns one load connection: a non-blocking connect from a chosen source address, the HTTP
-//! upgrade, then the echo loop (one message in flight, the next sent the moment its echo
-//! arrives), answering server pings on the way.
+//! Owns one load connection's life: connecting, the handshake (WebSocket upgrade or first HTTP
+//! response, after TLS when there is TLS), open, and closing; what each of those counts as
+//! (connected, failed, lost, closed cleanly, full or resumed TLS handshake). The protocol
+//! steps themselves are in ws.rs and http.rs.
 
-use crate::frame::{self, OP_CLOSE, OP_PING, OP_PONG};
-use crate::report::Stats;
-use mio::net::TcpStream;
-use nix::sys::socket::{setsockopt, sockopt};
-use socket2::{Domain, Socket, Type};
-use std::io::{self, Read, Write};
+use crate::link::Link;
+use crate::report::{Stats, record};
+use crate::tls::TlsPlan;
+use rustls::HandshakeKind;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Connecting,
-    Upgrading,
-    Open,
-    Closed,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Echo,
+    Idle,
+    HttpIdle,
 }
 
-/// What every connection shares: the request bytes and the prebuilt message frame.
+/// What every connection shares.
 pub struct Plan {
-    pub handshake: Vec<u8>,
+    pub kind: Kind,
+    /// The WebSocket upgrade request, or the HTTP request that is also the heartbeat.
+    pub request: Vec<u8>,
+    /// Echo: the prebuilt message frame, and its payload length.
     pub message: Vec<u8>,
     pub message_len: usize,
+    pub tls: Option<TlsPlan>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Connecting,
+    /// TLS (if any) and the upgrade, or the first request and its response.
+    Handshaking,
+    Open,
+    /// wsload started the close and waits for the server's.
+    Closing,
 }
 
 pub struct Conn {
-    pub stream: TcpStream,
-    pub phase: Phase,
-    out: Vec<u8>,
-    out_pos: usize,
-    inbuf: Vec<u8>,
-    started: Instant,
-    sent_at: Option<Instant>,
+    pub link: Link,
+    pub state: State,
+    pub(crate) inbuf: Vec<u8>,
+    /// When the connect started, in µs since the run's epoch.
+    pub(crate) started_us: u64,
+    /// When the message or request now in flight was sent (0: none).
+    pub(crate) sent_us: u64,
+    tls_counted: bool,
+}
+
+/// What a connection needs from the loop while it is driven.
+pub struct Ctx<'a> {
+    pub plan: &'a Plan,
+    pub stats: &'a mut Stats,
+    /// Echo: round trips count now (after the warm-up).
+    pub measuring: bool,
+    pub now_us: u64,
+    pub scratch: &'a mut [u8],
 }
 
 impl Conn {
-    /// Starts a non-blocking connect. With a source address, binds it first with
-    /// IP_BIND_ADDRESS_NO_PORT, so the port is chosen at connect time per (source, destination)
-    /// and a million connections do not exhaust one address's ephemeral ports.
-    pub fn open(target: SocketAddr, source: Option<IpAddr>) -> io::Result<Conn> {
-        let sock = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
-        sock.set_nonblocking(true)?;
-        sock.set_tcp_nodelay(true)?;
-        if let Some(ip) = source {
-            setsockopt(&sock, sockopt::IpBindAddressNoPort, &true).map_err(io::Error::from)?;
-            sock.bind(&SocketAddr::new(ip, 0).into())?;
-        }
-        match sock.connect(&target.into()) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc_einprogress()) => {}
-            Err(e) => return Err(e),
-        }
+    pub fn open(
+        target: SocketAddr,
+        source: Option<IpAddr>,
+        plan: &Plan,
+        now_us: u64,
+    ) -> io::Result<Conn> {
         Ok(Conn {
-            stream: TcpStream::from_std(sock.into()),
-            phase: Phase::Connecting,
-            out: Vec::new(),
-            out_pos: 0,
+            link: Link::open(target, source, plan.tls.as_ref())?,
+            state: State::Connecting,
             inbuf: Vec::new(),
-            started: Instant::now(),
-            sent_at: None,
+            started_us: now_us,
+            sent_us: 0,
+            tls_counted: false,
         })
     }
 
-    /// Advances the connection after a readiness event. Returns false once it is finished.
-    pub fn drive(&mut self, plan: &Plan, stats: &mut Stats, measuring: bool) -> bool {
-        match self.step(plan, stats, measuring) {
+    /// Advances the connection after a readiness event. Returns false once it is finished
+    /// (counted as whatever it turned out to be).
+    pub fn drive(&mut self, cx: &mut Ctx) -> bool {
+        match self.step(cx) {
             Ok(alive) => alive,
-            Err(_) => {
-                match self.phase {
-                    Phase::Open => stats.lost += 1,
-                    Phase::Connecting | Phase::Upgrading => stats.failed += 1,
-                    Phase::Closed => {}
-                }
-                self.phase = Phase::Closed;
+            Err(e) => {
+                self.fail(cx.stats, &e);
                 false
             }
         }
     }
 
-    fn step(&mut self, plan: &Plan, stats: &mut Stats, measuring: bool) -> io::Result<bool> {
-        if self.phase == Phase::Connecting {
-            if let Some(e) = self.stream.take_error()? {
-                return Err(e);
+    /// Counts a connection that broke: lost once open, failed before.
+    pub fn fail(&mut self, stats: &mut Stats, why: &io::Error) {
+        match self.state {
+            State::Open => {
+                stats.count.lost += 1;
+                say_once(&FIRST_LOSS, "first lost connection", why);
             }
-            match self.stream.peer_addr() {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(true),
-                Err(e) => return Err(e),
+            State::Connecting | State::Handshaking => {
+                stats.count.failed += 1;
+                say_once(&FIRST_FAILURE, "first failed connection", why);
             }
-            self.phase = Phase::Upgrading;
-            self.queue(&plan.handshake);
+            State::Closing => {}
         }
-        self.flush()?;
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match self.stream.read(&mut buf) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => self.inbuf.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        if self.phase == Phase::Upgrading {
-            let Some(end) = find(&self.inbuf, b"\r\n\r\n") else {
+    }
+
+    fn step(&mut self, cx: &mut Ctx) -> io::Result<bool> {
+        if self.state == State::Connecting {
+            if !self.link.connected()? {
                 return Ok(true);
-            };
-            if !self.inbuf.starts_with(b"HTTP/1.1 101") {
-                return Err(io::Error::other("upgrade refused"));
             }
-            self.inbuf.drain(..end + 4);
-            self.phase = Phase::Open;
-            stats.connected += 1;
-            let _ = stats
-                .connect_us
-                .record(self.started.elapsed().as_micros().max(1) as u64);
-            self.send_message(plan);
-        }
-        let mut pos = 0;
-        while let Some(f) = frame::parse_server_frame(&self.inbuf[pos..]) {
-            let payload = pos + f.payload.start..pos + f.payload.end;
-            match f.opcode {
-                OP_PING => {
-                    let pong = frame::client_frame(OP_PONG, &self.inbuf[payload], [9, 8, 7, 6]);
-                    self.queue(&pong);
-                }
-                OP_CLOSE => {
-                    self.queue(&frame::client_frame(OP_CLOSE, &[], [1, 1, 1, 1]));
-                    let _ = self.flush();
-                    return Err(io::Error::other("server closed"));
-                }
-                OP_PONG => {}
-                _ => {
-                    if payload.len() != plan.message_len {
-                        return Err(io::Error::other("echo of the wrong size"));
-                    }
-                    if let Some(t) = self.sent_at.take()
-                        && measuring
-                    {
-                        stats.messages += 1;
-                        let _ = stats.rtt_us.record(t.elapsed().as_micros().max(1) as u64);
-                    }
-                    self.send_message(plan);
-                }
+            self.state = State::Handshaking;
+            if cx.plan.kind == Kind::HttpIdle {
+                self.sent_us = cx.now_us.max(1);
             }
-            pos += f.len;
+            self.link.send(&cx.plan.request)?;
         }
-        self.inbuf.drain(..pos);
-        self.flush()?;
+        self.link.flush()?;
+        let eof = self.link.recv(cx.scratch, &mut self.inbuf)?;
+        if !self.tls_counted
+            && let Some(kind) = self.link.handshake_done()
+        {
+            self.tls_counted = true;
+            match kind {
+                HandshakeKind::Resumed => cx.stats.count.tls_resumed += 1,
+                _ => cx.stats.count.tls_full += 1,
+            }
+        }
+        let alive = match cx.plan.kind {
+            Kind::HttpIdle => self.http_input(cx)?,
+            Kind::Echo | Kind::Idle => self.ws_input(cx)?,
+        };
+        if !alive {
+            return Ok(false);
+        }
+        if eof {
+            if self.state == State::Closing {
+                return Ok(false);
+            }
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        // Idle connections keep no buffer; echo ones reuse theirs for the next message.
+        if self.inbuf.is_empty() && cx.plan.kind != Kind::Echo && self.inbuf.capacity() > 0 {
+            self.inbuf = Vec::new();
+        }
         Ok(true)
     }
 
-    fn send_message(&mut self, plan: &Plan) {
-        self.queue(&plan.message);
-        self.sent_at = Some(Instant::now());
+    /// The handshake is done: count the connection and its connect time.
+    pub(crate) fn opened(&mut self, cx: &mut Ctx) {
+        self.state = State::Open;
+        cx.stats.count.connected += 1;
+        record(
+            &mut cx.stats.connect_us,
+            cx.now_us.saturating_sub(self.started_us),
+        );
     }
 
-    fn queue(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        while self.out_pos < self.out.len() {
-            match self.stream.write(&self.out[self.out_pos..]) {
-                Ok(n) => self.out_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
+    /// The connection's own heartbeat is due. An error means it broke (the caller counts it).
+    pub fn heartbeat(&mut self, cx: &mut Ctx) -> io::Result<()> {
+        if self.state != State::Open {
+            return Ok(());
         }
-        self.out.clear();
-        self.out_pos = 0;
-        Ok(())
+        match cx.plan.kind {
+            Kind::HttpIdle => self.http_heartbeat(cx),
+            Kind::Echo | Kind::Idle => self.ws_heartbeat(cx),
+        }
+    }
+
+    /// wsload is done with the connection. Returns true if it should be kept until the server
+    /// answers (a WebSocket close), false to drop it now. Unfinished connects count as failed.
+    pub fn begin_close(&mut self, cx: &mut Ctx) -> bool {
+        match self.state {
+            State::Connecting | State::Handshaking => {
+                cx.stats.count.failed += 1;
+                false
+            }
+            State::Closing => true,
+            State::Open => match cx.plan.kind {
+                Kind::HttpIdle => {
+                    self.link.close_notify();
+                    cx.stats.count.closed_clean += 1;
+                    false
+                }
+                Kind::Echo | Kind::Idle => {
+                    self.state = State::Closing;
+                    self.ws_close().is_ok()
+                }
+            },
+        }
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+static FIRST_FAILURE: AtomicBool = AtomicBool::new(false);
+static FIRST_LOSS: AtomicBool = AtomicBool::new(false);
+
+/// Says why the first connection failed (to connect) and why the first one was lost: enough
+/// to see what is wrong without a line per connection.
+pub fn say_once(flag: &AtomicBool, what: &str, why: &io::Error) {
+    if !flag.swap(true, Ordering::Relaxed) {
+        eprintln!("wsload: {what}: {why}");
+    }
+}
+
+/// Counts a connection that could not even be opened (a socket error, or no ports left).
+pub fn open_failed(stats: &mut Stats, why: &io::Error) {
+    stats.count.failed += 1;
+    say_once(&FIRST_FAILURE, "first failed connection", why);
+}
+
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn libc_einprogress() -> i32 {
-    nix::errno::Errno::EINPROGRESS as i32
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_connection_is_small() {
+        // Plain connections hold no buffers while idle; the struct itself is all there is.
+        let size = std::mem::size_of::<Option<Conn>>();
+        assert!(size <= 128, "{size} bytes");
+    }
 }

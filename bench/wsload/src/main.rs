@@ -1,96 +1,44 @@
-//! wsload: holdfast's WebSocket load client. `echo` mode opens N connections (from rotating
-//! source addresses 127.0.0.2… on loopback), keeps one message of a given size in flight on
-//! each, and reports messages per second and HDR percentiles of the round trip and of connect
-//! time, as text or `--json`, with a progress line while it runs. Single-threaded on mio: pin
-//! it to one core, as the benchmarks do, and measure the server's CPU beside it.
+//! wsload: holdfast's load client. Three modes: `idle` holds WebSocket connections open
+//! (answering server pings, optionally sending its own heartbeats), `echo` keeps one message
+//! in flight on each, `http-idle` holds keep-alive HTTP/1.1 connections; each over plain TCP or
+//! TLS (with session resumption). Connections open at a ramp rate from rotating source
+//! addresses 127.0.0.2… on loopback; past the per-process file limit the run shards itself
+//! over child processes. Reports HDR percentiles of connect time and round trips, counts of
+//! failed and lost connections, as text or `--json`, with progress on stderr while it runs.
+//!
+//! This file owns start-up: parsing, checking arguments (exit 2 with one line when they are
+//! wrong), the file limit and the shard decision, building the per-connection plan, and the
+//! exit code (0 only when every connection connected and none was lost).
 
+mod cli;
 mod conn;
 mod frame;
+mod http;
+mod link;
+mod progress;
 mod report;
+mod run;
+mod shard;
+mod signals;
+mod tls;
+mod ws;
 
-use clap::{Parser, Subcommand};
-use conn::{Conn, Phase, Plan};
-use mio::{Events, Interest, Poll, Token};
+use clap::Parser;
+use clap::error::ErrorKind;
+use cli::{Cli, Mode};
+use conn::{Kind, Plan};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use report::Summary;
+use run::RunSpec;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
-
-#[derive(Parser)]
-#[command(name = "wsload", version, about = "WebSocket load client for holdfast")]
-struct Cli {
-    #[command(subcommand)]
-    mode: Mode,
-}
-
-#[derive(Subcommand)]
-enum Mode {
-    /// Echo round trips: each connection keeps one message in flight.
-    Echo(EchoArgs),
-}
-
-#[derive(Parser)]
-struct EchoArgs {
-    /// ws://HOST:PORT/PATH
-    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
-    url: String,
-    #[arg(long, short = 'c', default_value_t = 100)]
-    connections: usize,
-    /// Message size in bytes.
-    #[arg(long, default_value_t = 64)]
-    size: usize,
-    /// How long to measure, after the warm-up (e.g. 10s, 500ms, 2m).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    duration: Duration,
-    /// Traffic before measuring starts, once every connection is up.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    warmup: Duration,
-    /// New connections per second (0: as fast as possible).
-    #[arg(long, default_value_t = 0)]
-    ramp: u64,
-    /// Source addresses to rotate through, 127.0.0.2 upwards (0: let the kernel choose).
-    /// Defaults to 200 for a loopback target.
-    #[arg(long)]
-    sources: Option<u32>,
-    /// Send text frames instead of binary.
-    #[arg(long)]
-    text: bool,
-    /// Print the summary as one JSON object.
-    #[arg(long)]
-    json: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("bad duration {s:?} (use ms, s or m)")),
-    }
-}
-
-/// Splits ws://host:port/path into a socket address, the Host header and the path.
-fn parse_url(url: &str) -> Result<(SocketAddr, String, String), String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("--url must start with ws:// (got {url:?})"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = authority
-        .to_socket_addrs()
-        .map_err(|e| format!("--url {authority}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("--url {authority}: no address"))?;
-    Ok((addr, authority.to_string(), path.to_string()))
-}
+use std::time::Duration;
 
 fn main() -> ExitCode {
-    let Mode::Echo(args) = Cli::parse().mode;
-    match echo(args) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    match start(cli.mode) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("wsload: {e}");
@@ -99,136 +47,189 @@ fn main() -> ExitCode {
     }
 }
 
-fn echo(args: EchoArgs) -> Result<ExitCode, String> {
-    let (target, host, path) = parse_url(&args.url)?;
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        if args.connections as u64 + 32 > hard {
-            return Err(format!(
-                "{} connections need more than this process's {hard} files (soft was {soft}); \
-                 raise `ulimit -Hn` or run several wsload processes",
-                args.connections
-            ));
+/// Help and version go out as clap prints them; a usage error becomes one line and exit 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
+            eprintln!("wsload: a mode is needed: idle, echo or http-idle (see wsload --help)");
+            ExitCode::from(2)
+        }
+        _ => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("wsload: {first} (see wsload --help)");
+            ExitCode::from(2)
         }
     }
-    let sources = args
-        .sources
-        .unwrap_or(if target.ip().is_loopback() { 200 } else { 0 });
-    let payload = vec![b'x'; args.size];
-    let opcode = if args.text {
-        frame::OP_TEXT
-    } else {
-        frame::OP_BINARY
-    };
-    let plan = Plan {
-        handshake: format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .into_bytes(),
-        message: frame::client_frame(opcode, &payload, [0x12, 0x34, 0x56, 0x78]),
-        message_len: args.size,
-    };
+}
 
-    let mut poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
-    let mut events = Events::with_capacity(4096);
-    let mut conns: Vec<Option<Conn>> = Vec::with_capacity(args.connections);
-    let mut stats = report::Stats::new();
-    let mut progress = report::Progress::new();
-    let start = Instant::now();
-    let mut measure_from: Option<Instant> = None;
-    // A hard stop, so a run never hangs: ramp time plus warm-up plus duration plus a minute.
-    let ramp_time = if args.ramp > 0 {
-        Duration::from_secs_f64(args.connections as f64 / args.ramp as f64)
-    } else {
-        Duration::ZERO
-    };
-    let give_up = start + ramp_time + args.warmup + args.duration + Duration::from_secs(60);
-
-    loop {
-        let now = Instant::now();
-        // Open connections, at the ramp rate if one is set.
-        let allowed = if args.ramp == 0 {
-            args.connections
-        } else {
-            ((now - start).as_secs_f64() * args.ramp as f64) as usize + 1
+/// Raises the soft file limit to the hard one and returns it.
+fn raise_nofile() -> u64 {
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((_, hard)) => {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+            hard
         }
-        .min(args.connections);
-        while conns.len() < allowed {
-            let i = conns.len();
-            let source = (sources > 0).then(|| {
-                IpAddr::V4(Ipv4Addr::from(
-                    u32::from(Ipv4Addr::new(127, 0, 0, 2)) + (i as u32 % sources),
-                ))
-            });
-            match Conn::open(target, source) {
-                Ok(mut c) => {
-                    poll.registry()
-                        .register(
-                            &mut c.stream,
-                            Token(i),
-                            Interest::READABLE | Interest::WRITABLE,
-                        )
-                        .map_err(|e| format!("register: {e}"))?;
-                    conns.push(Some(c));
-                }
-                Err(_) => {
-                    stats.failed += 1;
-                    conns.push(None);
-                }
-            }
-        }
-        let settled = conns.len() == args.connections
-            && stats.connected + stats.failed >= args.connections as u64;
-        if measure_from.is_none() && settled {
-            measure_from = Some(now + args.warmup);
-        }
-        let measuring = measure_from.is_some_and(|m| now >= m);
-        if let Some(m) = measure_from
-            && now >= m + args.duration
-        {
-            break;
-        }
-        if now >= give_up {
-            eprintln!("wsload: giving up: not every connection settled in time");
-            break;
-        }
-        poll.poll(&mut events, Some(Duration::from_millis(20)))
-            .map_err(|e| format!("epoll_wait: {e}"))?;
-        for ev in events.iter() {
-            let Some(slot) = conns.get_mut(ev.token().0) else {
-                continue;
-            };
-            if let Some(c) = slot
-                && !c.drive(&plan, &mut stats, measuring)
-            {
-                let _ = poll.registry().deregister(&mut c.stream);
-                *slot = None;
-            }
-        }
-        progress.tick(&stats, args.connections, measuring);
+        Err(_) => 1024,
     }
-    progress.finish();
-    let measured = measure_from.map_or(Duration::ZERO, |m| {
-        Instant::now().saturating_duration_since(m)
+}
+
+/// Checks the arguments, then runs in this process, as a shard, or as the parent of shards.
+fn start(mode: Mode) -> Result<ExitCode, String> {
+    let common = mode.common().clone();
+    let default_url = if mode.is_http() {
+        "http://127.0.0.1:8080/plaintext"
+    } else {
+        "ws://127.0.0.1:8080/ws"
+    };
+    let target = cli::parse_url(common.url.as_deref().unwrap_or(default_url), mode.is_http())?;
+    if common.connections == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    let tls = target
+        .tls
+        .then(|| tls::plan(&common, &target.host))
+        .transpose()?;
+    let (kind, request, message, message_len) = match &mode {
+        Mode::Idle(_) => (
+            Kind::Idle,
+            ws::upgrade_request(&target.path, &target.authority),
+            Vec::new(),
+            0,
+        ),
+        Mode::HttpIdle(_) => (
+            Kind::HttpIdle,
+            http::request(&target.path, &target.authority),
+            Vec::new(),
+            0,
+        ),
+        Mode::Echo(a) => (
+            Kind::Echo,
+            ws::upgrade_request(&target.path, &target.authority),
+            ws::echo_message(a.size, a.text),
+            a.size,
+        ),
+    };
+    let (warmup, hold, heartbeat, message_bytes) = match &mode {
+        Mode::Idle(a) | Mode::HttpIdle(a) => (Duration::ZERO, a.hold, a.heartbeat, 0),
+        Mode::Echo(a) => (a.warmup, a.duration, Duration::ZERO, a.size),
+    };
+    // Source addresses 127.0.0.2… only make sense towards an IPv4 loopback target.
+    let v4_loopback = target.addr.is_ipv4() && target.addr.ip().is_loopback();
+    let sources = common.sources.unwrap_or(if v4_loopback { 200 } else { 0 });
+    if sources > 0 && !target.addr.is_ipv4() {
+        return Err("--sources needs an IPv4 target (use --sources 0)".into());
+    }
+    let total = common.connections;
+    let limit = raise_nofile();
+
+    // A shard runs its part; a top-level run splits itself when one process cannot hold it all.
+    let (index, shards) = common.shard.unwrap_or_else(|| {
+        let k = common.shards.unwrap_or(1).max(shard::needed(total, limit));
+        (0, k.min(total as u32))
     });
-    let open = conns
-        .iter()
-        .flatten()
-        .filter(|c| c.phase == Phase::Open)
-        .count();
-    if args.json {
-        println!(
-            "{}",
-            report::json(&stats, args.connections, args.size, measured)
-        );
-    } else {
-        println!(
-            "{}",
-            report::text(&stats, args.connections, args.size, measured)
-        );
+    let connections = shard::share(total, index, shards);
+    if connections as u64 + 64 > limit {
+        return Err(format!(
+            "{connections} connections need more than this process's {limit} files"
+        ));
     }
-    Ok(if open == args.connections {
+    let spec = RunSpec {
+        plan: Plan {
+            kind,
+            request,
+            message,
+            message_len,
+            tls,
+        },
+        target: target.addr,
+        connections,
+        ramp: common.ramp as f64 * connections as f64 / total as f64,
+        sources,
+        stride: u64::from(shards),
+        offset: u64::from(index),
+        warmup,
+        hold,
+        heartbeat,
+    };
+    signals::install();
+
+    // A shard: run its part and report in JSON lines to the parent.
+    if common.shard.is_some() {
+        signals::die_with_parent();
+        let mut tick = shard::child_ticker(common.progress_every);
+        return Ok(match run::run(spec, &mut tick) {
+            Ok(outcome) => {
+                shard::child_final(&outcome);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wsload: shard {index}/{shards}: {e}");
+                ExitCode::from(1)
+            }
+        });
+    }
+
+    let mut summary = Summary {
+        mode: mode.name(),
+        connections: total as u64,
+        stats: report::Stats::new(),
+        held_seconds: 0.0,
+        measured_seconds: 0.0,
+        messages_per_sec: 0.0,
+        message_bytes,
+        tls: target.tls,
+        shards,
+        gave_up: false,
+    };
+    if shards == 1 {
+        let mut progress =
+            progress::Progress::new(total as u64, mode.name(), common.progress_every);
+        let outcome = run::run(spec, &mut |c, phase| progress.tick(c, phase));
+        progress.finish();
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("wsload: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        summary.stats = outcome.stats;
+        summary.held_seconds = outcome.held_seconds;
+        summary.gave_up = outcome.gave_up;
+    } else {
+        // Every shard's run is bounded by its own give-up deadline plus the close phase; the
+        // parent waits that long for the largest shard (shard 0, whose plan `spec` is), and a
+        // little more.
+        let deadline = spec.give_up_after() + run::CLOSE_BOUND + Duration::from_secs(15);
+        let merged =
+            match shard::parent(shards, total, mode.name(), common.progress_every, deadline) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("wsload: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+        summary.stats = merged.stats;
+        summary.held_seconds = merged.held_seconds;
+        summary.messages_per_sec = merged.messages_per_sec;
+        summary.gave_up = merged.gave_up;
+    }
+    summary.measured_seconds = summary.held_seconds;
+    if shards == 1 && summary.held_seconds > 0.0 {
+        summary.messages_per_sec = summary.stats.count.messages as f64 / summary.held_seconds;
+    }
+    if common.json {
+        println!("{}", summary.json());
+    } else {
+        println!("{}", summary.text());
+    }
+    Ok(if summary.success() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -1,92 +1,300 @@
-//! Owns what wsload measures and how it reports it: counters, HDR histograms of connect time
-//! and round-trip latency, a progress line once a second (rewritten in place on a terminal,
-//! one line each otherwise), and the final summary as text or JSON.
+//! Owns what wsload measures and how it reports it: the counters, the HDR histograms (connect
+//! time, echo round trip, heartbeat round trip), merging them across shards (a shard sends its
+//! histograms as [value, count] pairs), and the final summary as text or one JSON object.
 
 use hdrhistogram::Histogram;
-use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant};
+use serde_json::{Value, json};
 
-pub struct Stats {
+/// Everything counted, as plain numbers (a shard's progress line carries a copy).
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Counters {
     pub connected: u64,
     pub failed: u64,
-    /// Connections lost after they were established.
+    /// Connections that closed or failed after they were established, before wsload closed them.
     pub lost: u64,
-    /// Round trips completed inside the measurement window.
+    /// Echo round trips completed inside the measurement window.
     pub messages: u64,
+    /// Heartbeats sent (WebSocket pings, or HTTP requests after the first).
+    pub heartbeats_sent: u64,
+    /// Heartbeats answered (pongs to our pings, responses to our requests).
+    pub heartbeats: u64,
+    pub server_pings: u64,
+    pub server_pings_answered: u64,
+    /// Connections that finished the closing handshake when wsload closed them.
+    pub closed_clean: u64,
+    pub tls_full: u64,
+    pub tls_resumed: u64,
+}
+
+impl Counters {
+    fn fields(&self) -> [(&'static str, u64); 11] {
+        [
+            ("connected", self.connected),
+            ("failed", self.failed),
+            ("lost", self.lost),
+            ("messages", self.messages),
+            ("heartbeats_sent", self.heartbeats_sent),
+            ("heartbeats", self.heartbeats),
+            ("server_pings", self.server_pings),
+            ("server_pings_answered", self.server_pings_answered),
+            ("closed_clean", self.closed_clean),
+            ("tls_full", self.tls_full),
+            ("tls_resumed", self.tls_resumed),
+        ]
+    }
+
+    fn fields_mut(&mut self) -> [(&'static str, &mut u64); 11] {
+        [
+            ("connected", &mut self.connected),
+            ("failed", &mut self.failed),
+            ("lost", &mut self.lost),
+            ("messages", &mut self.messages),
+            ("heartbeats_sent", &mut self.heartbeats_sent),
+            ("heartbeats", &mut self.heartbeats),
+            ("server_pings", &mut self.server_pings),
+            ("server_pings_answered", &mut self.server_pings_answered),
+            ("closed_clean", &mut self.closed_clean),
+            ("tls_full", &mut self.tls_full),
+            ("tls_resumed", &mut self.tls_resumed),
+        ]
+    }
+
+    pub fn to_json(self) -> Value {
+        Value::Object(
+            self.fields()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.into()))
+                .collect(),
+        )
+    }
+
+    /// Reads the fields `to_json` wrote (missing ones stay zero).
+    pub fn from_json(v: &Value) -> Counters {
+        let mut c = Counters::default();
+        for (k, slot) in c.fields_mut() {
+            *slot = v.get(k).and_then(Value::as_u64).unwrap_or(0);
+        }
+        c
+    }
+
+    pub fn add(&mut self, other: &Counters) {
+        for ((_, mine), (_, theirs)) in self.fields_mut().into_iter().zip(other.fields()) {
+            *mine += theirs;
+        }
+    }
+}
+
+/// Where a run is; shards report theirs and the parent shows the earliest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Ramp,
+    Warmup,
+    Hold,
+    Close,
+    Done,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Ramp => "ramp",
+            Phase::Warmup => "warmup",
+            Phase::Hold => "hold",
+            Phase::Close => "close",
+            Phase::Done => "done",
+        }
+    }
+
+    pub fn parse(s: &str) -> Phase {
+        match s {
+            "ramp" => Phase::Ramp,
+            "warmup" => Phase::Warmup,
+            "hold" => Phase::Hold,
+            "close" => Phase::Close,
+            _ => Phase::Done,
+        }
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+}
+
+/// Records a duration in microseconds (clamped to the histogram's range).
+pub fn record(h: &mut Histogram<u64>, us: u64) {
+    let _ = h.record(us.clamp(1, h.high()));
+}
+
+pub struct Stats {
+    pub count: Counters,
     pub connect_us: Histogram<u64>,
     pub rtt_us: Histogram<u64>,
+    pub heartbeat_rtt_us: Histogram<u64>,
 }
 
 impl Stats {
     pub fn new() -> Stats {
         Stats {
-            connected: 0,
-            failed: 0,
-            lost: 0,
-            messages: 0,
-            connect_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
-            rtt_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            count: Counters::default(),
+            connect_us: histogram(),
+            rtt_us: histogram(),
+            heartbeat_rtt_us: histogram(),
+        }
+    }
+
+    fn histograms(&self) -> [(&'static str, &Histogram<u64>); 3] {
+        [
+            ("connect_us", &self.connect_us),
+            ("rtt_us", &self.rtt_us),
+            ("heartbeat_rtt_us", &self.heartbeat_rtt_us),
+        ]
+    }
+
+    /// The wire form a shard sends its parent: counters plus histograms as [value, count] pairs.
+    pub fn to_json(&self) -> Value {
+        let mut v = self.count.to_json();
+        for (name, h) in self.histograms() {
+            let pairs: Vec<Value> = h
+                .iter_recorded()
+                .map(|x| json!([x.value_iterated_to(), x.count_at_value()]))
+                .collect();
+            v[name] = Value::Array(pairs);
+        }
+        v
+    }
+
+    /// Adds a shard's `to_json` into these totals.
+    pub fn merge_json(&mut self, v: &Value) {
+        self.count.add(&Counters::from_json(v));
+        for (name, h) in [
+            ("connect_us", &mut self.connect_us),
+            ("rtt_us", &mut self.rtt_us),
+            ("heartbeat_rtt_us", &mut self.heartbeat_rtt_us),
+        ] {
+            for pair in v.get(name).and_then(Value::as_array).into_iter().flatten() {
+                if let (Some(value), Some(n)) = (
+                    pair.get(0).and_then(Value::as_u64),
+                    pair.get(1).and_then(Value::as_u64),
+                ) {
+                    let _ = h.record_n(value.clamp(1, h.high()), n);
+                }
+            }
         }
     }
 }
 
-pub struct Progress {
-    start: Instant,
-    last: Instant,
-    last_messages: u64,
-    tty: bool,
+/// How a whole run went: the totals and the times that frame them.
+pub struct Summary {
+    pub mode: &'static str,
+    pub connections: u64,
+    pub stats: Stats,
+    /// How long every connection was held (idle modes); the shortest shard's when sharded.
+    pub held_seconds: f64,
+    /// Echo: the measurement window (summed rates when sharded, so see messages_per_sec).
+    pub measured_seconds: f64,
+    pub messages_per_sec: f64,
+    pub message_bytes: usize,
+    pub tls: bool,
+    pub shards: u32,
+    /// The give-up deadline passed before every connection settled.
+    pub gave_up: bool,
 }
 
-impl Progress {
-    pub fn new() -> Progress {
-        let now = Instant::now();
-        Progress {
-            start: now,
-            last: now,
-            last_messages: 0,
-            tty: std::io::stderr().is_terminal(),
-        }
+impl Summary {
+    /// Every connection connected and none was lost.
+    pub fn success(&self) -> bool {
+        let c = &self.stats.count;
+        c.connected == self.connections && c.lost == 0 && c.failed == 0
     }
 
-    /// Prints a line if a second has passed since the last one.
-    pub fn tick(&mut self, stats: &Stats, target: usize, measuring: bool) {
-        let now = Instant::now();
-        let dt = now - self.last;
-        if dt < Duration::from_secs(1) {
-            return;
+    pub fn json(&self) -> String {
+        let c = &self.stats.count;
+        let mut v = json!({
+            "mode": self.mode,
+            "connections": self.connections,
+            "connected": c.connected,
+            "failed": c.failed,
+            "lost": c.lost,
+            "held_seconds": round3(self.held_seconds),
+            "connect_us": percentiles(&self.stats.connect_us),
+            "heartbeats_sent": c.heartbeats_sent,
+            "heartbeats": c.heartbeats,
+            "heartbeat_rtt_us": percentiles(&self.stats.heartbeat_rtt_us),
+            "server_pings_received": c.server_pings,
+            "server_pings_answered": c.server_pings_answered,
+            "closed_clean": c.closed_clean,
+            "shards": self.shards,
+            "gave_up": self.gave_up,
+        });
+        if self.tls {
+            v["tls"] = json!({ "full": c.tls_full, "resumed": c.tls_resumed });
         }
-        let rate = (stats.messages - self.last_messages) as f64 / dt.as_secs_f64();
-        let line = format!(
-            "[{:>4.0}s] connected {}/{} failed {} lost {} | {} msgs {:.0}/s{}",
-            (now - self.start).as_secs_f64(),
-            stats.connected,
-            target,
-            stats.failed,
-            stats.lost,
-            stats.messages,
-            rate,
-            if measuring { "" } else { " (warming up)" }
+        if self.mode == "echo" {
+            v["message_bytes"] = self.message_bytes.into();
+            v["seconds"] = round3(self.measured_seconds).into();
+            v["messages"] = c.messages.into();
+            v["messages_per_sec"] = self.messages_per_sec.into();
+            v["rtt_us"] = percentiles(&self.stats.rtt_us);
+        }
+        v.to_string()
+    }
+
+    pub fn text(&self) -> String {
+        let c = &self.stats.count;
+        let mut s = format!(
+            "{}: connections {}/{} (failed {}, lost {}){}\nconnect µs:   {}",
+            self.mode,
+            c.connected,
+            self.connections,
+            c.failed,
+            c.lost,
+            if self.shards > 1 {
+                format!(", {} shards", self.shards)
+            } else {
+                String::new()
+            },
+            line(&self.stats.connect_us),
         );
-        let mut err = std::io::stderr();
-        if self.tty {
-            let _ = write!(err, "\r{line:<100}");
+        if self.tls {
+            s += &format!(
+                "\ntls handshakes: {} full, {} resumed",
+                c.tls_full, c.tls_resumed
+            );
+        }
+        if self.mode == "echo" {
+            s += &format!(
+                "\nmessages {} of {} bytes in {:.1}s: {:.0} msgs/s\nround trip µs: {}",
+                c.messages,
+                self.message_bytes,
+                self.measured_seconds,
+                self.messages_per_sec,
+                line(&self.stats.rtt_us),
+            );
         } else {
-            let _ = writeln!(err, "{line}");
+            s += &format!(
+                "\nheld {:.1}s; server pings {} (answered {}); heartbeats {} sent, {} answered\nheartbeat µs: {}\nclosed cleanly {}",
+                self.held_seconds,
+                c.server_pings,
+                c.server_pings_answered,
+                c.heartbeats_sent,
+                c.heartbeats,
+                line(&self.stats.heartbeat_rtt_us),
+                c.closed_clean,
+            );
         }
-        let _ = err.flush();
-        self.last = now;
-        self.last_messages = stats.messages;
-    }
-
-    pub fn finish(&self) {
-        if self.tty {
-            eprintln!();
+        if self.gave_up {
+            s += "\ngave up: not every connection settled before the deadline";
         }
+        s
     }
 }
 
-fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
-    serde_json::json!({
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn percentiles(h: &Histogram<u64>) -> Value {
+    json!({
         "p50": h.value_at_quantile(0.50),
         "p90": h.value_at_quantile(0.90),
         "p99": h.value_at_quantile(0.99),
@@ -96,49 +304,46 @@ fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
     })
 }
 
-/// The summary as one JSON object (for scripts).
-pub fn json(stats: &Stats, target: usize, size: usize, measured: Duration) -> String {
-    let secs = measured.as_secs_f64();
-    serde_json::json!({
-        "mode": "echo",
-        "connections": target,
-        "connected": stats.connected,
-        "failed": stats.failed,
-        "lost": stats.lost,
-        "message_bytes": size,
-        "seconds": secs,
-        "messages": stats.messages,
-        "messages_per_sec": if secs > 0.0 { stats.messages as f64 / secs } else { 0.0 },
-        "rtt_us": percentiles(&stats.rtt_us),
-        "connect_us": percentiles(&stats.connect_us),
-    })
-    .to_string()
+fn line(h: &Histogram<u64>) -> String {
+    if h.is_empty() {
+        return "none".into();
+    }
+    format!(
+        "p50 {} p90 {} p99 {} p99.9 {} max {} (n {})",
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.9),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max(),
+        h.len()
+    )
 }
 
-pub fn text(stats: &Stats, target: usize, size: usize, measured: Duration) -> String {
-    let secs = measured.as_secs_f64();
-    let p = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q);
-    format!(
-        "connections {}/{} (failed {}, lost {})\nmessages {} of {} bytes in {:.1}s: {:.0} msgs/s\nround trip µs: p50 {} p90 {} p99 {} p99.9 {} max {}\nconnect µs:    p50 {} p99 {} max {}",
-        stats.connected,
-        target,
-        stats.failed,
-        stats.lost,
-        stats.messages,
-        size,
-        secs,
-        if secs > 0.0 {
-            stats.messages as f64 / secs
-        } else {
-            0.0
-        },
-        p(&stats.rtt_us, 0.5),
-        p(&stats.rtt_us, 0.9),
-        p(&stats.rtt_us, 0.99),
-        p(&stats.rtt_us, 0.999),
-        stats.rtt_us.max(),
-        p(&stats.connect_us, 0.5),
-        p(&stats.connect_us, 0.99),
-        stats.connect_us.max(),
-    )
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_wire_form_merges() {
+        let mut a = Stats::new();
+        a.count.connected = 3;
+        a.count.lost = 1;
+        for us in [10, 200, 3_000, 3_000] {
+            record(&mut a.connect_us, us);
+        }
+        record(&mut a.heartbeat_rtt_us, 77);
+        let wire: Value = serde_json::from_str(&a.to_json().to_string()).unwrap();
+        let mut total = Stats::new();
+        total.merge_json(&wire);
+        total.merge_json(&wire);
+        assert_eq!((total.count.connected, total.count.lost), (6, 2));
+        assert_eq!(total.connect_us.len(), 8);
+        assert_eq!(total.connect_us.max(), a.connect_us.max());
+        assert_eq!(
+            total.connect_us.value_at_quantile(0.5),
+            a.connect_us.value_at_quantile(0.5)
+        );
+        assert_eq!(total.heartbeat_rtt_us.len(), 2);
+        assert_eq!(total.rtt_us.len(), 0);
+    }
 }

@@ -1,0 +1,263 @@
+//! Owns the command line: the three modes and the flags they share, duration and URL parsing,
+//! and the checks that turn a wrong argument into one line and exit code 2.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "wsload",
+    version,
+    about = "Load client for holdfast: many WebSocket or keep-alive HTTP connections, plain or TLS"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub mode: Mode,
+}
+
+#[derive(Subcommand, Clone)]
+pub enum Mode {
+    /// Hold WebSocket connections open: answer server pings, optionally send heartbeats.
+    Idle(IdleArgs),
+    /// Echo round trips: each connection keeps one message in flight.
+    Echo(EchoArgs),
+    /// Hold keep-alive HTTP/1.1 connections open after one request, optionally repeating it.
+    HttpIdle(IdleArgs),
+}
+
+impl Mode {
+    pub fn common(&self) -> &Common {
+        match self {
+            Mode::Idle(a) | Mode::HttpIdle(a) => &a.common,
+            Mode::Echo(a) => &a.common,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Idle(_) => "idle",
+            Mode::Echo(_) => "echo",
+            Mode::HttpIdle(_) => "http-idle",
+        }
+    }
+
+    pub fn is_http(&self) -> bool {
+        matches!(self, Mode::HttpIdle(_))
+    }
+}
+
+/// Flags every mode takes.
+#[derive(Args, Clone)]
+pub struct Common {
+    /// ws://, wss://, http:// or https:// HOST:PORT/PATH (ws modes default to
+    /// ws://127.0.0.1:8080/ws, http-idle to http://127.0.0.1:8080/plaintext).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Connections to open (in total, across shards).
+    #[arg(long, short = 'c', default_value_t = 100)]
+    pub connections: usize,
+    /// New connections per second, in total across shards (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub ramp: u64,
+    /// Source addresses to rotate through, 127.0.0.2 upwards (0: let the kernel choose).
+    /// Defaults to 200 for an IPv4 loopback target, 0 otherwise.
+    #[arg(long)]
+    pub sources: Option<u32>,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Trust the certificates in this PEM file (wss:// and https://).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Accept any server certificate (for holdfast's self-signed default).
+    #[arg(long)]
+    pub insecure: bool,
+    /// TLS versions to offer.
+    #[arg(long, value_enum, default_value = "any")]
+    pub tls_version: TlsVersion,
+    /// Never resume TLS sessions (every handshake is a full one).
+    #[arg(long)]
+    pub no_resume: bool,
+    /// Split the run over this many child processes (default: as many as the file limit needs).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub shards: Option<u32>,
+    /// How often to print a progress line when stderr is not a terminal.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub progress_every: Duration,
+    /// Internal: this process is shard I of K, started by a parent wsload.
+    #[arg(long, hide = true, value_parser = parse_shard)]
+    pub shard: Option<(u32, u32)>,
+}
+
+#[derive(Args, Clone)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// How long to hold the connections once every one has connected or failed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub hold: Duration,
+    /// Each connection's own heartbeat: a ping (WebSocket) or the request again (HTTP) every
+    /// this often, its round trip measured (0: off).
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+}
+
+#[derive(Args, Clone)]
+pub struct EchoArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// How long to measure, after the warm-up (e.g. 10s, 500ms, 2m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Traffic before measuring starts, once every connection is up.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Send text frames instead of binary.
+    #[arg(long)]
+    pub text: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TlsVersion {
+    #[value(name = "1.2")]
+    V12,
+    #[value(name = "1.3")]
+    V13,
+    #[value(name = "any")]
+    Any,
+}
+
+/// `500ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("bad duration {s:?} (use ms, s, m or h)")),
+    }
+}
+
+/// `I/K` with I < K.
+fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let (i, k) = s.split_once('/').ok_or("expected I/K")?;
+    let (i, k): (u32, u32) = (
+        i.parse().map_err(|_| "expected I/K")?,
+        k.parse().map_err(|_| "expected I/K")?,
+    );
+    if i >= k {
+        return Err("expected I/K with I < K".into());
+    }
+    Ok((i, k))
+}
+
+/// Where to connect, and what to say once connected.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// HOST[:PORT] as written, for the Host header.
+    pub authority: String,
+    /// HOST alone, for TLS server name indication.
+    pub host: String,
+    pub path: String,
+    pub tls: bool,
+}
+
+/// Splits a URL into a socket address, Host header, server name and path. WebSocket modes
+/// take ws:// and wss://; http-idle takes http:// and https:// (and ws:// or wss:// too).
+pub fn parse_url(url: &str, http: bool) -> Result<Target, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("--url {url:?}: expected SCHEME://HOST:PORT/PATH"))?;
+    let tls = match (scheme, http) {
+        ("ws", _) | ("http", true) => false,
+        ("wss", _) | ("https", true) => true,
+        (_, false) => return Err(format!("--url {url:?}: this mode needs ws:// or wss://")),
+        (_, true) => {
+            return Err(format!(
+                "--url {url:?}: http-idle needs http:// or https://"
+            ));
+        }
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None if http => (rest, "/plaintext"),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(format!("--url {url:?}: no host"));
+    }
+    // The host alone: [v6] or name, without the port.
+    let (host, has_port) = if let Some(v6) = authority.strip_prefix('[') {
+        let end = v6
+            .find(']')
+            .ok_or_else(|| format!("--url {url:?}: unclosed ["))?;
+        (&v6[..end], v6[end + 1..].starts_with(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, _)) => (h, true),
+            None => (authority, false),
+        }
+    };
+    let with_port = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:{}", if tls { 443 } else { 80 })
+    };
+    let addrs: Vec<SocketAddr> = with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("--url {authority}: {e}"))?
+        .collect();
+    // Prefer IPv4: "localhost" often resolves to ::1 first while servers listen on 127.0.0.1.
+    let addr = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("--url {authority}: no address"))?;
+    Ok(Target {
+        addr,
+        authority: authority.to_string(),
+        host: host.to_string(),
+        path: path.to_string(),
+        tls,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert!(parse_duration("1.5s").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn urls() {
+        let t = parse_url("wss://127.0.0.1:8443/ws", false).unwrap();
+        assert_eq!(
+            (t.addr.port(), t.host.as_str(), t.path.as_str(), t.tls),
+            (8443, "127.0.0.1", "/ws", true)
+        );
+        let t = parse_url("http://127.0.0.1:8080", true).unwrap();
+        assert_eq!((t.path.as_str(), t.tls), ("/plaintext", false));
+        let t = parse_url("ws://[::1]:9", false).unwrap();
+        assert_eq!((t.host.as_str(), t.path.as_str()), ("::1", "/"));
+        assert!(parse_url("http://127.0.0.1:1/", false).is_err());
+        assert!(parse_url("ftp://127.0.0.1:1/", true).is_err());
+        assert_eq!(parse_shard("1/4"), Ok((1, 4)));
+        assert!(parse_shard("4/4").is_err());
+    }
+}
