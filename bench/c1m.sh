@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# The C1M run: one million WebSocket connections held on this host with server pings, then a
+# clean drain. Applies the kernel tuning (runs as root; the old values are restored at the end),
+# starts holdfast with as many server processes as the per-process open-file limit needs
+# (server.processes), opens the connections with bench/wsload (which shards itself the same
+# way), holds them, sends SIGTERM while they are all open, and times the drain. A sampler records
+# connections and memory every 5 s; bench/c1m_report.py turns that into the figures and an SVG.
+#
+#   sudo bash bench/c1m.sh                      # 1,000,000 for 10 minutes, pings every 30 s
+#   CONNS=20000 HOLD=60s bash bench/c1m.sh      # a quick rehearsal
+#
+# Knobs: CONNS, HOLD (wsload duration syntax), PING (server ping interval), RAMP (new
+# connections per second, all shards together), PER_PROC (connections per server process),
+# OUT (results directory, default bench/c1m-out).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CONNS=${CONNS:-1000000}
+HOLD=${HOLD:-10m}
+PING=${PING:-30s}
+RAMP=${RAMP:-20000}
+PER_PROC=${PER_PROC:-18000}
+PORT=${PORT:-9300}
+OUT=${OUT:-bench/c1m-out}
+PROCS=$(( (CONNS + PER_PROC - 1) / PER_PROC ))
+
+to_secs() { # 10m, 90s, 1h -> seconds
+  case "$1" in *m) echo $(( ${1%m} * 60 ));; *h) echo $(( ${1%h} * 3600 ));; *s) echo "${1%s}";; *) echo "$1";; esac
+}
+HOLD_S=$(to_secs "$HOLD")
+
+[ "$(id -u)" = 0 ] || { echo "c1m.sh: run as root (it applies sysctls)"; exit 2; }
+mkdir -p "$OUT"
+rm -f "$OUT"/*.csv "$OUT"/*.log "$OUT"/*.json "$OUT"/*.txt
+
+HF_PID=""; WL_PID=""; SAMPLER_PID=""
+declare -A SAVED
+restore() {
+  [ -n "$SAMPLER_PID" ] && kill "$SAMPLER_PID" 2>/dev/null || true
+  [ -n "$WL_PID" ] && kill "$WL_PID" 2>/dev/null || true
+  [ -n "$HF_PID" ] && kill -9 "$HF_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  for k in "${!SAVED[@]}"; do sysctl -q -w "$k=${SAVED[$k]}" >/dev/null 2>&1 || true; done
+}
+trap restore EXIT
+
+# 1. Tuning. Both ends of every connection are on this host: two sockets and two files each.
+set_sysctl() {
+  local key=$1 value=$2
+  [ -e "/proc/sys/${key//.//}" ] || return 0
+  SAVED[$key]=$(sysctl -n "$key" | tr '\t' ' ')
+  sysctl -q -w "$key=$value" >/dev/null
+}
+set_sysctl fs.file-max $(( CONNS * 2 + 1000000 ))
+set_sysctl fs.nr_open 2097152
+set_sysctl net.core.somaxconn 65535
+set_sysctl net.ipv4.tcp_max_syn_backlog 65535
+set_sysctl net.ipv4.ip_local_port_range "1024 65535"
+set_sysctl net.ipv4.tcp_mem "1000000 2000000 3000000"
+set_sysctl net.netfilter.nf_conntrack_max $(( CONNS * 2 + 100000 ))
+ulimit -n "$(ulimit -Hn)"
+
+cargo build --release -q -p holdfast -p wsload
+HF=target/release/holdfast
+WL=target/release/wsload
+
+{
+  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r); $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "Run: CONNS=$CONNS HOLD=$HOLD PING=$PING RAMP=$RAMP PER_PROC=$PER_PROC -> server.processes=$PROCS, per-process open-file limit $(ulimit -Hn)"
+  echo
+  echo "\$ holdfast tune check --connections $CONNS   (after the tuning above)"
+  "$HF" tune check --connections "$CONNS" || true
+} > "$OUT/setup.txt" 2>&1
+
+# 2. The server: PROCS processes of one worker each, pings every PING.
+"$HF" serve \
+  --set server.listen=127.0.0.1:$PORT --set server.tls_listen= \
+  --set server.processes=$PROCS --set server.workers=1 \
+  --set server.max_connections=$(( PROCS * PER_PROC )) \
+  --set server.shutdown_timeout=300s \
+  --set websocket.ping_interval=$PING \
+  2> "$OUT/server.log" &
+HF_PID=$!
+for _ in $(seq 600); do grep -q '^holdfast: ready' "$OUT/server.log" && break; sleep 0.1; done
+grep -q '^holdfast: ready' "$OUT/server.log" || { echo "c1m.sh: holdfast did not start"; tail "$OUT/server.log"; exit 1; }
+
+metrics() { curl -s --max-time 20 "http://127.0.0.1:$PORT/metrics"; }
+# Sum one series over every process.
+msum() { awk -v n="$1" '$1 ~ "^"n"({|$)" && $1 !~ "_bucket" {s += $2} END {printf "%d\n", s}'; }
+server_pids() { echo "$HF_PID" $(pgrep -P "$HF_PID" || true); }
+rss_kib() { local s=0 p; for p in "$@"; do s=$(( s + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0) )); done; echo $s; }
+ticks() { local s=0 p; for p in "$@"; do s=$(( s + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0) )); done; echo $s; }
+
+# 3. The sampler: one CSV line every 5 s.
+sampler() {
+  local t0=$1
+  echo "t,connections,server_rss_kib,server_cpu_ticks,client_rss_kib,slab_kib,sock_mem_pages,tcp_inuse,pings,pongs,closed"
+  while :; do
+    local m pids cl
+    m=$(metrics || true)
+    pids=$(server_pids)
+    cl=$(pgrep -f "$WL" | tr '\n' ' ' || true)
+    echo "$(( $(date +%s) - t0 )),$(echo "$m" | msum holdfast_ws_connections_open),$(rss_kib $pids),$(ticks $pids),$(rss_kib $cl),$(awk '/^Slab:/ {print $2}' /proc/meminfo),$(awk '/^TCP:/ {print $NF}' /proc/net/sockstat),$(awk '/^TCP:/ {print $3}' /proc/net/sockstat),$(echo "$m" | msum holdfast_ws_pings_sent_total),$(echo "$m" | msum holdfast_ws_pongs_received_total),$(echo "$m" | msum holdfast_connections_closed_total)"
+    sleep 5
+  done
+}
+T0=$(date +%s)
+sampler "$T0" > "$OUT/samples.csv" &
+SAMPLER_PID=$!
+sleep 6 # a baseline sample before any connection
+
+# 4. The load: wsload idle, answering the server's pings. Its hold is longer than ours: we stop
+# the server while every connection is still open, to time the drain.
+"$WL" idle --url "ws://127.0.0.1:$PORT/ws" -c "$CONNS" --ramp "$RAMP" \
+  --hold "$(( HOLD_S + 600 ))s" --json > "$OUT/wsload.json" 2> "$OUT/wsload.log" &
+WL_PID=$!
+
+# Wait until every connection is open (or the ramp has long finished).
+ramp_limit=$(( CONNS / RAMP * 3 + 120 ))
+t_start=$(date +%s)
+while :; do
+  open=$(metrics | msum holdfast_ws_connections_open)
+  [ "$open" -ge "$CONNS" ] && break
+  if [ $(( $(date +%s) - t_start )) -gt "$ramp_limit" ]; then echo "c1m.sh: only $open of $CONNS connected after ${ramp_limit}s"; break; fi
+  sleep 1
+done
+t_full=$(date +%s)
+echo "connected=$open seconds=$(( t_full - t_start ))" > "$OUT/ramp.txt"
+metrics > "$OUT/metrics-held-start.txt"
+cpu_a=$(ticks $(server_pids))
+echo "c1m.sh: $open connections after $(( t_full - t_start ))s; holding $HOLD"
+
+sleep "$HOLD_S"
+
+metrics > "$OUT/metrics-held-end.txt"
+cpu_b=$(ticks $(server_pids))
+echo "hold_seconds=$HOLD_S cpu_ticks=$(( cpu_b - cpu_a )) clk_tck=$(getconf CLK_TCK)" > "$OUT/hold.txt"
+tail -1 "$OUT/wsload.log" > "$OUT/wsload-at-hold-end.txt" || true
+
+# 5. Drain: SIGTERM with every connection open; the server sends 1001 closes and waits for the
+# clients' answers.
+t_term=$(date +%s.%N)
+kill -TERM "$HF_PID"
+wait "$HF_PID" && rc=0 || rc=$?
+t_done=$(date +%s.%N)
+HF_PID=""
+echo "exit=$rc seconds=$(echo "$t_done - $t_term" | bc)" > "$OUT/drain.txt"
+sleep 6
+kill "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=""
+kill -INT "$WL_PID" 2>/dev/null || true
+wait "$WL_PID" 2>/dev/null || true
+WL_PID=""
+
+python3 bench/c1m_report.py "$OUT"
