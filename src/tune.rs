@@ -55,10 +55,13 @@ pub fn check(proc_root: &Path, connections: u64) -> Result<Vec<Row>, String> {
         hard,
         fds,
         |need| {
+            // Where the limit cannot be raised: enough processes that each fits under it.
+            let per_process = hard.saturating_sub(FD_HEADROOM).max(1);
+            let processes = connections.div_ceil(per_process).max(2);
             vec![
                 format!("systemd: LimitNOFILE={need} in holdfast.service (tuning/holdfast.service)"),
                 format!("shell: `* hard nofile {need}` in /etc/security/limits.d/holdfast.conf, then log in again"),
-                "or run several holdfast processes on the same listen addresses (SO_REUSEPORT; see tuning/TUNING.md)".into(),
+                format!("or, where the limit cannot be raised: server.processes = {processes} (each process holds up to {per_process}; README)"),
             ]
         },
     ));
@@ -323,7 +326,16 @@ mod tests {
         let bad: Vec<_> = small.iter().filter(|r| !r.ok).map(|r| &r.setting).collect();
         assert_eq!(bad, ["net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog"]);
         let big = check(&root, 1_000_000).unwrap();
-        assert!(!row(&big, "RLIMIT_NOFILE (hard)").ok);
+        let nofile = row(&big, "RLIMIT_NOFILE (hard)");
+        assert!(!nofile.ok);
+        assert!(
+            nofile
+                .fix
+                .iter()
+                .any(|f| f.contains("server.processes = 2 ")),
+            "523,264 a process: two processes hold a million: {:?}",
+            nofile.fix
+        );
         assert!(!row(&big, "net.ipv4.tcp_mem (pages)").ok);
         assert!(
             row(&big, "memory (MemTotal)").ok,
