@@ -32,6 +32,28 @@ to_secs() { # 10m, 90s, 1h -> seconds
 HOLD_S=$(to_secs "$HOLD")
 
 [ "$(id -u)" = 0 ] || { echo "c1m.sh: run as root (it applies sysctls)"; exit 2; }
+
+# 0. A network namespace of our own (NETNS=0 runs in the host's). Its TCP established-hash
+# table is sized for both ends of every connection: the host's was sized at boot (262,144
+# buckets on this machine), and at two million sockets each packet's lookup walks a chain of
+# eight. net.ipv4.tcp_child_ehash_entries sizes the table of namespaces created after it is set
+# (a host's own needs the thash_entries= boot parameter; see tuning/TUNING.md).
+if [ "${NETNS:-1}" = 1 ] && [ -z "${C1M_IN_NETNS:-}" ]; then
+  buckets=1; while [ "$buckets" -lt $(( CONNS * 2 )) ]; do buckets=$(( buckets * 2 )); done
+  [ "$buckets" -gt 16777216 ] && buckets=16777216
+  old_ehash=$(sysctl -n net.ipv4.tcp_child_ehash_entries)
+  old_mem=$(sysctl -n net.ipv4.tcp_mem | tr '\t' ' ')
+  ip netns del hf-c1m 2>/dev/null || true
+  trap 'ip netns del hf-c1m 2>/dev/null || true; sysctl -q -w net.ipv4.tcp_child_ehash_entries=$old_ehash net.ipv4.tcp_mem="$old_mem" >/dev/null' EXIT
+  sysctl -q -w net.ipv4.tcp_child_ehash_entries=$buckets >/dev/null
+  # tcp_mem is host-wide (it has no per-namespace copy).
+  sysctl -q -w net.ipv4.tcp_mem="1000000 2000000 3000000" >/dev/null
+  ip netns add hf-c1m
+  ip netns exec hf-c1m ip link set lo up
+  rc=0
+  C1M_IN_NETNS=1 ip netns exec hf-c1m bash "$0" "$@" || rc=$?
+  exit $rc
+fi
 mkdir -p "$OUT"
 rm -f "$OUT"/*.csv "$OUT"/*.log "$OUT"/*.json "$OUT"/*.txt
 
@@ -51,7 +73,8 @@ set_sysctl() {
   local key=$1 value=$2
   [ -e "/proc/sys/${key//.//}" ] || return 0
   SAVED[$key]=$(sysctl -n "$key" | tr '\t' ' ')
-  sysctl -q -w "$key=$value" >/dev/null
+  # Some keys are read-only inside a network namespace (nf_conntrack_max): say so and go on.
+  sysctl -q -w "$key=$value" >/dev/null 2>&1 || echo "c1m.sh: $key cannot be set here; left at ${SAVED[$key]}"
 }
 set_sysctl fs.file-max $(( CONNS * 2 + 1000000 ))
 set_sysctl fs.nr_open 2097152
@@ -68,6 +91,7 @@ WL=target/release/wsload
 
 {
   echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r); $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "Network namespace: ${C1M_IN_NETNS:+hf-c1m, }TCP established hash $(sysctl -n net.ipv4.tcp_ehash_entries | tr -d -) buckets"
   echo "Run: CONNS=$CONNS HOLD=$HOLD PING=$PING RAMP=$RAMP PER_PROC=$PER_PROC -> server.processes=$PROCS, per-process open-file limit $(ulimit -Hn)"
   echo
   echo "\$ holdfast tune check --connections $CONNS   (after the tuning above)"

@@ -110,8 +110,10 @@ def main():
     rows = list(csv.DictReader((out / "samples.csv").open()))
     rows = [r for r in rows if r.get("connections") not in (None, "")]
     setup = (out / "setup.txt").read_text().splitlines()
-    conns = int(re.search(r"CONNS=(\d+)", setup[1]).group(1))
-    procs = int(re.search(r"server.processes=(\d+)", setup[1]).group(1))
+    run = next(l for l in setup if l.startswith("Run:"))
+    netns = [l for l in setup if l.startswith("Network namespace:")]
+    conns = int(re.search(r"CONNS=(\d+)", run).group(1))
+    procs = int(re.search(r"server.processes=(\d+)", run).group(1))
     ramp, hold, drain = kv(out / "ramp.txt"), kv(out / "hold.txt"), kv(out / "drain.txt")
     start = (out / "metrics-held-start.txt").read_text()
     end = (out / "metrics-held-end.txt").read_text()
@@ -138,14 +140,15 @@ def main():
     wl_lost = re.search(r"lost (\d+)", wl_line)
     wl_failed = re.search(r"failed (\d+)", wl_line)
 
-    ramp_limit = re.search(r"RAMP=(\d+)", setup[1]).group(1)
+    ramp_limit = re.search(r"RAMP=(\d+)", run).group(1)
 
     def ms(v):
         return "n/a" if v is None else ("> 30 s" if v == float("inf") else f"< {v:g} ms")
 
     lines = [
         f"- {setup[0]}",
-        f"- {setup[1]}",
+        f"- {run}",
+        *[f"- {l}" for l in netns],
         f"- Connected: **{connected:,}** of {conns:,} in {ramp_s} s: **{connected / ramp_s:,.0f} connections/s** "
         f"(wsload's ramp limit {ramp_limit}/s)",
         f"- Held {hold_s} s: connections open at the end **{open_end:,.0f}**; WebSocket connections ended during the hold "
