@@ -82,26 +82,25 @@ impl SharedMetrics {
 
     /// Every process's counters, as references that live for the rest of the process.
     pub fn blocks(&self) -> Vec<ProcessBlock> {
-        let block = block_bytes(self.workers);
-        (0..self.processes)
-            .map(|p| {
-                let start = self.base + p * block;
-                // SAFETY: `start` is page-aligned plus a multiple of the block size, itself a
-                // multiple of 128 (both types are align(128)), so both casts are aligned; the
-                // bytes lie inside the mapping, which is never unmapped ('static); both types
-                // consist only of atomics, for which all-zero bytes (a fresh memfd) and any
-                // value another process stored are valid, and every access is atomic.
-                unsafe {
-                    ProcessBlock {
-                        header: &*(start as *const ProcessHeader),
-                        workers: std::slice::from_raw_parts(
-                            (start + size_of::<ProcessHeader>()) as *const WorkerMetrics,
-                            self.workers,
-                        ),
-                    }
-                }
-            })
-            .collect()
+        (0..self.processes).map(|p| self.block(p)).collect()
+    }
+
+    fn block(&self, process: usize) -> ProcessBlock {
+        let start = self.base + process * block_bytes(self.workers);
+        // SAFETY: `start` is page-aligned plus a multiple of the block size, itself a multiple
+        // of 128 (both types are align(128)), so both casts are aligned; the bytes lie inside
+        // the mapping, which is never unmapped ('static); both types consist only of atomics,
+        // for which all-zero bytes (a fresh memfd) and any value another process stored are
+        // valid, and every access is atomic.
+        unsafe {
+            ProcessBlock {
+                header: &*(start as *const ProcessHeader),
+                workers: std::slice::from_raw_parts(
+                    (start + size_of::<ProcessHeader>()) as *const WorkerMetrics,
+                    self.workers,
+                ),
+            }
+        }
     }
 
     /// Clears a dead process's slot before its replacement starts, keeping the restart count
@@ -109,7 +108,7 @@ impl SharedMetrics {
     pub fn reset_for_restart(&self, process: usize) {
         let block = block_bytes(self.workers);
         let start = self.base + process * block;
-        let header = self.blocks()[process].header;
+        let header = self.block(process).header;
         let restarts = header.restarts.load(Ordering::Relaxed);
         for word in 0..block / 8 {
             // SAFETY: 8-aligned words inside this process's block of the mapping. Every field of

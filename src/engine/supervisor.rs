@@ -204,7 +204,7 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(Event::Ready(i, 0)) => ready[i] = true,
             Ok(Event::Signal(Signal::Stop)) => {
-                stop_all(&mut slots, NixSignal::SIGTERM);
+                signal_all(&slots, NixSignal::SIGTERM);
                 wait_all(&mut slots);
                 return Ok(());
             }
@@ -213,7 +213,7 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
         }
         for (i, slot) in slots.iter_mut().enumerate() {
             if let Some(status) = slot.reap() {
-                stop_all(&mut slots, NixSignal::SIGKILL);
+                signal_all(&slots, NixSignal::SIGKILL);
                 wait_all(&mut slots);
                 return Err(format!(
                     "server process {i} exited during start-up ({}); see its lines above",
@@ -222,7 +222,7 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
             }
         }
         if Instant::now() > start_deadline {
-            stop_all(&mut slots, NixSignal::SIGKILL);
+            signal_all(&slots, NixSignal::SIGKILL);
             wait_all(&mut slots);
             return Err("server processes did not become ready within 60s".into());
         }
@@ -255,11 +255,11 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
                 for s in &mut slots {
                     s.restart_at = None;
                 }
-                stop_all(&mut slots, NixSignal::SIGTERM);
+                signal_all(&slots, NixSignal::SIGTERM);
             }
             Ok(Event::Signal(Signal::Reload)) => {
                 eprintln!("holdfast: SIGHUP: passing it on to {processes} processes");
-                stop_all(&mut slots, NixSignal::SIGHUP);
+                signal_all(&slots, NixSignal::SIGHUP);
             }
             Ok(Event::Ready(i, generation)) if generation > 0 => {
                 if slots[i].generation == generation {
@@ -312,7 +312,7 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
             match keys.rotate() {
                 // The processes re-read the file on SIGHUP; the key that now seals was already
                 // in the file for a whole period, so every process can open its tickets.
-                Ok(()) => stop_all(&mut slots, NixSignal::SIGHUP),
+                Ok(()) => signal_all(&slots, NixSignal::SIGHUP),
                 Err(e) => eprintln!("holdfast: ticket keys: {e}; keeping the current ones"),
             }
         }
@@ -403,7 +403,8 @@ fn relay_log(
     }
 }
 
-fn stop_all(slots: &mut [Slot], sig: NixSignal) {
+/// Sends `sig` to every process that is running.
+fn signal_all(slots: &[Slot], sig: NixSignal) {
     for s in slots.iter() {
         if let Some(c) = &s.child {
             let _ = kill(Pid::from_raw(c.id() as i32), sig);

@@ -189,9 +189,7 @@ pub fn run(spec: RunSpec, tick: &mut dyn FnMut(&Counters, Phase)) -> Result<Outc
                 if let Some(c) = slot
                     && !c.begin_close(&mut cx)
                 {
-                    let _ = poll.registry().deregister(&mut c.link.stream);
-                    *slot = None;
-                    live -= 1;
+                    retire(&poll, slot, &mut live);
                 }
             }
             // Never-attempted connections (a stop during the ramp) failed too.
@@ -227,9 +225,7 @@ pub fn run(spec: RunSpec, tick: &mut dyn FnMut(&Counters, Phase)) -> Result<Outc
                         && let Err(e) = c.heartbeat(&mut cx)
                     {
                         c.fail(cx.stats, &e);
-                        let _ = poll.registry().deregister(&mut c.link.stream);
-                        conns[j] = None;
-                        live -= 1;
+                        retire(&poll, &mut conns[j], &mut live);
                     }
                     j += w.slots;
                 }
@@ -266,9 +262,7 @@ pub fn run(spec: RunSpec, tick: &mut dyn FnMut(&Counters, Phase)) -> Result<Outc
             if let Some(c) = slot
                 && !c.drive(&mut cx)
             {
-                let _ = poll.registry().deregister(&mut c.link.stream);
-                *slot = None;
-                live -= 1;
+                retire(&poll, slot, &mut live);
             }
         }
         tick(&stats.count, phase);
@@ -283,4 +277,12 @@ pub fn run(spec: RunSpec, tick: &mut dyn FnMut(&Counters, Phase)) -> Result<Outc
         held_seconds,
         gave_up,
     })
+}
+
+/// Forgets a finished connection: off the poll set, out of its slot, no longer live.
+fn retire(poll: &Poll, slot: &mut Option<Conn>, live: &mut usize) {
+    if let Some(mut c) = slot.take() {
+        let _ = poll.registry().deregister(&mut c.link.stream);
+        *live -= 1;
+    }
 }

@@ -165,6 +165,11 @@ fn count(v: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
 
+/// (connected, failed, lost) of a report.
+fn outcome(j: &Value) -> (u64, u64, u64) {
+    (count(j, "connected"), count(j, "failed"), count(j, "lost"))
+}
+
 #[test]
 fn idle_holds_and_answers_server_pings() {
     let server = Server::start(&["websocket.ping_interval=1s"]);
@@ -173,14 +178,7 @@ fn idle_holds_and_answers_server_pings() {
     let j = run.json();
     assert_eq!(run.code, 0, "{j} {}", run.stderr);
     assert_eq!(j["mode"], "idle");
-    assert_eq!(
-        (
-            count(&j, "connected"),
-            count(&j, "failed"),
-            count(&j, "lost")
-        ),
-        (300, 0, 0)
-    );
+    assert_eq!(outcome(&j), (300, 0, 0));
     assert!(count(&j, "server_pings_received") > 0, "{j}");
     assert!(count(&j, "server_pings_answered") > 0, "{j}");
     assert_eq!(j["connect_us"]["count"], 300);
@@ -235,14 +233,7 @@ fn http_idle_holds_keepalive_connections() {
     let j = run.json();
     assert_eq!(run.code, 0, "{j} {}", run.stderr);
     assert_eq!(j["mode"], "http-idle");
-    assert_eq!(
-        (
-            count(&j, "connected"),
-            count(&j, "failed"),
-            count(&j, "lost")
-        ),
-        (200, 0, 0)
-    );
+    assert_eq!(outcome(&j), (200, 0, 0));
     assert_eq!(j["connect_us"]["count"], 200);
     assert!(count(&j, "heartbeats") > 0, "{j}");
 }
@@ -326,14 +317,7 @@ fn shards_merge_into_one_report() {
     let j = run.json();
     assert_eq!(run.code, 0, "{j} {}", run.stderr);
     assert_eq!(count(&j, "shards"), 2);
-    assert_eq!(
-        (
-            count(&j, "connected"),
-            count(&j, "failed"),
-            count(&j, "lost")
-        ),
-        (201, 0, 0)
-    );
+    assert_eq!(outcome(&j), (201, 0, 0));
     assert_eq!(j["connect_us"]["count"], 201);
     assert_eq!(count(&j, "closed_clean"), 201);
     assert_eq!(j["heartbeat_rtt_us"]["count"], j["heartbeats"]);
