@@ -241,6 +241,34 @@ fn old_versions_are_refused() {
 }
 
 #[test]
+fn the_server_picks_aes_128_gcm_over_the_clients_first_choice() {
+    let certs = Certs::new("suites");
+    let server = start(&certs, &[]);
+    let addr = server.tls_addr.unwrap();
+    // OpenSSL lists AES-256-GCM-SHA384 first in both versions; the server's order wins.
+    let out = s_client(addr, &["-tls1_2"], &[], Duration::from_millis(200));
+    assert!(
+        out.contains("Cipher is ECDHE-ECDSA-AES128-GCM-SHA256"),
+        "TLS 1.2 suite:\n{out}"
+    );
+    let out = s_client(addr, &["-tls1_3"], &[], Duration::from_millis(200));
+    assert!(
+        out.contains("Cipher is TLS_AES_128_GCM_SHA256"),
+        "TLS 1.3 suite:\n{out}"
+    );
+    // A client that offers only the others still gets one of them.
+    let only = ["-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305"];
+    let out = s_client(addr, &only, &[], Duration::from_millis(200));
+    assert!(
+        out.contains("Cipher is ECDHE-ECDSA-CHACHA20-POLY1305"),
+        "{out}"
+    );
+    let only = ["-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384"];
+    let out = s_client(addr, &only, &[], Duration::from_millis(200));
+    assert!(out.contains("Cipher is TLS_AES_256_GCM_SHA384"), "{out}");
+}
+
+#[test]
 fn rustls_client_resumes_with_tickets_on_both_versions() {
     let certs = Certs::new("resume");
     let server = start(&certs, &[]);

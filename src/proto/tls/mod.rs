@@ -27,7 +27,7 @@ pub struct TlsShared {
 impl TlsShared {
     /// Builds the server config. Errors are one line naming the key and the file.
     pub fn new(tls: &TlsConfig) -> Result<TlsShared, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(server_provider());
         let (source, self_signed) = match (&tls.cert, &tls.key) {
             (Some(cert), Some(key)) => (
                 CertSource::Files {
@@ -49,6 +49,8 @@ impl TlsShared {
             .map_err(|e| format!("tls.min_version: {e}"))?
             .with_no_client_auth()
             .with_cert_resolver(Arc::clone(&certs) as Arc<dyn rustls::server::ResolvesServerCert>);
+        // Our suite order, not the client's: see `server_provider`.
+        config.ignore_client_order = true;
         config.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         config.session_storage = if tls.session_cache == 0 {
             Arc::new(NoServerSessionStorage {})
@@ -95,6 +97,27 @@ impl TlsShared {
             eprintln!("holdfast: SIGHUP: tls.ticket_key_file: {e}; keeping the keys in use");
         }
     }
+}
+
+/// The *ring* provider with its cipher suites in the server's order of preference: AES-128-GCM,
+/// then AES-256-GCM, then ChaCha20-Poly1305, in each TLS version (Mozilla's "intermediate"
+/// order). Clients such as OpenSSL list AES-256-GCM-SHA384 first; AES-128 is as safe here, and
+/// its SHA-256 key schedule (with SHA-NI on current CPUs) makes a TLS 1.2 resumption ~15 %
+/// cheaper for the server and the client alike (measured: 77–89 to 66–68 µs of server CPU,
+/// `bench/tls.sh`), because the TLS 1.2 PRF is most of what a resumption computes.
+fn server_provider() -> rustls::crypto::CryptoProvider {
+    use rustls::CipherSuite as S;
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|s| match s.suite() {
+        S::TLS13_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+        S::TLS13_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 1,
+        _ => 2,
+    });
+    provider
 }
 
 /// A worker's staging buffers, lent to one TLS call at a time.
