@@ -132,6 +132,12 @@ fn accepted_sockets_carry_the_tcp_settings() {
         .unwrap();
     let text = String::from_utf8_lossy(&ss.stdout);
     assert!(text.contains("timer:(keepalive"), "{text}");
+    // They came from the listener (Linux copies them at accept), not from per-socket calls.
+    assert!(
+        !srv.log_text().contains("do not inherit"),
+        "{}",
+        srv.log_text()
+    );
 }
 
 #[test]

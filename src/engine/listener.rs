@@ -1,12 +1,15 @@
 //! Owns listening sockets: one SO_REUSEPORT socket per worker per address, so the kernel spreads
-//! new connections across workers with no shared accept queue and no lock.
+//! new connections across workers with no shared accept queue and no lock. Each carries the
+//! `[tcp]` options, which accepted sockets inherit (see `sockopt`).
 
+use super::sockopt as tcp_options;
+use crate::config::TcpConfig;
 use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, getsockname, listen,
     setsockopt, socket, sockopt,
 };
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// Binds `workers` sockets to `addr`. With port 0 the first bind picks the port and the others
 /// join it, so every worker serves the same ephemeral port.
@@ -14,11 +17,15 @@ pub fn bind_reuseport(
     addr: SocketAddr,
     workers: usize,
     backlog: u32,
+    tcp: &TcpConfig,
 ) -> Result<(SocketAddr, Vec<OwnedFd>), String> {
     let mut bound = addr;
     let mut fds = Vec::with_capacity(workers);
     for _ in 0..workers {
         let fd = bind_one(bound, backlog).map_err(|e| format!("server.listen {addr}: {e}"))?;
+        // A failure here is not fatal: the worker finds the option missing on its first
+        // accepted socket and sets the options per connection, reporting the error there.
+        let _ = tcp_options::apply(fd.as_fd(), tcp);
         if bound.port() == 0 {
             let local: SockaddrStorage = getsockname(fd.as_raw_fd())
                 .map_err(|e| format!("server.listen {addr}: getsockname: {e}"))?;

@@ -61,7 +61,8 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
     };
     let plain = config.server.listen.iter().map(|a| (a, false));
     for (addr, is_tls) in plain.chain(tls_addrs.iter().map(|a| (a, true))) {
-        let (bound, fds) = listener::bind_reuseport(*addr, workers, config.server.backlog)?;
+        let (bound, fds) =
+            listener::bind_reuseport(*addr, workers, config.server.backlog, &config.tcp)?;
         for (w, fd) in fds.into_iter().enumerate() {
             per_worker[w].push((fd, is_tls));
         }

@@ -88,6 +88,15 @@ pub struct Worker {
     fired: Vec<usize>,
     cqes: Vec<(u64, i32, u32)>,
     forced_close: bool,
+    sockopts: SockoptMode,
+}
+
+/// Whether accepted sockets inherit `[tcp]` from the listener (decided on the first one).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SockoptMode {
+    Unchecked,
+    Inherited,
+    PerSocket,
 }
 
 impl Worker {
@@ -142,6 +151,7 @@ impl Worker {
             fired: Vec::new(),
             cqes: Vec::with_capacity(4096),
             forced_close: false,
+            sockopts: SockoptMode::Unchecked,
         })
     }
 
@@ -290,7 +300,22 @@ impl Worker {
         // SAFETY: `fd` was just returned by accept and is owned by us until the Close op we
         // submit in `finalize`; the borrow does not outlive this call.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        if let Err(e) = sockopt::apply(borrowed, &shared.config.tcp) {
+        let tcp = &shared.config.tcp;
+        if self.sockopts == SockoptMode::Unchecked {
+            self.sockopts = if sockopt::carries(borrowed, tcp) {
+                SockoptMode::Inherited
+            } else {
+                eprintln!(
+                    "holdfast: worker {}: accepted sockets do not inherit [tcp] options from the \
+                     listener; setting them on each connection",
+                    self.st.index
+                );
+                SockoptMode::PerSocket
+            };
+        }
+        if self.sockopts == SockoptMode::PerSocket
+            && let Err(e) = sockopt::apply(borrowed, tcp)
+        {
             eprintln!("holdfast: setting [tcp] socket options failed: {e}");
         }
         let generation = self.next_generation;
