@@ -490,6 +490,54 @@ fn every_orderly_close_sends_close_notify() {
 }
 
 #[test]
+fn a_bare_fin_gets_no_close_notify_but_a_request_before_it_is_answered() {
+    let certs = Certs::new("fin");
+    let server = start(&certs, &[]);
+    let addr = server.tls_addr.unwrap();
+    let config = default_client(&certs);
+
+    // A request and then the client's FIN, no close_notify: the whole answer still comes.
+    let mut s = connect(addr, &config).unwrap();
+    s.write_all(GET_PLAINTEXT.as_bytes()).unwrap();
+    s.flush().unwrap();
+    s.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            // The answer may leave in the turn before the FIN is seen, and then nothing
+            // follows it: a plain TCP close, which rustls reports as UnexpectedEof.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("Hello, World!"),
+        "{text}"
+    );
+
+    // A FIN after a finished exchange: closed with nothing sent, so no RST comes back from the
+    // client's closed socket, and it counts as the peer's close.
+    let before = server.metric("holdfast_connections_closed_total{reason=\"peer_closed\"}");
+    let mut s = connect(addr, &config).unwrap();
+    assert_eq!(get(&mut s, "/plaintext").0, 200);
+    s.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let err = read_to_close_notify(&mut s).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.metric("holdfast_connections_closed_total{reason=\"peer_closed\"}") < before + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not counted as peer_closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn garbage_and_plaintext_on_the_tls_port_close_only_that_connection() {
     let certs = Certs::new("garbage");
     let server = start(&certs, &[]);

@@ -39,6 +39,10 @@ pub struct TlsSession {
     /// The inner session asked to close; no more application data is read.
     closing: Option<Action>,
     close_notify_sent: bool,
+    /// The peer's TCP FIN came without a close_notify. It is gone or truncating: a close with
+    /// nothing left to send owes it no close_notify, which would only draw an RST from its
+    /// closed socket (an extra round of packets per connection for clients that just close).
+    peer_fin: bool,
     /// Nothing has arrived yet: the first byte tells TLS from plaintext HTTP.
     fresh: bool,
 }
@@ -60,6 +64,7 @@ impl TlsSession {
             last_update: now,
             closing: None,
             close_notify_sent: false,
+            peer_fin: false,
             fresh: true,
         }
     }
@@ -91,6 +96,7 @@ impl TlsSession {
             }
             return close(CloseReason::PeerClosed);
         }
+        self.peer_fin = true;
         self.step(&[], cx, out, true, |s, cx, o| s.on_eof(cx, o))
     }
 
@@ -180,6 +186,7 @@ impl TlsSession {
         let mut failed: Option<rustls::Error> = None;
         let counting_peer_records = !self.handshaking && self.tls13;
         let (mut records, mut app_records, mut closes) = (0u64, 0u64, 0u64);
+        let mut wrote_plain = false;
         loop {
             // After an error rustls must not see the bad bytes again (it would try to send a
             // second fatal alert); an empty buffer lets it hand over the alert it queued.
@@ -250,9 +257,11 @@ impl TlsSession {
                             }
                             self.sent_since_update += plain.len() as u64;
                             turn.plain.clear();
+                            wrote_plain = true;
                         }
                         if let Some(action) = self.closing {
-                            if !self.close_notify_sent && is_orderly(action) {
+                            let owed = !self.peer_fin || wrote_plain;
+                            if !self.close_notify_sent && is_orderly(action) && owed {
                                 self.close_notify_sent = true;
                                 let _ = append(out, 64, |spare| writer.queue_close_notify(spare));
                             }
