@@ -51,8 +51,17 @@ pub fn route<'a>(
     body: &'a [u8],
     cx: &Context<'_>,
 ) -> Reply<'a> {
+    if method == Method::Other {
+        // RFC 9110 §9.1: a method the server does not recognise is 501, not 405.
+        return Reply::text(501, "method not implemented\n");
+    }
     let get_like = matches!(method, Method::Get | Method::Head);
     match path {
+        // `OPTIONS *` asks about the server as a whole (RFC 9110 §9.3.7).
+        b"*" if method == Method::Options => Reply {
+            extra_headers: "Allow: GET, HEAD, POST, OPTIONS\r\n",
+            ..Reply::text(200, "")
+        },
         b"/plaintext" if get_like => Reply::text(200, "Hello, World!"),
         b"/healthz" if get_like => Reply::text(200, "ok"),
         b"/echo" if method == Method::Post => Reply {

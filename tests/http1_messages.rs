@@ -56,6 +56,20 @@ fn endpoints() {
     );
     assert_eq!(post.status, 405);
     assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    // A method we do not know at all is 501 (RFC 9110 §9.1), on any path; methods are
+    // case-sensitive, so `get` is one of those.
+    for req in [
+        &b"BREW /plaintext HTTP/1.1\r\nHost: t\r\n\r\n"[..],
+        b"BREW /nope HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"get /plaintext HTTP/1.1\r\nHost: t\r\n\r\n",
+    ] {
+        assert_eq!(one(&srv, req).status, 501);
+    }
+    // `OPTIONS *` is about the server itself.
+    let options = one(&srv, b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(options.status, 200);
+    assert_eq!(options.header("allow"), Some("GET, HEAD, POST, OPTIONS"));
+    assert_eq!(options.header("content-length"), Some("0"));
 }
 
 #[test]
