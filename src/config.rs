@@ -707,4 +707,28 @@ mod tests {
             missing.display().to_string()
         );
     }
+
+    /// `set`'s match arms and `KEYS` (for "did you mean") list the keys twice; this keeps the
+    /// two lists the same, in both directions, by reading the arms from this file.
+    #[test]
+    fn keys_lists_every_key_set_knows_and_no_other() {
+        let source = include_str!("config.rs");
+        let start = source.find("fn set(&mut self").unwrap();
+        let end = start + source[start..].find("\n    }\n").unwrap();
+        let arms: Vec<&str> = source[start..end]
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix('"'))
+            .filter_map(|l| l.split_once("\" =>").map(|(k, _)| k))
+            .collect();
+        assert!(arms.len() > 30, "found only {arms:?}");
+        for key in &arms {
+            assert!(KEYS.contains(key), "{key} is set but missing from KEYS");
+        }
+        for key in KEYS {
+            assert!(
+                arms.contains(key),
+                "{key} is in KEYS but set does not know it"
+            );
+        }
+    }
 }
