@@ -47,7 +47,13 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
     // Probe io_uring before binding anything, so that a host without it gets one clear line
     // and no half-started server.
     drop(ring::build()?);
-    raise_nofile_limit(config.server.max_connections as u64);
+    let hard = raise_nofile_limit();
+    // Under a supervisor every process would say the same; the supervisor says it once.
+    if role.is_none()
+        && let Some(line) = nofile_shortfall(config.server.max_connections as u64, hard)
+    {
+        eprintln!("holdfast: server.max_connections = {line}");
+    }
     // Signals are blocked before any thread starts so that every thread inherits the mask and
     // only the signal thread ever receives them.
     let signal_set = signals::block()?;
@@ -169,19 +175,26 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit, and says so when `max_connections` cannot
 /// fit under it.
-fn raise_nofile_limit(max_connections: u64) {
+/// Raises the soft open-file limit to the hard one, which it returns.
+fn raise_nofile_limit() -> u64 {
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return;
+        return u64::MAX;
     };
     if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
         eprintln!("holdfast: could not raise the open-file limit from {soft} to {hard}");
     }
-    if max_connections + FD_HEADROOM > hard {
-        eprintln!(
-            "holdfast: server.max_connections = {max_connections} but this process may open at \
-             most {hard} files; connections past about {} will be refused at accept (raise \
-             LimitNOFILE= / `ulimit -Hn`, see tuning/TUNING.md)",
+    hard
+}
+
+/// When `connections` cannot fit in a process that may open `hard` files: the rest of a log
+/// line that starts with the setting's value.
+pub(crate) fn nofile_shortfall(connections: u64, hard: u64) -> Option<String> {
+    (connections + FD_HEADROOM > hard).then(|| {
+        format!(
+            "{connections} but a process may open at most {hard} files; connections past about \
+             {} will be refused at accept (raise LimitNOFILE= / `ulimit -Hn`, or \
+             server.processes; see tuning/TUNING.md)",
             hard.saturating_sub(FD_HEADROOM)
-        );
-    }
+        )
+    })
 }

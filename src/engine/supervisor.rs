@@ -113,14 +113,17 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
         n => n,
     };
     let signal_set = signals::block_supervisor()?;
+    let share = config.server.max_connections.div_ceil(processes);
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(u64::MAX, |(_, hard)| hard);
+    if let Some(line) = super::nofile_shortfall(share as u64, hard) {
+        eprintln!("holdfast: server.max_connections per process (÷ {processes}) = {line}");
+    }
 
     // Every --set below is appended after the operator's own, so it wins.
     let mut sets: Vec<String> = vec![
         format!("server.workers={workers}"),
-        format!(
-            "server.max_connections={}",
-            config.server.max_connections.div_ceil(processes)
-        ),
+        format!("server.max_connections={share}"),
     ];
     let mut held: Vec<OwnedFd> = Vec::new();
     let listen = hold_ports(&config.server.listen, &mut held)?;
