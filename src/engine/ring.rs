@@ -33,8 +33,14 @@ pub fn build() -> Result<(IoUring, RingFlags), String> {
         }
         match b.build(SQ_ENTRIES) {
             Ok(ring) => {
-                if !ring.params().is_feature_ext_arg() || !ring.params().is_feature_nodrop() {
-                    return Err(unsupported_kernel("the ring lacks EXT_ARG or NODROP"));
+                let p = ring.params();
+                if !p.is_feature_ext_arg()
+                    || !p.is_feature_nodrop()
+                    || !p.is_feature_skip_cqe_on_success()
+                {
+                    return Err(unsupported_kernel(
+                        "the ring lacks EXT_ARG, NODROP or CQE_SKIP",
+                    ));
                 }
                 return Ok((
                     ring,

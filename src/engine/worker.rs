@@ -228,6 +228,7 @@ impl Worker {
                 Op::Send => self.on_send(token, res),
                 Op::Shutdown => self.on_shutdown(token),
                 Op::Wake => self.on_wake(),
+                // Submitted with SKIP_SUCCESS: only a failure gets here, and it needs nothing.
                 Op::Cancel | Op::Close => {}
             }
         }
@@ -591,6 +592,7 @@ impl Worker {
             let sqe =
                 opcode::AsyncCancel::new(Token::new(Op::Send, slot, conn.generation).encode())
                     .build()
+                    .flags(squeue::Flags::SKIP_SUCCESS)
                     .user_data(Token::new(Op::Cancel, slot, 0).encode());
             push(&mut self.io.ring, sqe);
         }
@@ -685,6 +687,7 @@ impl Worker {
             if l.armed {
                 let sqe = opcode::AsyncCancel::new(Token::new(Op::Accept, i, 0).encode())
                     .build()
+                    .flags(squeue::Flags::SKIP_SUCCESS)
                     .user_data(Token::new(Op::Cancel, i, 0).encode());
                 push(&mut self.io.ring, sqe);
             } else {
@@ -839,6 +842,7 @@ fn cancel_recv(ring: &mut IoUring, conn: &mut Conn, slot: usize) {
     if conn.recv_armed && !conn.recv_cancelled {
         let sqe = opcode::AsyncCancel::new(Token::new(Op::Recv, slot, conn.generation).encode())
             .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
             .user_data(Token::new(Op::Cancel, slot, 0).encode());
         push(ring, sqe);
         conn.recv_cancelled = true;
@@ -872,9 +876,12 @@ fn resubmit_send(ring: &mut IoUring, conn: &mut Conn, slot: usize) {
     conn.send_inflight = true;
 }
 
+/// Closes `fd` with no completion on success: nothing waits for it, and a churning server
+/// would otherwise wake once more per connection just to reap it.
 fn close_fd(ring: &mut IoUring, fd: RawFd) {
     let sqe = opcode::Close::new(Fd(fd))
         .build()
+        .flags(squeue::Flags::SKIP_SUCCESS)
         .user_data(Token::new(Op::Close, 0, 0).encode());
     push(ring, sqe);
 }
