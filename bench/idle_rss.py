@@ -161,7 +161,8 @@ def start_nginx(port, work, tls=False):
                         "-keyout", os.path.join(work, "key.pem"), "-out", os.path.join(work, "cert.pem")],
                        check=True, capture_output=True)
     with open(os.path.join(ROOT, "bench/nginx-tls.conf" if tls else "bench/nginx.conf")) as f:
-        conf = f.read().replace("__DIR__", work).replace("__PORT__", str(port))
+        # Idle connections are accepted at once (no deferred accept), as holdfast's are here.
+        conf = f.read().replace("__DIR__", work).replace("__PORT__", str(port)).replace("__DEFERRED__", "")
     path = os.path.join(work, "nginx.conf")
     with open(path, "w") as f:
         f.write(conf)

@@ -10,6 +10,9 @@
 # TLS 1.3 resumption is not benchmarked here: s_time closes before it reads a TLS 1.3 ticket,
 # and a loop of s_client processes measures process start-up (tests/tls.rs covers it).
 #
+# Both servers get TCP_DEFER_ACCEPT (nginx `deferred`, holdfast `server.defer_accept`), as a
+# deployment that serves many short TLS connections would; DEFER=0 runs both without it.
+#
 #   bash bench/tls.sh                       # REPS=3 DURATION=8 CLIENTS=4
 #   SCENARIOS="full12 resumed12" REPS=5 bash bench/tls.sh
 set -euo pipefail
@@ -17,6 +20,8 @@ cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
 DURATION=${DURATION:-8}
 CLIENTS=${CLIENTS:-4}
+DEFER=${DEFER:-1}
+if [ "$DEFER" = 1 ]; then DEFERRED=deferred; HF_DEFER=true; else DEFERRED=; HF_DEFER=false; fi
 HF_PORT=${HF_PORT:-18443}
 NG_PORT=${NG_PORT:-18444}
 WORK=$(mktemp -d /tmp/holdfast-tls-bench.XXXXXX)
@@ -33,14 +38,15 @@ HF=target/release/holdfast
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
-sed -e "s#__DIR__#$WORK#g" -e "s#__PORT__#$NG_PORT#g" bench/nginx-tls.conf > "$WORK/nginx.conf"
+sed -e "s#__DIR__#$WORK#g" -e "s#__PORT__#$NG_PORT#g" -e "s#__DEFERRED__#$DEFERRED#" \
+  bench/nginx-tls.conf > "$WORK/nginx.conf"
 mkdir -p "$WORK/body"
 
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 
 taskset -c 0 "$HF" serve --set server.listen=127.0.0.1:0 --set server.tls_listen=127.0.0.1:$HF_PORT \
-  --set server.workers=1 --set http.keepalive_requests=1000000 \
+  --set server.workers=1 --set http.keepalive_requests=1000000 --set server.defer_accept=$HF_DEFER \
   --set tls.cert="$WORK/cert.pem" --set tls.key="$WORK/key.pem" 2>"$WORK/holdfast.log" &
 HF_PID=$!
 taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK" &
@@ -106,7 +112,7 @@ grep -E "handshakes_total|tls_failures_total\{reason=\"(other|protocol)\"\}" \
 {
   echo "### TLS, clients on CPU 1, server one worker (CPU 0), ${DURATION}s x $REPS reps, medians"
   echo
-  echo "$(machine_line) with $(openssl version | cut -d' ' -f1-2); ECDSA P-256 certificate; command: \`SCENARIOS=\"${SCENARIOS[*]}\" REPS=$REPS DURATION=$DURATION CLIENTS=$CLIENTS bash bench/tls.sh\`"
+  echo "$(machine_line) with $(openssl version | cut -d' ' -f1-2); ECDSA P-256 certificate; command: \`DEFER=$DEFER SCENARIOS=\"${SCENARIOS[*]}\" REPS=$REPS DURATION=$DURATION CLIENTS=$CLIENTS bash bench/tls.sh\`"
   echo
   echo "| scenario | nginx /s | holdfast /s | ratio | nginx µs CPU each | holdfast µs CPU each | CPU ratio (nginx/holdfast) |"
   echo "|---|---:|---:|---:|---:|---:|---:|"

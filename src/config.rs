@@ -31,6 +31,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub backlog: u32,
     pub shutdown_timeout: Duration,
+    /// TCP_DEFER_ACCEPT on the listeners (nginx's `deferred`): the kernel hands over a
+    /// connection only once its first bytes have arrived (or after `http.header_timeout`),
+    /// saving a wake-up per connection and never spending a slot on a client that stays silent.
+    pub defer_accept: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +118,7 @@ impl Default for Config {
                 max_connections: 1_000_000,
                 backlog: 65535,
                 shutdown_timeout: Duration::from_secs(30),
+                defer_accept: false,
             },
             http: HttpConfig {
                 keepalive_timeout: Duration::from_secs(75),
@@ -205,6 +210,7 @@ impl Config {
                     .map_err(|_| err(key, "must be at most 2147483647".into()))?
             }
             "server.shutdown_timeout" => self.server.shutdown_timeout = dur(v).map_err(e)?,
+            "server.defer_accept" => self.server.defer_accept = boolean(v).map_err(e)?,
             "http.keepalive_timeout" => self.http.keepalive_timeout = dur(v).map_err(e)?,
             "http.header_timeout" => self.http.header_timeout = dur(v).map_err(e)?,
             "http.keepalive_requests" => self.http.keepalive_requests = int(v).map_err(e)?,
@@ -367,6 +373,7 @@ const KEYS: &[&str] = &[
     "server.max_connections",
     "server.backlog",
     "server.shutdown_timeout",
+    "server.defer_accept",
     "http.keepalive_timeout",
     "http.header_timeout",
     "http.keepalive_requests",

@@ -141,6 +141,30 @@ fn accepted_sockets_carry_the_tcp_settings() {
 }
 
 #[test]
+fn defer_accept_hands_over_a_connection_only_when_it_speaks() {
+    let srv = Server::start(&["server.defer_accept=true"]);
+    let accepted = || srv.metric("holdfast_connections_accepted_total");
+    let before = accepted();
+    // A client that connects and says nothing stays in the kernel: no slot, no wake-up.
+    let silent = srv.connect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(accepted(), before + 1, "only the metrics scrape was accepted");
+    // One that speaks is accepted with its first bytes and answered as usual.
+    let s = srv.connect();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s.try_clone().unwrap();
+    w.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut r).unwrap().status, 200);
+    // And the silent one is served too once it speaks.
+    let mut r = BufReader::new(silent.try_clone().unwrap());
+    let mut w = silent;
+    w.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut r).unwrap().status, 200);
+}
+
+#[test]
 fn sigterm_drains_gracefully() {
     let mut srv = Server::start(&["server.shutdown_timeout=10s"]);
     // An idle keep-alive connection.

@@ -18,6 +18,7 @@ pub fn bind_reuseport(
     workers: usize,
     backlog: u32,
     tcp: &TcpConfig,
+    defer_secs: Option<u32>,
 ) -> Result<(SocketAddr, Vec<OwnedFd>), String> {
     let mut bound = addr;
     let mut fds = Vec::with_capacity(workers);
@@ -26,6 +27,10 @@ pub fn bind_reuseport(
         // A failure here is not fatal: the worker finds the option missing on its first
         // accepted socket and sets the options per connection, reporting the error there.
         let _ = tcp_options::apply(fd.as_fd(), tcp);
+        if let Some(secs) = defer_secs {
+            tcp_options::defer_accept(fd.as_fd(), secs)
+                .map_err(|e| format!("server.defer_accept on {addr}: {e}"))?;
+        }
         if bound.port() == 0 {
             let local: SockaddrStorage = getsockname(fd.as_raw_fd())
                 .map_err(|e| format!("server.listen {addr}: getsockname: {e}"))?;

@@ -65,10 +65,19 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
     } else {
         &[]
     };
+    let defer_secs = config
+        .server
+        .defer_accept
+        .then(|| config.http.header_timeout.as_secs().min(u32::MAX as u64) as u32);
     let plain = config.server.listen.iter().map(|a| (a, false));
     for (addr, is_tls) in plain.chain(tls_addrs.iter().map(|a| (a, true))) {
-        let (bound, fds) =
-            listener::bind_reuseport(*addr, workers, config.server.backlog, &config.tcp)?;
+        let (bound, fds) = listener::bind_reuseport(
+            *addr,
+            workers,
+            config.server.backlog,
+            &config.tcp,
+            defer_secs,
+        )?;
         for (w, fd) in fds.into_iter().enumerate() {
             per_worker[w].push((fd, is_tls));
         }

@@ -10,7 +10,7 @@
 
 use crate::config::TcpConfig;
 use nix::sys::socket::{getsockopt, setsockopt, sockopt};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Applies `[tcp]` to a socket (a listener, or an accepted socket in the fallback). Errors are
 /// returned so the caller can report them; a connection with a failed option still works, so
@@ -54,4 +54,27 @@ fn keepalive_interval(tcp: &TcpConfig) -> u32 {
 
 fn user_timeout_ms(tcp: &TcpConfig) -> u32 {
     tcp.user_timeout.as_millis().min(u32::MAX as u128) as u32
+}
+
+/// TCP_DEFER_ACCEPT on a listening socket: a connection is queued for accept only once data
+/// has arrived, or after about `secs` of silence (the kernel then passes it on at the client's
+/// next ACK). HTTP, WebSocket and TLS clients all speak first.
+pub fn defer_accept(fd: BorrowedFd<'_>, secs: u32) -> std::io::Result<()> {
+    let secs = secs.max(1) as libc::c_int;
+    // SAFETY: `fd` is a live socket for the duration of the call (a borrowed fd), and the
+    // option value points at a c_int that outlives the call, with its size passed alongside.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
