@@ -182,9 +182,7 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
     result
 }
 
-/// Raises the soft RLIMIT_NOFILE to the hard limit, and says so when `max_connections` cannot
-/// fit under it.
-/// Raises the soft open-file limit to the hard one, which it returns.
+/// Raises the soft open-file limit (RLIMIT_NOFILE) to the hard one, which it returns.
 fn raise_nofile_limit() -> u64 {
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return u64::MAX;
