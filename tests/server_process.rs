@@ -148,7 +148,11 @@ fn defer_accept_hands_over_a_connection_only_when_it_speaks() {
     // A client that connects and says nothing stays in the kernel: no slot, no wake-up.
     let silent = srv.connect();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(accepted(), before + 1, "only the metrics scrape was accepted");
+    assert_eq!(
+        accepted(),
+        before + 1,
+        "only the metrics scrape was accepted"
+    );
     // One that speaks is accepted with its first bytes and answered as usual.
     let s = srv.connect();
     let mut r = BufReader::new(s.try_clone().unwrap());

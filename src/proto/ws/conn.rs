@@ -4,7 +4,7 @@
 //! heartbeats (jittered pings, a pong deadline), the idle timeout, and backpressure. Sans-I/O:
 //! bytes and a `Context` in, frames and an `Action` out; the engine asks for `deadline()`.
 
-use super::deflate::{COMPRESS_THRESHOLD, Deflate, InflateError, Params};
+use super::deflate::{COMPRESS_THRESHOLD, Deflate, InflateError, Params, Scratch};
 use super::frame::{
     self, FrameHeader, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
 };
@@ -349,13 +349,10 @@ impl WsConn {
         if whole {
             // A single-frame message that needs (de)compression: work in the worker's scratch
             // buffers so that the connection itself keeps nothing.
-            let mut scratch = cx.ws_scratch.borrow_mut();
-            let mut wire = std::mem::take(&mut scratch.buf);
-            wire.clear();
+            let mut wire = Scratch::lend(&mut cx.ws_scratch.borrow_mut().buf);
             frame::unmask_into(&mut wire, payload, mask, 0);
-            drop(scratch);
             let action = self.finish_message(h.opcode, compressed, &wire, cx, out);
-            cx.ws_scratch.borrow_mut().buf = wire;
+            Scratch::keep(&mut cx.ws_scratch.borrow_mut().buf, wire);
             return action;
         }
         if h.opcode != OP_CONTINUATION {
@@ -397,40 +394,57 @@ impl WsConn {
         out: &mut Vec<u8>,
     ) -> Action {
         cx.metrics.ws_messages_in.inc();
-        let mut plain_buf = Vec::new();
-        let plain: &[u8] = if compressed {
-            let Some(d) = self.deflate.as_mut() else {
-                unreachable!("validate() refuses RSV1 without deflate");
-            };
-            let mut scratch = cx.ws_scratch.borrow_mut();
-            let cap = cx.config.websocket.max_message_bytes;
-            match d.inflate(&mut scratch, wire, &mut plain_buf, cap) {
-                Ok(()) => {}
-                Err(InflateError::TooBig) => {
-                    drop(scratch);
-                    return self.fail(
-                        1009,
-                        "message too big once inflated",
-                        CloseReason::ProtocolError,
-                        cx,
-                        out,
-                    );
-                }
-                Err(InflateError::Corrupt) => {
-                    drop(scratch);
-                    return self.fail(
-                        1007,
-                        "invalid compressed data",
-                        CloseReason::ProtocolError,
-                        cx,
-                        out,
-                    );
-                }
-            }
-            &plain_buf
-        } else {
-            wire
+        if !compressed {
+            return self.finish_plain(opcode, wire, cx, out);
+        }
+        // Inflated into the worker's buffer, which goes back to it whatever the outcome.
+        let mut plain = Scratch::lend(&mut cx.ws_scratch.borrow_mut().plain);
+        let action = self.finish_compressed(opcode, wire, &mut plain, cx, out);
+        Scratch::keep(&mut cx.ws_scratch.borrow_mut().plain, plain);
+        action
+    }
+
+    /// Inflates a compressed message into `plain_buf` (the worker's), then as `finish_plain`.
+    fn finish_compressed(
+        &mut self,
+        opcode: u8,
+        wire: &[u8],
+        plain_buf: &mut Vec<u8>,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        let Some(d) = self.deflate.as_mut() else {
+            unreachable!("validate() refuses RSV1 without deflate");
         };
+        let cap = cx.config.websocket.max_message_bytes;
+        let inflated = d.inflate(&mut cx.ws_scratch.borrow_mut(), wire, plain_buf, cap);
+        match inflated {
+            Ok(()) => self.finish_plain(opcode, plain_buf, cx, out),
+            Err(InflateError::TooBig) => self.fail(
+                1009,
+                "message too big once inflated",
+                CloseReason::ProtocolError,
+                cx,
+                out,
+            ),
+            Err(InflateError::Corrupt) => self.fail(
+                1007,
+                "invalid compressed data",
+                CloseReason::ProtocolError,
+                cx,
+                out,
+            ),
+        }
+    }
+
+    /// A complete message, uncompressed: validate, echo.
+    fn finish_plain(
+        &mut self,
+        opcode: u8,
+        plain: &[u8],
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
         if opcode == OP_TEXT && std::str::from_utf8(plain).is_err() {
             return self.fail(
                 1007,
@@ -452,11 +466,15 @@ impl WsConn {
             && plain.len() >= COMPRESS_THRESHOLD
         {
             let mut scratch = cx.ws_scratch.borrow_mut();
-            let mut packed = Vec::with_capacity(plain.len() / 2 + 64);
+            let mut packed = Scratch::lend(&mut scratch.packed);
             d.deflate(&mut scratch, plain, &mut packed);
-            if packed.len() < plain.len() {
+            let smaller = packed.len() < plain.len();
+            if smaller {
                 frame::write_header(out, true, RSV1, opcode, packed.len());
                 out.extend_from_slice(&packed);
+            }
+            Scratch::keep(&mut scratch.packed, packed);
+            if smaller {
                 return;
             }
         }

@@ -163,7 +163,32 @@ pub struct Scratch {
     inflater: Decompress,
     /// One deflater per window size that has been negotiated (index = bits - 9).
     deflaters: [Option<Compress>; 7],
+    /// A single-frame message's unmasked payload.
     pub buf: Vec<u8>,
+    /// A compressed message, inflated.
+    pub plain: Vec<u8>,
+    /// An echo, deflated.
+    pub packed: Vec<u8>,
+}
+
+/// Buffers larger than this go back to the allocator instead of the scratch, so that one big
+/// message does not pin its memory in the worker for good.
+const KEEP_MAX: usize = 256 * 1024;
+
+impl Scratch {
+    /// Lends out one of the buffers above, empty.
+    pub fn lend(slot: &mut Vec<u8>) -> Vec<u8> {
+        let mut v = std::mem::take(slot);
+        v.clear();
+        v
+    }
+
+    /// Takes a lent buffer back, unless it grew past `KEEP_MAX`.
+    pub fn keep(slot: &mut Vec<u8>, v: Vec<u8>) {
+        if v.capacity() <= KEEP_MAX {
+            *slot = v;
+        }
+    }
 }
 
 impl Default for Scratch {
@@ -172,6 +197,8 @@ impl Default for Scratch {
             inflater: Decompress::new_with_window_bits(false, 15),
             deflaters: Default::default(),
             buf: Vec::new(),
+            plain: Vec::new(),
+            packed: Vec::new(),
         }
     }
 }
@@ -488,5 +515,23 @@ mod tests {
         fn random_messages_round_trip(msgs in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..3000), 1..6), snct: bool, cnct: bool) {
             round_trip(Params { server_no_context_takeover: snct, client_no_context_takeover: cnct, server_max_window_bits: 15 }, &msgs);
         }
+    }
+
+    #[test]
+    fn scratch_lends_buffers_empty_and_keeps_only_small_ones() {
+        let mut slot = Vec::new();
+        let mut v = Scratch::lend(&mut slot);
+        v.extend_from_slice(&[1; 1000]);
+        Scratch::keep(&mut slot, v);
+        let v = Scratch::lend(&mut slot);
+        assert!(
+            v.is_empty() && v.capacity() >= 1000,
+            "lent empty, memory reused"
+        );
+        Scratch::keep(&mut slot, v);
+        // One big message's buffer goes back to the allocator, not into the worker.
+        let _ = Scratch::lend(&mut slot);
+        Scratch::keep(&mut slot, vec![0u8; KEEP_MAX + 1]);
+        assert_eq!(slot.capacity(), 0);
     }
 }
