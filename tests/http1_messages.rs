@@ -285,16 +285,9 @@ fn thousands_of_malformed_and_truncated_requests_leave_the_server_serving() {
         .unwrap();
     assert_eq!(read_response(&mut r).unwrap().status, 200);
     // Every connection ends up closed: the open gauge falls back to the ones in use.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let open = srv.metric("holdfast_connections_open");
-        if open <= 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "connections leaked: {open} open"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+    if let Err(open) = srv.wait_metric("holdfast_connections_open", Duration::from_secs(10), |n| {
+        n <= 2
+    }) {
+        panic!("connections leaked: {open} open");
     }
 }

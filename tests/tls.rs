@@ -527,14 +527,10 @@ fn a_bare_fin_gets_no_close_notify_but_a_request_before_it_is_answered() {
     s.sock.shutdown(std::net::Shutdown::Write).unwrap();
     let err = read_to_close_notify(&mut s).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while server.metric("holdfast_connections_closed_total{reason=\"peer_closed\"}") < before + 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not counted as peer_closed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let closed = "holdfast_connections_closed_total{reason=\"peer_closed\"}";
+    server
+        .wait_metric(closed, Duration::from_secs(5), |n| n > before)
+        .expect("not counted as peer_closed");
 }
 
 #[test]

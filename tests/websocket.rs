@@ -386,11 +386,9 @@ fn a_client_that_stops_reading_is_paused_then_closed_with_1008() {
     assert!(blocked_since.is_some() || srv.metric("holdfast_ws_slow_reader_closes_total") == 1);
     // The 1008 frame cannot reach a peer that does not read: the TCP close follows when the
     // close wait runs out, and that is when the connection is counted as closed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while srv.metric("holdfast_connections_closed_total{reason=\"slow_reader\"}") < 1 {
-        assert!(Instant::now() < deadline, "never closed the slow reader");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let closed = "holdfast_connections_closed_total{reason=\"slow_reader\"}";
+    srv.wait_metric(closed, Duration::from_secs(10), |n| n >= 1)
+        .expect("never closed the slow reader");
     assert_eq!(srv.metric("holdfast_ws_slow_reader_closes_total"), 1);
     assert!(srv.metric("holdfast_ws_closes_total{code=\"1008\"}") >= 1);
     // The server's memory stayed bounded: the server serves others normally.

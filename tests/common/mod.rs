@@ -149,6 +149,27 @@ impl Server {
             .unwrap()
     }
 
+    /// Polls `/metrics` until `done` holds for `name`'s value or `timeout` passes: Ok with the
+    /// value that satisfied it, or Err with the last value seen.
+    pub fn wait_metric(
+        &self,
+        name: &str,
+        timeout: Duration,
+        done: impl Fn(u64) -> bool,
+    ) -> Result<u64, u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let value = self.metric(name);
+            if done(value) {
+                return Ok(value);
+            }
+            if Instant::now() >= deadline {
+                return Err(value);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
