@@ -25,6 +25,9 @@ pub enum Mode {
     Echo(EchoArgs),
     /// Hold keep-alive HTTP/1.1 connections open after one request, optionally repeating it.
     HttpIdle(IdleArgs),
+    /// TLS handshakes back to back: each connection closes once its handshake is done and a
+    /// new one takes its place, `-c` of them in flight (full handshakes with --no-resume).
+    Handshakes(HandshakeArgs),
 }
 
 impl Mode {
@@ -32,6 +35,7 @@ impl Mode {
         match self {
             Mode::Idle(a) | Mode::HttpIdle(a) => &a.common,
             Mode::Echo(a) => &a.common,
+            Mode::Handshakes(a) => &a.common,
         }
     }
 
@@ -40,11 +44,12 @@ impl Mode {
             Mode::Idle(_) => "idle",
             Mode::Echo(_) => "echo",
             Mode::HttpIdle(_) => "http-idle",
+            Mode::Handshakes(_) => "handshakes",
         }
     }
 
     pub fn is_http(&self) -> bool {
-        matches!(self, Mode::HttpIdle(_))
+        matches!(self, Mode::HttpIdle(_) | Mode::Handshakes(_))
     }
 }
 
@@ -52,10 +57,12 @@ impl Mode {
 #[derive(Args, Clone)]
 pub struct Common {
     /// ws://, wss://, http:// or https:// HOST:PORT/PATH (ws modes default to
-    /// ws://127.0.0.1:8080/ws, http-idle to http://127.0.0.1:8080/plaintext).
+    /// ws://127.0.0.1:8080/ws, http-idle to http://127.0.0.1:8080/plaintext, handshakes to
+    /// https://127.0.0.1:8443/).
     #[arg(long)]
     pub url: Option<String>,
-    /// Connections to open (in total, across shards).
+    /// Connections to open (in total, across shards); in handshakes mode, how many are in
+    /// flight at once.
     #[arg(long, short = 'c', default_value_t = 100)]
     pub connections: usize,
     /// New connections per second, in total across shards (0: as fast as possible).
@@ -77,7 +84,8 @@ pub struct Common {
     /// TLS versions to offer.
     #[arg(long, value_enum, default_value = "any")]
     pub tls_version: TlsVersion,
-    /// Never resume TLS sessions (every handshake is a full one).
+    /// Never resume TLS sessions (every handshake is a full one). In handshakes mode the client
+    /// still offers and takes tickets, as on a first visit, and never uses them.
     #[arg(long)]
     pub no_resume: bool,
     /// Split the run over this many child processes (default: as many as the file limit needs).
@@ -120,6 +128,15 @@ pub struct EchoArgs {
     /// Send text frames instead of binary.
     #[arg(long)]
     pub text: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct HandshakeArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// How long to keep handshaking (e.g. 8s, 500ms).
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    pub duration: Duration,
 }
 
 #[derive(ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]

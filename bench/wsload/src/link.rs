@@ -192,6 +192,11 @@ impl Link {
         tls.handshake_kind()
     }
 
+    /// The TLS version agreed on (None on a plain link or before the server has said).
+    pub fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
+        self.tls.as_ref()?.protocol_version()
+    }
+
     /// On TLS, says close_notify (best effort) before the socket is dropped.
     pub fn close_notify(&mut self) {
         if let Some(tls) = &mut self.tls {

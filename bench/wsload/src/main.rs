@@ -1,7 +1,8 @@
-//! wsload: holdfast's load client. Three modes: `idle` holds WebSocket connections open
+//! wsload: holdfast's load client. Four modes: `idle` holds WebSocket connections open
 //! (answering server pings, optionally sending its own heartbeats), `echo` keeps one message
 //! in flight on each, `http-idle` holds keep-alive HTTP/1.1 connections; each over plain TCP or
-//! TLS (with session resumption). Connections open at a ramp rate from rotating source
+//! TLS (with session resumption); `handshakes` opens and closes TLS connections back to back to
+//! count handshakes per second (churn.rs). Connections open at a ramp rate from rotating source
 //! addresses 127.0.0.2… on loopback; past the per-process file limit the run shards itself
 //! over child processes. Reports HDR percentiles of connect time and round trips, counts of
 //! failed and lost connections, as text or `--json`, with progress on stderr while it runs.
@@ -10,6 +11,7 @@
 //! wrong), the file limit and the shard decision, building the per-connection plan, and the
 //! exit code (0 only when every connection connected and none was lost).
 
+mod churn;
 mod cli;
 mod conn;
 mod frame;
@@ -55,7 +57,9 @@ fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
-            eprintln!("wsload: a mode is needed: idle, echo or http-idle (see wsload --help)");
+            eprintln!(
+                "wsload: a mode is needed: idle, echo, http-idle or handshakes (see wsload --help)"
+            );
             ExitCode::from(2)
         }
         _ => {
@@ -81,6 +85,11 @@ fn raise_nofile() -> u64 {
 
 /// Checks the arguments, then runs in this process, as a shard, or as the parent of shards.
 fn start(mode: Mode) -> Result<ExitCode, String> {
+    // Handshakes share only the arguments: one process, no shards, no held connections.
+    if let Mode::Handshakes(args) = &mode {
+        raise_nofile();
+        return churn::start(args);
+    }
     let common = mode.common().clone();
     let default_url = if mode.is_http() {
         "http://127.0.0.1:8080/plaintext"
@@ -114,10 +123,12 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
             ws::echo_message(a.size, a.text),
             a.size,
         ),
+        Mode::Handshakes(_) => unreachable!("handshakes mode returned above"),
     };
     let (warmup, hold, heartbeat, message_bytes) = match &mode {
         Mode::Idle(a) | Mode::HttpIdle(a) => (Duration::ZERO, a.hold, a.heartbeat, 0),
         Mode::Echo(a) => (a.warmup, a.duration, Duration::ZERO, a.size),
+        Mode::Handshakes(_) => unreachable!("handshakes mode returned above"),
     };
     // Source addresses 127.0.0.2… only make sense towards an IPv4 loopback target.
     let v4_loopback = target.addr.is_ipv4() && target.addr.ip().is_loopback();

@@ -383,3 +383,45 @@ fn bad_arguments_exit_2_with_one_line() {
         assert!(run.stdout.is_empty());
     }
 }
+
+#[test]
+fn handshakes_counts_full_and_resumed_for_both_versions() {
+    let server = Server::start(&[]);
+    let url = server.url("https", "/");
+    let run = |version: &str, resume: bool| {
+        let mut args = vec![
+            "handshakes",
+            "--url",
+            &url,
+            "--insecure",
+            "--tls-version",
+            version,
+            "-c",
+            "8",
+            "--duration",
+            "1s",
+            "--json",
+        ];
+        if !resume {
+            args.push("--no-resume");
+        }
+        let run = wsload(&args);
+        let j = run.json();
+        assert_eq!(run.code, 0, "{j} {}", run.stderr);
+        assert_eq!(count(&j, "failed"), 0, "{j}");
+        (count(&j, "full"), count(&j, "resumed"))
+    };
+    for version in ["1.2", "1.3"] {
+        let (full, resumed) = run(version, false);
+        assert!(
+            full > 20 && resumed == 0,
+            "{version} --no-resume: {full} full, {resumed}"
+        );
+        let (full, resumed) = run(version, true);
+        // The first connection (1.2) or the first of each slot (1.3) has no session yet.
+        assert!(
+            full <= 8 && resumed > 20,
+            "{version}: {full} full, {resumed} resumed"
+        );
+    }
+}
