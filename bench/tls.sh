@@ -7,6 +7,11 @@
 #   full12, resumed12   `openssl s_time -tls1_2 -new|-reuse`, CLIENTS processes in parallel
 #   full13              `openssl s_time -tls1_3 -new`
 #   https_c100          `wrk -t1 -c100` keep-alive GET /plaintext over TLS
+#   hs_full12, hs_resumed12, hs_full13, hs_resumed13
+#                       `wsload handshakes` (rustls client, one process on CPU 1) keeping
+#                       IN_FLIGHT handshakes in flight: a server sees them arrive together, as
+#                       from many clients, instead of one at a time as from s_time's processes,
+#                       and the cheaper client takes the server much closer to a full core
 # TLS 1.3 resumption is not benchmarked here: s_time closes before it reads a TLS 1.3 ticket,
 # and a loop of s_client processes measures process start-up (tests/tls.rs covers it).
 #
@@ -20,6 +25,7 @@ cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
 DURATION=${DURATION:-8}
 CLIENTS=${CLIENTS:-4}
+IN_FLIGHT=${IN_FLIGHT:-64}
 DEFER=${DEFER:-1}
 if [ "$DEFER" = 1 ]; then DEFERRED=deferred; HF_DEFER=true; else DEFERRED=; HF_DEFER=false; fi
 HF_PORT=${HF_PORT:-18443}
@@ -32,8 +38,9 @@ for tool in wrk nginx openssl; do
   command -v $tool >/dev/null || { echo "$tool is not installed (apt-get install $tool)"; exit 1; }
 done
 ulimit -n "$(ulimit -Hn)"
-cargo build --release -q
+cargo build --release -q -p holdfast -p wsload
 HF=target/release/holdfast
+WSLOAD=target/release/wsload
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
@@ -71,6 +78,13 @@ s_time_run() { # port version mode
   echo "$total $(echo "$end - $start" | bc)"
 }
 
+wsload_run() { # port version [--no-resume]
+  local out
+  out=$(taskset -c 1 "$WSLOAD" handshakes --url "https://127.0.0.1:$1/" --insecure --tls-version "$2" \
+    -c "$IN_FLIGHT" --duration "${DURATION}s" --json "${@:3}")
+  echo "$out" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["handshakes"], j["seconds"])'
+}
+
 wrk_run() { # port
   local out
   out=$(taskset -c 1 wrk -t1 -c100 -d"${DURATION}s" "https://127.0.0.1:$1/plaintext")
@@ -86,6 +100,10 @@ run() {
     resumed12) r=$(s_time_run "$port" -tls1_2 -reuse) ;;
     full13) r=$(s_time_run "$port" -tls1_3 -new) ;;
     https_c100) r=$(wrk_run "$port") ;;
+    hs_full12) r=$(wsload_run "$port" 1.2 --no-resume) ;;
+    hs_resumed12) r=$(wsload_run "$port" 1.2) ;;
+    hs_full13) r=$(wsload_run "$port" 1.3 --no-resume) ;;
+    hs_resumed13) r=$(wsload_run "$port" 1.3) ;;
   esac
   after=$(cpu_ticks "$pid")
   awk -v n="${r% *}" -v s="${r#* }" -v t="$((after - before))" -v hz="$TICK" \
@@ -112,7 +130,7 @@ grep -E "handshakes_total|tls_failures_total\{reason=\"(other|protocol)\"\}" \
 {
   echo "### TLS, clients on CPU 1, server one worker (CPU 0), ${DURATION}s x $REPS reps, medians"
   echo
-  echo "$(machine_line) with $(openssl version | cut -d' ' -f1-2); ECDSA P-256 certificate; command: \`DEFER=$DEFER SCENARIOS=\"${SCENARIOS[*]}\" REPS=$REPS DURATION=$DURATION CLIENTS=$CLIENTS bash bench/tls.sh\`"
+  echo "$(machine_line) with $(openssl version | cut -d' ' -f1-2); ECDSA P-256 certificate; command: \`DEFER=$DEFER SCENARIOS=\"${SCENARIOS[*]}\" REPS=$REPS DURATION=$DURATION CLIENTS=$CLIENTS IN_FLIGHT=$IN_FLIGHT bash bench/tls.sh\`"
   echo
   echo "| scenario | nginx /s | holdfast /s | ratio | nginx µs CPU each | holdfast µs CPU each | CPU ratio (nginx/holdfast) |"
   echo "|---|---:|---:|---:|---:|---:|---:|"
