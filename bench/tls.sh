@@ -11,14 +11,15 @@
 #                       `wsload handshakes` (rustls client, one process on CPU 1) keeping
 #                       IN_FLIGHT handshakes in flight: a server sees them arrive together, as
 #                       from many clients, instead of one at a time as from s_time's processes,
-#                       and the cheaper client takes the server much closer to a full core
-# TLS 1.3 resumption is not benchmarked here: s_time closes before it reads a TLS 1.3 ticket,
-# and a loop of s_client processes measures process start-up (tests/tls.rs covers it).
+#                       and the cheaper client takes the server much closer to a full core.
+#                       --no-resume still takes tickets (a first visit). hs_resumed13 is
+#                       psk_dhe_ke (a fresh X25519 exchange, no certificate signature)
+# s_time has no TLS 1.3 resumption: it closes before it reads a TLS 1.3 ticket.
 #
 # Both servers get TCP_DEFER_ACCEPT (nginx `deferred`, holdfast `server.defer_accept`), as a
 # deployment that serves many short TLS connections would; DEFER=0 runs both without it.
 #
-#   bash bench/tls.sh                       # REPS=3 DURATION=8 CLIENTS=4
+#   bash bench/tls.sh                       # REPS=3 DURATION=8 CLIENTS=4 IN_FLIGHT=64
 #   SCENARIOS="full12 resumed12" REPS=5 bash bench/tls.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -111,7 +112,7 @@ run() {
 }
 
 
-read -r -a SCENARIOS <<<"${SCENARIOS:-full12 resumed12 full13 https_c100}"
+read -r -a SCENARIOS <<<"${SCENARIOS:-hs_full12 hs_resumed12 hs_full13 hs_resumed13 full12 resumed12 full13 https_c100}"
 declare -A RES
 for rep in $(seq "$REPS"); do
   for sc in "${SCENARIOS[@]}"; do
