@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # TLS: holdfast versus nginx (OpenSSL, session tickets and cache on), one worker each on CPU 0,
 # clients on CPU 1, interleaved rep by rep, medians of REPS. Both servers present the same
-# ECDSA P-256 certificate. Writes bench/results/tls.md.
+# ECDSA P-256 certificate. Writes bench/results/tls.md: the medians, then resumed/full paired
+# rep by rep and how busy each server was (bench/pair_ratios.py).
 #
 # Scenarios (rate = handshakes or requests per second; CPU = server utime+stime per unit):
 #   full12, resumed12   `openssl s_time -tls1_2 -new|-reuse`, CLIENTS processes in parallel
@@ -121,7 +122,7 @@ for rep in $(seq "$REPS"); do
       if [ "$srv" = nginx ]; then r=$(run "$NG_WORKER" "$NG_PORT" "$sc");
       else r=$(run "$HF_PID" "$HF_PORT" "$sc"); fi
       RES[$srv,$sc]+="$r"$'\n'
-      echo "rep $rep $sc $srv: $r per s, us-cpu each" >&2
+      echo "rep $rep $sc $srv: $r per s, us-cpu each" | tee -a "$WORK/reps" >&2
     done
   done
 done
@@ -138,4 +139,6 @@ grep -E "handshakes_total|tls_failures_total\{reason=\"(other|protocol)\"\}" \
   for sc in "${SCENARIOS[@]}"; do
     table_row "$sc" "${RES[nginx,$sc]}" "${RES[holdfast,$sc]}"
   done
+  echo
+  python3 bench/pair_ratios.py <"$WORK/reps"
 } | tee "$OUT"
