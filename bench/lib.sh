@@ -1,11 +1,12 @@
 # Shared by the benchmark scripts (sourced, not run): server clean-up, CPU accounting, medians,
 # the machine line and the comparison table row. Expects HF_PID, NG_PID and WORK in the caller.
 
-HF_PID=""; NG_PID=""
+HF_PID=""; NG_PID=""; CGROUPS=()
 cleanup() {
   [ -n "$HF_PID" ] && kill "$HF_PID" 2>/dev/null || true
   [ -n "$NG_PID" ] && kill "$NG_PID" 2>/dev/null || true
   wait 2>/dev/null || true
+  for cg in "${CGROUPS[@]}"; do rmdir "$cg" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -41,4 +42,27 @@ table_row() {
   hf_c=$(printf "%s" "$3" | awk '{print $2}' | median)
   awk -v n="$1" -v a="$ng_r" -v b="$hf_r" -v c="$ng_c" -v d="$hf_c" \
     'BEGIN { printf "| %s | %d | %d | %.2f× | %.2f | %.2f | %.2f× |\n", n, a, b, (a > 0 ? b/a : 0), c, d, (d > 0 ? c/d : 0) }'
+}
+
+# cap_cpu NAME FRACTION PID...: moves the processes into a cgroup of their own whose CFS quota
+# is FRACTION of one core (cgroup v1 `cpu` or v2 with the cpu controller; needs root). For a
+# server that its client cannot keep busy: capped below what the client can feed, the server
+# is the ceiling and its rate is its own. The cgroup is removed at exit.
+cap_cpu() {
+  local name=$1 fraction=$2 cg quota
+  shift 2
+  quota=$(awk -v f="$fraction" 'BEGIN { printf "%d", f * 100000 }')
+  if [ -w /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then
+    cg=/sys/fs/cgroup/cpu/holdfast-bench-$name-$$
+    mkdir "$cg" && echo 100000 >"$cg/cpu.cfs_period_us" && echo "$quota" >"$cg/cpu.cfs_quota_us"
+  elif grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+    echo +cpu >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+    cg=/sys/fs/cgroup/holdfast-bench-$name-$$
+    mkdir "$cg" && echo "$quota 100000" >"$cg/cpu.max"
+  else
+    echo "QUOTA needs a writable cgroup cpu controller (v1 /sys/fs/cgroup/cpu or v2 with +cpu), as root" >&2
+    exit 1
+  fi
+  CGROUPS+=("$cg")
+  for pid in "$@"; do echo "$pid" >"$cg/cgroup.procs"; done
 }

@@ -4,8 +4,8 @@
 Reads the script's per-rep lines ("rep N SCENARIO SERVER: RATE CPU_US ...") on stdin and prints
 two Markdown tables. Pairing by rep keeps a noisy minute from landing in only one side of a
 ratio. The busy column (rate x CPU per unit, in cores) says whose ceiling a rate is: a server
-near 1.00 was the limit; one well below it waited for the client, and then its capacity on one
-core is 1e6 / (µs CPU each), not the rate.
+near 1.00 (or near QUOTA, when tls.sh capped it) was the limit; one well below it waited for
+the client, and then its capacity on one core is 1e6 / (µs CPU each), not the rate.
 """
 import re
 import statistics

@@ -20,7 +20,13 @@
 # Both servers get TCP_DEFER_ACCEPT (nginx `deferred`, holdfast `server.defer_accept`), as a
 # deployment that serves many short TLS connections would; DEFER=0 runs both without it.
 #
+# QUOTA=0.4 caps each server at 0.4 of a core (a CFS quota, bench/lib.sh cap_cpu; root): one
+# client core cannot keep a holdfast core busy, so the handshakes per second it sees are the
+# client's; under a cap below what the client can feed, both servers are the ceiling and the
+# rates and their ratios are the servers' own.
+#
 #   bash bench/tls.sh                       # REPS=3 DURATION=8 CLIENTS=4 IN_FLIGHT=64
+#   SCENARIOS="hs_full12 hs_resumed12" QUOTA=0.4 REPS=7 bash bench/tls.sh
 #   SCENARIOS="full12 resumed12" REPS=5 bash bench/tls.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +35,7 @@ DURATION=${DURATION:-8}
 CLIENTS=${CLIENTS:-4}
 IN_FLIGHT=${IN_FLIGHT:-64}
 DEFER=${DEFER:-1}
+QUOTA=${QUOTA:-}
 if [ "$DEFER" = 1 ]; then DEFERRED=deferred; HF_DEFER=true; else DEFERRED=; HF_DEFER=false; fi
 HF_PORT=${HF_PORT:-18443}
 NG_PORT=${NG_PORT:-18444}
@@ -61,6 +68,10 @@ HF_PID=$!
 taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK" &
 NG_PID=$!
 wait_both_up -skf "https://127.0.0.1:$HF_PORT/plaintext" "https://127.0.0.1:$NG_PORT/plaintext"
+if [ -n "$QUOTA" ]; then
+  cap_cpu holdfast "$QUOTA" "$HF_PID"
+  cap_cpu nginx "$QUOTA" "$NG_PID" "$NG_WORKER"
+fi
 
 now() { date +%s.%N; }
 
@@ -130,9 +141,9 @@ grep -E "handshakes_total|tls_failures_total\{reason=\"(other|protocol)\"\}" \
   <(curl -s "http://$(awk '/listening on http:/ {sub("http://", "", $4); print $4}' "$WORK/holdfast.log")/metrics") >&2 || true
 
 {
-  echo "### TLS, clients on CPU 1, server one worker (CPU 0), ${DURATION}s x $REPS reps, medians"
+  echo "### TLS, clients on CPU 1, server one worker (CPU 0${QUOTA:+, capped at $QUOTA of it}), ${DURATION}s x $REPS reps, medians"
   echo
-  echo "$(machine_line) with $(openssl version | cut -d' ' -f1-2); ECDSA P-256 certificate; command: \`DEFER=$DEFER SCENARIOS=\"${SCENARIOS[*]}\" REPS=$REPS DURATION=$DURATION CLIENTS=$CLIENTS IN_FLIGHT=$IN_FLIGHT bash bench/tls.sh\`"
+  echo "$(machine_line) with $(openssl version | cut -d' ' -f1-2); ECDSA P-256 certificate; command: \`${QUOTA:+QUOTA=$QUOTA }DEFER=$DEFER SCENARIOS=\"${SCENARIOS[*]}\" REPS=$REPS DURATION=$DURATION CLIENTS=$CLIENTS IN_FLIGHT=$IN_FLIGHT bash bench/tls.sh\`"
   echo
   echo "| scenario | nginx /s | holdfast /s | ratio | nginx µs CPU each | holdfast µs CPU each | CPU ratio (nginx/holdfast) |"
   echo "|---|---:|---:|---:|---:|---:|---:|"
