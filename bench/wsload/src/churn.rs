@@ -17,11 +17,12 @@
 use crate::cli::{self, HandshakeArgs};
 use crate::conn::say_once;
 use crate::link::Link;
+use crate::run::source_address;
 use crate::{signals, tls};
 use mio::{Events, Interest, Poll, Token};
 use rustls::{HandshakeKind, ProtocolVersion};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -61,10 +62,7 @@ pub fn start(args: &HandshakeArgs) -> Result<ExitCode, String> {
     if args.duration.is_zero() {
         return Err("--duration must be more than 0".into());
     }
-    let sources = common.sources.unwrap_or(0);
-    if sources > 0 && !target.addr.is_ipv4() {
-        return Err("--sources needs an IPv4 target (use --sources 0)".into());
-    }
+    let sources = cli::sources_for(common, &target, 0)?;
     let mut plan = tls::plan(common, &target.host)?;
     if common.no_resume {
         tls::forget_sessions(&mut plan);
@@ -130,7 +128,7 @@ fn run(
         }
         for (j, slot) in slots.iter_mut().enumerate().take(width) {
             if slot.is_none() {
-                let source = source(sources, opened);
+                let source = source_address(sources, opened);
                 opened += 1;
                 match Link::open(target, source, Some(plan)) {
                     Ok(mut link) => {
@@ -223,24 +221,4 @@ fn step(
 fn fail(tally: &mut Tally, why: &io::Error) {
     tally.failed += 1;
     say_once(&FIRST_FAILURE, "first failed handshake", why);
-}
-
-/// Connection `n`'s source address: 127.0.0.2 upwards, rotating through `sources` (0: none).
-fn source(sources: u32, n: u64) -> Option<IpAddr> {
-    (sources > 0).then(|| {
-        let first = u32::from(Ipv4Addr::new(127, 0, 0, 2));
-        IpAddr::V4(Ipv4Addr::from(first + (n % u64::from(sources)) as u32))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sources_rotate_from_127_0_0_2() {
-        assert_eq!(source(0, 5), None);
-        assert_eq!(source(3, 0), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
-        assert_eq!(source(3, 4), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))));
-    }
 }

@@ -187,6 +187,16 @@ pub struct Target {
     pub tls: bool,
 }
 
+/// The `--sources` to use towards `target`, `default` when not given; an error when source
+/// addresses 127.0.0.2… are asked for towards a target that is not IPv4.
+pub fn sources_for(common: &Common, target: &Target, default: u32) -> Result<u32, String> {
+    let sources = common.sources.unwrap_or(default);
+    if sources > 0 && !target.addr.is_ipv4() {
+        return Err("--sources needs an IPv4 target (use --sources 0)".into());
+    }
+    Ok(sources)
+}
+
 /// Splits a URL into a socket address, Host header, server name and path. WebSocket modes
 /// take ws:// and wss://; http-idle takes http:// and https:// (and ws:// or wss:// too).
 pub fn parse_url(url: &str, http: bool) -> Result<Target, String> {

@@ -132,10 +132,7 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
     };
     // Source addresses 127.0.0.2… only make sense towards an IPv4 loopback target.
     let v4_loopback = target.addr.is_ipv4() && target.addr.ip().is_loopback();
-    let sources = common.sources.unwrap_or(if v4_loopback { 200 } else { 0 });
-    if sources > 0 && !target.addr.is_ipv4() {
-        return Err("--sources needs an IPv4 target (use --sources 0)".into());
-    }
+    let sources = cli::sources_for(&common, &target, if v4_loopback { 200 } else { 0 })?;
     let total = common.connections;
     let limit = raise_nofile();
 

@@ -54,14 +54,17 @@ impl RunSpec {
     }
 
     fn source(&self, j: usize) -> Option<IpAddr> {
-        (self.sources > 0).then(|| {
-            let global = j as u64 * self.stride + self.offset;
-            let first = u32::from(Ipv4Addr::new(127, 0, 0, 2));
-            IpAddr::V4(Ipv4Addr::from(
-                first + (global % u64::from(self.sources)) as u32,
-            ))
-        })
+        source_address(self.sources, j as u64 * self.stride + self.offset)
     }
+}
+
+/// The source address of connection `n` of a whole run: 127.0.0.2 upwards, rotating through
+/// `sources` addresses (0: none, the kernel picks).
+pub fn source_address(sources: u32, n: u64) -> Option<IpAddr> {
+    (sources > 0).then(|| {
+        let first = u32::from(Ipv4Addr::new(127, 0, 0, 2));
+        IpAddr::V4(Ipv4Addr::from(first + (n % u64::from(sources)) as u32))
+    })
 }
 
 /// How a process's run went.
@@ -284,5 +287,23 @@ fn retire(poll: &Poll, slot: &mut Option<Conn>, live: &mut usize) {
     if let Some(mut c) = slot.take() {
         let _ = poll.registry().deregister(&mut c.link.stream);
         *live -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_rotate_from_127_0_0_2() {
+        assert_eq!(source_address(0, 5), None);
+        assert_eq!(
+            source_address(3, 0),
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
+        );
+        assert_eq!(
+            source_address(3, 4),
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)))
+        );
     }
 }

@@ -78,19 +78,25 @@ pub fn plan(args: &Common, host: &str) -> Result<TlsPlan, String> {
 /// offers session tickets and takes them, but never keeps a session to resume (unlike
 /// `Resumption::disabled()`, after which the server issues no ticket at all).
 pub fn forget_sessions(plan: &mut TlsPlan) {
-    let mut config = (*plan.config).clone();
-    config.resumption = rustls::client::Resumption::store(Arc::new(Forgetful));
-    plan.config = Arc::new(config);
+    use_store(plan, Arc::new(Forgetful));
 }
 
 /// Makes the plan's session store count the TLS 1.3 tickets it is given (see
 /// [`tickets_stored`]), for a client that must not close before its ticket has arrived.
 pub fn count_tickets(plan: &mut TlsPlan) {
+    use_store(
+        plan,
+        Arc::new(Counting {
+            inner: ClientSessionMemoryCache::new(256),
+            tls13: Mutex::new(VecDeque::new()),
+        }),
+    );
+}
+
+/// Replaces the plan's session store (the rest of its configuration stays).
+fn use_store(plan: &mut TlsPlan, store: Arc<dyn ClientSessionStore>) {
     let mut config = (*plan.config).clone();
-    config.resumption = rustls::client::Resumption::store(Arc::new(Counting {
-        inner: ClientSessionMemoryCache::new(256),
-        tls13: Mutex::new(VecDeque::new()),
-    }));
+    config.resumption = rustls::client::Resumption::store(store);
     plan.config = Arc::new(config);
 }
 
