@@ -6,6 +6,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The ALPN name of HTTP/1.1, the one application protocol holdfast speaks inside TLS (RFC 7301).
+/// `tls.alpn` may list only protocols we speak; HTTP/2 will add `h2` here.
+pub const ALPN_HTTP1: &str = "http/1.1";
+
 /// The whole configuration, one struct per TOML table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -155,7 +159,7 @@ impl Default for Config {
                 key_update_bytes: 1 << 30,
                 key_update_interval: Duration::from_secs(3600),
                 min_version: "1.2".to_string(),
-                alpn: vec!["http/1.1".to_string()],
+                alpn: vec![ALPN_HTTP1.to_string()],
             },
         }
     }
@@ -342,14 +346,15 @@ impl Config {
             "tls.min_version",
             "must be \"1.2\" or \"1.3\"",
         )?;
-        check(
-            self.tls
-                .alpn
-                .iter()
-                .all(|p| !p.is_empty() && p.len() <= 255),
-            "tls.alpn",
-            "protocol names must be 1 to 255 bytes",
-        )?;
+        if let Some(p) = self.tls.alpn.iter().find(|p| *p != ALPN_HTTP1) {
+            return Err(err(
+                "tls.alpn",
+                format!(
+                    "{p:?} is not a protocol holdfast speaks; the only one is \"{ALPN_HTTP1}\" \
+                     (announcing another would promise clients a protocol they would not get)"
+                ),
+            ));
+        }
         check(
             self.tls.key_update_bytes >= 1,
             "tls.key_update_bytes",
@@ -638,7 +643,7 @@ mod tests {
             "server.workers=2",
             "server.listen=127.0.0.1:0",
             "server.tls_listen=",
-            "tls.alpn=[\"h2\", \"http/1.1\"]",
+            "tls.alpn=[\"http/1.1\"]",
             "http.keepalive_timeout=7s",
             "tcp.nodelay=false",
         ])
@@ -647,7 +652,7 @@ mod tests {
         assert_eq!(c.server.workers, 2);
         assert_eq!(c.server.listen, vec!["127.0.0.1:0".parse().unwrap()]);
         assert!(c.server.tls_listen.is_empty());
-        assert_eq!(c.tls.alpn, vec!["h2", "http/1.1"]);
+        assert_eq!(c.tls.alpn, vec!["http/1.1"]);
         assert!(!c.tcp.nodelay);
     }
 
@@ -663,6 +668,8 @@ mod tests {
             ("tcp.keepalive_idle=1500ms", "tcp.keepalive_idle"),
             ("tcp.keepalive_count=500", "tcp.keepalive_count"),
             ("tls.min_version=\"1.1\"", "tls.min_version"),
+            ("tls.alpn=[\"h2\", \"http/1.1\"]", "tls.alpn"),
+            ("tls.alpn=h2", "tls.alpn"),
             ("tls.cert=/x.pem", "tls.cert"),
             ("tcp.nodelay=maybe", "tcp.nodelay"),
             ("http.header_timeout=0", "http.header_timeout"),

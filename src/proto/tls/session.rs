@@ -13,6 +13,7 @@
 //! order of handshake records (a KeyUpdate) and application data right.
 
 use super::{Scratch, TlsFailure};
+use crate::config::ALPN_HTTP1;
 use crate::proto::http1::Http1Conn;
 use crate::proto::http1::response::{Body, Head, Persist, write_response};
 use crate::proto::{Action, CloseReason, Context, Session};
@@ -323,6 +324,18 @@ impl TlsSession {
         self.handshaking = false;
         self.tls13 = self.conn.protocol_version() == Some(ProtocolVersion::TLSv1_3);
         self.last_update = cx.now;
+        // ALPN decides what runs inside (RFC 7301), and no ALPN at all means HTTP/1.1. We only
+        // offer what we speak (config validation), so another name is a bug: close rather than
+        // speak HTTP/1.1 to a client that was promised something else.
+        match self.conn.alpn_protocol() {
+            None => {}
+            Some(p) if p == ALPN_HTTP1.as_bytes() => {}
+            Some(_) => {
+                cx.metrics.tls_failure(TlsFailure::NoAlpn);
+                note(&mut self.closing, close(CloseReason::TlsError));
+                return;
+            }
+        }
         // Timers for the first request start now, not at accept.
         self.inner.session = Session::Http1(Http1Conn::new(cx.now));
         if self.conn.handshake_kind() == Some(HandshakeKind::Resumed) {
