@@ -35,6 +35,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub backlog: u32,
     pub shutdown_timeout: Duration,
+    /// After SIGTERM, keep accepting and serving for this long with `/healthz` failing, so a
+    /// load balancer takes the node out of rotation before its listeners close: a rolling
+    /// restart then refuses no connection. Zero starts the drain at once.
+    pub drain_delay: Duration,
     /// TCP_DEFER_ACCEPT on the listeners (nginx's `deferred`): the kernel hands over a
     /// connection only once its first bytes have arrived (or after `http.header_timeout`),
     /// saving a wake-up per connection and never spending a slot on a client that stays silent.
@@ -122,6 +126,7 @@ impl Default for Config {
                 max_connections: 1_000_000,
                 backlog: 65535,
                 shutdown_timeout: Duration::from_secs(30),
+                drain_delay: Duration::ZERO,
                 defer_accept: false,
             },
             http: HttpConfig {
@@ -214,6 +219,7 @@ impl Config {
                     .map_err(|_| err(key, "must be at most 2147483647".into()))?
             }
             "server.shutdown_timeout" => self.server.shutdown_timeout = dur(v).map_err(e)?,
+            "server.drain_delay" => self.server.drain_delay = dur(v).map_err(e)?,
             "server.defer_accept" => self.server.defer_accept = boolean(v).map_err(e)?,
             "http.keepalive_timeout" => self.http.keepalive_timeout = dur(v).map_err(e)?,
             "http.header_timeout" => self.http.header_timeout = dur(v).map_err(e)?,
@@ -378,6 +384,7 @@ const KEYS: &[&str] = &[
     "server.max_connections",
     "server.backlog",
     "server.shutdown_timeout",
+    "server.drain_delay",
     "server.defer_accept",
     "http.keepalive_timeout",
     "http.header_timeout",

@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod engine;
 pub mod metrics;
+pub mod notify;
 pub mod proto;
 pub mod signals;
 pub mod time;

@@ -9,6 +9,7 @@ mod listener;
 mod ring;
 mod shm;
 mod sockopt;
+mod stop;
 mod supervisor;
 mod token;
 mod worker;
@@ -21,7 +22,6 @@ use crate::signals::{self, Signal};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use worker::{Shared, Worker};
 
@@ -95,6 +95,7 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
         metrics,
         config,
         shutdown: Default::default(),
+        stopping: Default::default(),
         tls,
     });
     let mut wakers = Vec::with_capacity(workers);
@@ -136,7 +137,13 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
     }
     eprintln!("holdfast: ready");
 
-    let signal_shared = Arc::clone(&shared);
+    crate::notify::ready();
+
+    let stopper = stop::Stopper {
+        shared: Arc::clone(&shared),
+        wakers: Arc::new(wakers),
+        supervised: role.is_some(),
+    };
     std::thread::Builder::new()
         .name("holdfast-signals".into())
         .spawn(move || {
@@ -147,23 +154,17 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
                     if let Some(r) = &role {
                         r.orphaned();
                     }
-                    if signal_shared.shutdown.swap(true, Ordering::AcqRel) {
-                        eprintln!("holdfast: second stop signal, exiting now");
-                        std::process::exit(1);
-                    }
-                    eprintln!(
-                        "holdfast: draining (up to {:?})",
-                        signal_shared.config.server.shutdown_timeout
-                    );
-                    for w in &wakers {
-                        let _ = w.write(1);
-                    }
+                    stopper.on_signal();
                 }
                 Signal::ChildExited => {}
-                Signal::Reload => match &signal_shared.tls {
-                    Some(tls) => tls.reload(),
-                    None => eprintln!("holdfast: SIGHUP: no TLS listener; nothing to reload"),
-                },
+                Signal::Reload => {
+                    crate::notify::reloading();
+                    match &stopper.shared.tls {
+                        Some(tls) => tls.reload(),
+                        None => eprintln!("holdfast: SIGHUP: no TLS listener; nothing to reload"),
+                    }
+                    crate::notify::ready();
+                }
             })
         })
         .map_err(|e| format!("cannot start signal thread: {e}"))?;

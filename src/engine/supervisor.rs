@@ -231,6 +231,7 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
         }
     }
     eprintln!("holdfast: ready");
+    crate::notify::ready();
 
     let mut draining = false;
     let rotation = config.tls.ticket_rotation;
@@ -247,22 +248,29 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
         match rx.recv_timeout(wake.saturating_duration_since(now)) {
             Ok(Event::Signal(Signal::Stop)) => {
                 if draining {
+                    // The processes ignore repeated stop signals (a signal to the whole process
+                    // group reaches them beside ours), so hurrying them is ours to do.
                     eprintln!("holdfast: second stop signal, stopping the processes now");
+                    signal_all(&slots, NixSignal::SIGKILL);
                 } else {
                     eprintln!(
-                        "holdfast: draining {processes} processes (up to {:?})",
-                        config.server.shutdown_timeout
+                        "holdfast: draining {processes} processes (up to {:?} after \
+                         server.drain_delay {:?})",
+                        config.server.shutdown_timeout, config.server.drain_delay
                     );
+                    crate::notify::stopping("draining");
+                    signal_all(&slots, NixSignal::SIGTERM);
                 }
                 draining = true;
                 for s in &mut slots {
                     s.restart_at = None;
                 }
-                signal_all(&slots, NixSignal::SIGTERM);
             }
             Ok(Event::Signal(Signal::Reload)) => {
                 eprintln!("holdfast: SIGHUP: passing it on to {processes} processes");
+                crate::notify::reloading();
                 signal_all(&slots, NixSignal::SIGHUP);
+                crate::notify::ready();
             }
             Ok(Event::Ready(i, generation)) if generation > 0 => {
                 if slots[i].generation == generation {
@@ -354,6 +362,8 @@ impl Launcher {
             ROLE_ENV,
             format!("{index}/{}/{fd}/{}", self.processes, self.workers),
         )
+        // The supervisor alone speaks to systemd (NotifyAccess=main).
+        .env_remove(crate::notify::NOTIFY_SOCKET)
         .stdin(Stdio::null())
         .stderr(Stdio::piped());
         // SAFETY: the closure runs in the child between fork and exec and calls only
@@ -475,9 +485,19 @@ fn hold_ports(addrs: &[SocketAddr], held: &mut Vec<OwnedFd>) -> Result<Vec<Socke
 struct PrivateDir(PathBuf);
 
 impl PrivateDir {
+    /// Under systemd, in the unit's `RuntimeDirectory=` (which it creates for the service user
+    /// and removes at stop, and which stays writable under `ProtectSystem=strict`); elsewhere in
+    /// the temporary directory.
     fn create() -> Result<PrivateDir, String> {
         use std::os::unix::fs::DirBuilderExt;
-        let path = std::env::temp_dir().join(format!("holdfast-{}", std::process::id()));
+        let base = std::env::var_os("RUNTIME_DIRECTORY")
+            .and_then(|d| {
+                // systemd lists one directory per `RuntimeDirectory=` entry, separated by ':'.
+                let first = d.to_str()?.split(':').next()?.to_string();
+                (!first.is_empty()).then(|| PathBuf::from(first))
+            })
+            .unwrap_or_else(std::env::temp_dir);
+        let path = base.join(format!("holdfast-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::DirBuilder::new()
             .mode(0o700)

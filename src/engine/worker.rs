@@ -41,6 +41,9 @@ pub struct Shared {
     pub config: Config,
     pub metrics: Metrics,
     pub shutdown: AtomicBool,
+    /// A stop was requested: `/healthz` fails from now on, through `server.drain_delay` (while
+    /// the listeners still accept) and the drain that follows (`shutdown`).
+    pub stopping: AtomicBool,
     /// Present when a TLS listener is configured.
     pub tls: Option<crate::proto::tls::TlsShared>,
 }
@@ -71,6 +74,8 @@ struct State {
     date: DateCache,
     now: u64,
     draining: Option<u64>,
+    /// `Shared::stopping` as this worker last saw it (on its wake-up), for the protocols.
+    stopping: bool,
     ws_scratch: std::cell::RefCell<crate::proto::ws::deflate::Scratch>,
     tls_scratch: std::cell::RefCell<crate::proto::tls::Scratch>,
 }
@@ -131,6 +136,7 @@ impl Worker {
                 date: DateCache::new(),
                 now: 0,
                 draining: None,
+                stopping: false,
                 ws_scratch: Default::default(),
                 tls_scratch: Default::default(),
             },
@@ -673,6 +679,7 @@ impl Worker {
 
     fn on_wake(&mut self) {
         self.wake_armed = false;
+        self.st.stopping = self.st.shared.stopping.load(Ordering::Acquire);
         if self.st.shared.shutdown.load(Ordering::Acquire) && self.st.draining.is_none() {
             self.start_drain();
         }
@@ -742,6 +749,7 @@ impl State {
             metrics: &metrics.workers[self.index],
             all_metrics: metrics,
             draining: self.draining.is_some(),
+            stopping: self.stopping,
             ws_scratch: &self.ws_scratch,
             tls_scratch: &self.tls_scratch,
         };

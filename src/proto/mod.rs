@@ -120,6 +120,9 @@ pub struct Context<'a> {
     /// The metrics of every worker, for `/metrics`.
     pub all_metrics: &'a crate::metrics::Metrics,
     pub draining: bool,
+    /// A stop was requested: true from the stop signal on, through `server.drain_delay` (when
+    /// everything but `/healthz` is served as usual) and the drain (when `draining` is true too).
+    pub stopping: bool,
     /// The worker's shared compression contexts and buffers (single-threaded, so a RefCell).
     pub ws_scratch: &'a std::cell::RefCell<ws::deflate::Scratch>,
     /// The worker's TLS staging buffers.

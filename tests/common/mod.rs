@@ -22,6 +22,11 @@ pub struct Server {
 impl Server {
     /// Starts `holdfast serve` with two workers on 127.0.0.1:0, TLS off, plus `sets`.
     pub fn start(sets: &[&str]) -> Server {
+        Server::start_with(sets, |_| {})
+    }
+
+    /// `start`, with the command adjusted first (its environment, its process group).
+    pub fn start_with(sets: &[&str], adjust: impl FnOnce(&mut Command)) -> Server {
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--set".into(),
@@ -35,13 +40,13 @@ impl Server {
             args.push("--set".into());
             args.push((*s).into());
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-            .args(&args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+        cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start holdfast");
+            .stderr(Stdio::piped());
+        adjust(&mut cmd);
+        let mut child = cmd.spawn().expect("start holdfast");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();

@@ -587,6 +587,7 @@ mod tests {
                 metrics: &self.metrics.workers[0],
                 all_metrics: &all,
                 draining: false,
+                stopping: false,
                 ws_scratch: &self.ws,
                 tls_scratch: &self.tls,
             };

@@ -655,6 +655,7 @@ mod tests {
                 metrics: &self.metrics.workers[0],
                 all_metrics: &self.metrics,
                 draining: false,
+                stopping: false,
                 ws_scratch: &self.scratch,
                 tls_scratch: &self.tls_scratch,
             };
