@@ -729,6 +729,22 @@ mod tests {
         );
     }
 
+    /// holdfast.toml at the repository root is the operator's example: every key, each at its
+    /// default. This keeps it so when a key or a default changes.
+    #[test]
+    fn the_example_configuration_sets_every_key_to_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("holdfast.toml");
+        assert_eq!(Config::load(Some(&path), &[]).unwrap(), Config::default());
+        let table: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        for key in KEYS {
+            let (section, name) = key.split_once('.').unwrap();
+            assert!(
+                table.get(section).and_then(|t| t.get(name)).is_some(),
+                "{key} is missing from holdfast.toml"
+            );
+        }
+    }
+
     /// `set`'s match arms and `KEYS` (for "did you mean") list the keys twice; this keeps the
     /// two lists the same, in both directions, by reading the arms from this file.
     #[test]

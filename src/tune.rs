@@ -60,7 +60,7 @@ pub fn check(proc_root: &Path, connections: u64) -> Result<Vec<Row>, String> {
             let processes = connections.div_ceil(per_process).max(2);
             vec![
                 format!("systemd: LimitNOFILE={need} in holdfast.service (tuning/holdfast.service)"),
-                format!("shell: `* hard nofile {need}` in /etc/security/limits.d/holdfast.conf, then log in again"),
+                format!("shell: `holdfast hard nofile {need}` in /etc/security/limits.d/holdfast.conf, then log in again"),
                 format!("or, where the limit cannot be raised: server.processes = {processes} (each process holds up to {per_process}; README)"),
             ]
         },

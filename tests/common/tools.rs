@@ -125,10 +125,24 @@ pub fn deb_tool(package: &str, binary: &str) -> PathBuf {
     unpacked
 }
 
+/// A program that needs its package installed (shared libraries, data files), such as
+/// haproxy: the machine's own, or installed with apt-get when we are root. Panics with the
+/// cause and the command to run otherwise.
+pub fn apt_tool(package: &str, binary: &str) -> PathBuf {
+    if let Some(found) = on_path(binary) {
+        return found;
+    }
+    if let Err(e) = apt_install(package) {
+        panic!("{binary} (Debian package {package}) is unavailable: {e}");
+    }
+    on_path(binary).unwrap_or_else(|| panic!("installed {package} but found no {binary}"))
+}
+
+/// Searches PATH, and the sbin directories a non-root PATH may lack.
 fn on_path(binary: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/sbin"])
         .map(|d| Path::new(d).join(binary))
         .find(|p| p.is_file())
 }
@@ -178,8 +192,15 @@ fn apt_install(package: &str) -> Result<(), String> {
     if !is_root() {
         return Err(format!("not root: run `sudo apt-get install {package}`"));
     }
+    // One install at a time in this process; apt's own lock (waited for) across processes.
+    static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = APT.lock().unwrap_or_else(|e| e.into_inner());
+    if dpkg_installed(package) {
+        return Ok(());
+    }
     let install = || {
         run(Command::new("apt-get")
+            .args(["-o", "DPkg::Lock::Timeout=300"])
             .args(["install", "-y", "-qq", package])
             .env("DEBIAN_FRONTEND", "noninteractive"))
     };
@@ -191,7 +212,14 @@ fn apt_install(package: &str) -> Result<(), String> {
 }
 
 fn apt_update() -> Result<(), String> {
-    run(Command::new("apt-get").args(["update", "-qq"]))
+    run(Command::new("apt-get").args(["-o", "DPkg::Lock::Timeout=300", "update", "-qq"]))
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
 /// The effective user is root: `/proc/self` belongs to it.
