@@ -66,8 +66,8 @@ pub struct WorkerMetrics {
     pub accepted: Counter,
     pub closed: [Counter; CloseReason::ALL.len()],
     pub requests: Counter,
-    pub responses_4xx: Counter,
-    pub responses_5xx: Counter,
+    /// Final responses by status class, `1xx` (101 upgrades) to `5xx`; see `response`.
+    pub responses: [Counter; STATUS_CLASSES.len()],
     pub timeouts: [Counter; TimeoutKind::ALL.len()],
     pub bytes_in: Counter,
     pub bytes_out: Counter,
@@ -105,6 +105,9 @@ pub const PING_RTT_BOUNDS_MS: [u64; 14] = [
 
 const WS_CODE_SLOTS: usize = COUNTED_CODES.len() + 2;
 
+/// The `code` label values of `holdfast_responses_total`, one per status class.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
 impl WorkerMetrics {
     pub fn closed(&self, reason: CloseReason) {
         self.closed[reason.index()].inc();
@@ -138,11 +141,16 @@ impl WorkerMetrics {
         self.ws_closes[slot].inc();
     }
 
+    /// Counts one final response by its class. `100 Continue` is not one (it is an interim
+    /// response: the final one follows and is counted), so the HTTP layer does not report it;
+    /// `101 Switching Protocols` ends the HTTP exchange and is. A status outside 100–599 cannot
+    /// be sent and is not counted.
     pub fn response(&self, status: u16) {
-        match status {
-            400..=499 => self.responses_4xx.inc(),
-            500..=599 => self.responses_5xx.inc(),
-            _ => {}
+        if let Some(c) = (status / 100)
+            .checked_sub(1)
+            .and_then(|i| self.responses.get(usize::from(i)))
+        {
+            c.inc();
         }
     }
 }
@@ -282,6 +290,17 @@ impl Metrics {
             let extra = format!("reason=\"{}\"", r.label());
             self.counter(&mut s, name, &extra, |w| w.closed[r.index()].get());
         }
+        let name = "holdfast_responses_total";
+        Self::family(
+            &mut s,
+            name,
+            "counter",
+            "HTTP final responses, by status class (101 upgrades are 1xx; 100 Continue is not counted).",
+        );
+        for (i, class) in STATUS_CLASSES.iter().enumerate() {
+            let extra = format!("code=\"{class}\"");
+            self.counter(&mut s, name, &extra, |w| w.responses[i].get());
+        }
         let name = "holdfast_timeouts_total";
         Self::family(&mut s, name, "counter", "Timeouts, by kind.");
         for k in TimeoutKind::ALL {
@@ -387,7 +406,7 @@ impl Metrics {
 }
 
 /// The plain counters: exposition name, help text, and how to read one worker's value.
-const COUNTERS: [CounterDef; 18] = [
+const COUNTERS: [CounterDef; 16] = [
     (
         "holdfast_connections_accepted_total",
         "Connections accepted.",
@@ -397,21 +416,15 @@ const COUNTERS: [CounterDef; 18] = [
         w.requests.get()
     }),
     (
-        "holdfast_responses_4xx_total",
-        "Responses with a 4xx status.",
-        |w| w.responses_4xx.get(),
+        "holdfast_received_bytes_total",
+        "Bytes received from clients (as read from the sockets: TLS records when encrypted).",
+        |w| w.bytes_in.get(),
     ),
     (
-        "holdfast_responses_5xx_total",
-        "Responses with a 5xx status.",
-        |w| w.responses_5xx.get(),
+        "holdfast_sent_bytes_total",
+        "Bytes sent to clients (as written to the sockets: TLS records when encrypted).",
+        |w| w.bytes_out.get(),
     ),
-    ("holdfast_bytes_in_total", "Bytes received.", |w| {
-        w.bytes_in.get()
-    }),
-    ("holdfast_bytes_out_total", "Bytes sent.", |w| {
-        w.bytes_out.get()
-    }),
     (
         "holdfast_recv_rearms_total",
         "Multishot receives re-armed because the buffer ring ran dry.",
@@ -521,6 +534,19 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn responses_are_counted_by_status_class() {
+        let m = Metrics::new(1);
+        for status in [101, 200, 204, 301, 404, 408, 503, 0, 99, 600, u16::MAX] {
+            m.workers[0].response(status);
+        }
+        let text = m.render();
+        for (class, n) in [("1xx", 1), ("2xx", 2), ("3xx", 1), ("4xx", 2), ("5xx", 1)] {
+            let line = format!("holdfast_responses_total{{code=\"{class}\"}} {n}\n");
+            assert!(text.contains(&line), "{line} in:\n{text}");
+        }
     }
 
     #[test]
