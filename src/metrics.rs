@@ -378,6 +378,14 @@ impl Metrics {
             let extra = format!("reason=\"{}\"", f.label());
             self.counter(&mut s, name, &extra, |w| w.tls_failures[f as usize].get());
         }
+        let name = "holdfast_build_info";
+        Self::family(
+            &mut s,
+            name,
+            "gauge",
+            "Always 1: the labels name the build of the process that answered this scrape.",
+        );
+        let _ = writeln!(s, "{name}{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
         let name = "holdfast_workers";
         Self::family(&mut s, name, "gauge", "Worker threads.");
         self.series(&mut s, name, "", |p| p.workers.len() as u64);
@@ -567,6 +575,16 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn build_info_names_the_version_once() {
+        let text = Metrics::new(2).render();
+        let line = format!(
+            "holdfast_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(text.matches(&line).count(), 1, "{text}");
     }
 
     #[test]
