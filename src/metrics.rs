@@ -1,6 +1,9 @@
 //! Owns the server's counters: one block per worker, written only by that worker (so an
 //! increment is a plain load and store, not a locked instruction), summed when `/metrics` is
-//! scraped, and rendered in the Prometheus text exposition format.
+//! scraped, and rendered in the Prometheus text exposition format, together with the standard
+//! `process_*` metrics that `process` reads from /proc.
+
+mod process;
 
 use crate::proto::CloseReason;
 use crate::proto::tls::TlsFailure;
@@ -197,6 +200,10 @@ impl Metrics {
             header: Box::leak(Box::default()),
             workers: Box::leak((0..workers).map(|_| WorkerMetrics::default()).collect()),
         };
+        block
+            .header
+            .pid
+            .store(u64::from(std::process::id()), Ordering::Relaxed);
         Metrics {
             workers: block.workers,
             header: block.header,
@@ -249,13 +256,34 @@ impl Metrics {
     ) {
         for (i, p) in self.processes.iter().enumerate() {
             let v = get(p);
-            let labels = match (self.per_process, extra.is_empty()) {
-                (false, true) => String::new(),
-                (false, false) => format!("{{{extra}}}"),
-                (true, true) => format!("{{process=\"{i}\"}}"),
-                (true, false) => format!("{{process=\"{i}\",{extra}}}"),
-            };
-            let _ = writeln!(s, "{name}{labels} {v}");
+            let _ = writeln!(s, "{name}{} {v}", self.labels(i, extra));
+        }
+    }
+
+    /// The label set of process `i`'s series: `process="i"` under a supervisor, then `extra`.
+    fn labels(&self, i: usize, extra: &str) -> String {
+        match (self.per_process, extra.is_empty()) {
+            (false, true) => String::new(),
+            (false, false) => format!("{{{extra}}}"),
+            (true, true) => format!("{{process=\"{i}\"}}"),
+            (true, false) => format!("{{process=\"{i}\",{extra}}}"),
+        }
+    }
+
+    /// The standard `process_*` families of every process, read now (see `process`).
+    fn process_families(&self, s: &mut String) {
+        let pids = self
+            .processes
+            .iter()
+            .map(|p| p.header.pid.load(Ordering::Relaxed));
+        let stats = process::read_each(pids);
+        for f in process::FAMILIES {
+            Self::family(s, f.name, f.kind, f.help);
+            for (i, st) in stats.iter().enumerate() {
+                if let Some(v) = st.as_ref().and_then(f.value) {
+                    let _ = writeln!(s, "{}{} {v}", f.name, self.labels(i, ""));
+                }
+            }
         }
     }
 
@@ -389,6 +417,7 @@ impl Metrics {
         let name = "holdfast_workers";
         Self::family(&mut s, name, "gauge", "Worker threads.");
         self.series(&mut s, name, "", |p| p.workers.len() as u64);
+        self.process_families(&mut s);
         if self.per_process {
             let name = "holdfast_process_pid";
             Self::family(
