@@ -3,6 +3,8 @@
 //! reader for raw-socket tests.
 #![allow(dead_code)]
 
+pub mod tools;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
