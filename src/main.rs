@@ -110,24 +110,14 @@ fn main() -> ExitCode {
                     json,
                     proc_root,
                 },
-        } => match holdfast::tune::check(&proc_root, connections) {
-            Ok(rows) => {
-                if json {
-                    print!("{}", holdfast::tune::render_json(&rows, connections));
-                } else {
-                    print!("{}", holdfast::tune::render(&rows, connections));
-                }
-                if rows.iter().all(|r| r.ok) {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                }
+        } => {
+            let outcome = holdfast::tune::run(&proc_root, connections, json);
+            print!("{}", outcome.stdout);
+            if let Some(e) = outcome.error {
+                eprintln!("holdfast: {e}");
             }
-            Err(e) => {
-                eprintln!("holdfast: tune check: {e}");
-                ExitCode::from(2)
-            }
-        },
+            ExitCode::from(outcome.code)
+        }
         Command::Config {
             command: ConfigCommand::Check { file, sets },
         } => match Config::load(Some(&file), &sets)

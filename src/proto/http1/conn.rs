@@ -413,6 +413,7 @@ impl Http1Conn {
                 handshake::write_switching_protocols(out, &accept, ext);
                 self.ws_deflate = deflate.map(|(p, _)| p);
                 cx.metrics.ws_upgrades.inc();
+                cx.metrics.response(101);
                 self.closing = true;
                 Action::Upgrade
             }

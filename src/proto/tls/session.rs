@@ -78,6 +78,7 @@ impl TlsSession {
                 // in a way a person reading curl's output understands, then close.
                 cx.metrics.tls_failure(TlsFailure::PlaintextHttp);
                 plaintext_answer(out, cx.date);
+                cx.metrics.response(400);
                 return Action::Close {
                     reason: CloseReason::TlsError,
                     linger: true,
