@@ -2,6 +2,7 @@
 //! defaults of DESIGN §1, and validation. Every error names the key it is about, so an operator
 //! can fix a bad setting from the one line we print.
 
+use crate::log::{Format, Level};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +15,7 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub tcp: TcpConfig,
     pub tls: TlsConfig,
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +92,13 @@ pub struct TlsConfig {
     pub alpn: Vec<String>,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// Lines below this level are not written (nor formatted).
+    pub level: Level,
+    pub format: Format,
+}
+
 /// A configuration error: the key (dotted, e.g. `http.keepalive_timeout`, or the file path for
 /// I/O and syntax errors) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +165,10 @@ impl Default for Config {
                 key_update_interval: Duration::from_secs(3600),
                 min_version: "1.2".to_string(),
                 alpn: vec!["http/1.1".to_string()],
+            },
+            log: LogConfig {
+                level: Level::Info,
+                format: Format::Text,
             },
         }
     }
@@ -249,6 +262,8 @@ impl Config {
             "tls.key_update_interval" => self.tls.key_update_interval = dur(v).map_err(e)?,
             "tls.min_version" => self.tls.min_version = string(v).map_err(e)?,
             "tls.alpn" => self.tls.alpn = strings(v).map_err(e)?,
+            "log.level" => self.log.level = level(v).map_err(e)?,
+            "log.format" => self.log.format = log_format(v).map_err(e)?,
             _ => return Err(unknown_key(key)),
         }
         Ok(())
@@ -403,6 +418,8 @@ const KEYS: &[&str] = &[
     "tls.key_update_interval",
     "tls.min_version",
     "tls.alpn",
+    "log.level",
+    "log.format",
 ];
 
 fn err(key: &str, reason: String) -> ConfigError {
@@ -492,6 +509,19 @@ fn strings(v: &toml::Value) -> Result<Vec<String>, String> {
             other.type_str()
         )),
     }
+}
+
+fn level(v: &toml::Value) -> Result<Level, String> {
+    let s = string(v)?;
+    Level::parse(&s).ok_or_else(|| {
+        let names: Vec<&str> = Level::ALL.iter().map(|l| l.name()).collect();
+        format!("expected one of {}, got {s:?}", names.join(", "))
+    })
+}
+
+fn log_format(v: &toml::Value) -> Result<Format, String> {
+    let s = string(v)?;
+    Format::parse(&s).ok_or_else(|| format!("expected \"text\" or \"json\", got {s:?}"))
 }
 
 fn path(v: &toml::Value) -> Result<Option<PathBuf>, String> {
@@ -649,6 +679,9 @@ mod tests {
         assert!(c.server.tls_listen.is_empty());
         assert_eq!(c.tls.alpn, vec!["h2", "http/1.1"]);
         assert!(!c.tcp.nodelay);
+        let c = sets(&["log.level=debug", "log.format=json"]).unwrap();
+        assert_eq!(c.log.level, Level::Debug);
+        assert_eq!(c.log.format, Format::Json);
     }
 
     #[test]
@@ -665,6 +698,8 @@ mod tests {
             ("tls.min_version=\"1.1\"", "tls.min_version"),
             ("tls.cert=/x.pem", "tls.cert"),
             ("tcp.nodelay=maybe", "tcp.nodelay"),
+            ("log.level=verbose", "log.level"),
+            ("log.format=xml", "log.format"),
             ("http.header_timeout=0", "http.header_timeout"),
             ("nosuch", "--set"),
         ] {

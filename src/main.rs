@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use holdfast::config::Config;
+use holdfast::log;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -74,31 +75,33 @@ fn main() -> ExitCode {
             let cfg = match Config::load(config.as_deref(), &sets) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("holdfast: {e}");
+                    log::error!("{e}");
                     return ExitCode::from(2);
                 }
             };
-            let supervised = match holdfast::engine::child_role() {
-                Ok(role) => role.is_some(),
+            let process = match holdfast::engine::child_role() {
+                Ok(role) => role.map(|r| r.index),
                 Err(e) => {
-                    eprintln!("holdfast: {e}");
+                    log::error!("{e}");
                     return ExitCode::from(2);
                 }
             };
+            log::init(cfg.log.level, cfg.log.format, process);
+            let supervised = process.is_some();
             if cfg.server.processes > 1 && !supervised {
                 return supervise(&cfg);
             }
             let tls = match tls_for(&cfg) {
                 Ok(t) => t,
                 Err(e) => {
-                    eprintln!("holdfast: {e}");
+                    log::error!("{e}");
                     return ExitCode::from(2);
                 }
             };
             match holdfast::engine::run(cfg, tls) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("holdfast: {e}");
+                    log::error!("{e}");
                     ExitCode::from(1)
                 }
             }
@@ -124,7 +127,7 @@ fn main() -> ExitCode {
                 }
             }
             Err(e) => {
-                eprintln!("holdfast: tune check: {e}");
+                log::error!("tune check: {e}");
                 ExitCode::from(2)
             }
         },
@@ -139,7 +142,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("holdfast: {e}");
+                log::error!("{e}");
                 ExitCode::from(2)
             }
         },
@@ -152,14 +155,14 @@ fn supervise(cfg: &Config) -> ExitCode {
     if cfg.tls.cert.is_some()
         && let Err(e) = tls_for(cfg)
     {
-        eprintln!("holdfast: {e}");
+        log::error!("{e}");
         return ExitCode::from(2);
     }
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     match holdfast::engine::supervise(cfg, &args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("holdfast: {e}");
+            log::error!("{e}");
             ExitCode::from(1)
         }
     }

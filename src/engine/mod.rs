@@ -16,6 +16,7 @@ mod worker;
 pub use supervisor::{child_role, supervise};
 
 use crate::config::Config;
+use crate::log;
 use crate::metrics::Metrics;
 use crate::signals::{self, Signal};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -52,7 +53,7 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
     if role.is_none()
         && let Some(line) = nofile_shortfall(config.server.max_connections as u64, hard)
     {
-        eprintln!("holdfast: server.max_connections = {line}");
+        log::warn!("server.max_connections = {line}");
     }
     // Signals are blocked before any thread starts so that every thread inherits the mask and
     // only the signal thread ever receives them.
@@ -82,11 +83,11 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
             per_worker[w].push((fd, is_tls));
         }
         let scheme = if is_tls { "https" } else { "http" };
-        eprintln!("holdfast: listening on {scheme}://{bound} (workers: {workers})");
+        log::info!("listening on {scheme}://{bound} (workers: {workers})");
     }
     if tls.as_ref().is_some_and(|t| t.self_signed) {
-        eprintln!(
-            "holdfast: tls: no tls.cert/tls.key configured; serving a self-signed certificate for \
+        log::warn!(
+            "tls: no tls.cert/tls.key configured; serving a self-signed certificate for \
              localhost generated at start (clients will not trust it)"
         );
     }
@@ -134,7 +135,7 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
             Err(_) => return Err("a worker thread died during start-up".into()),
         }
     }
-    eprintln!("holdfast: ready");
+    log::info!("{}", log::READY);
 
     let signal_shared = Arc::clone(&shared);
     std::thread::Builder::new()
@@ -148,11 +149,11 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
                         r.orphaned();
                     }
                     if signal_shared.shutdown.swap(true, Ordering::AcqRel) {
-                        eprintln!("holdfast: second stop signal, exiting now");
+                        log::warn!("second stop signal, exiting now");
                         std::process::exit(1);
                     }
-                    eprintln!(
-                        "holdfast: draining (up to {:?})",
+                    log::info!(
+                        "draining (up to {:?})",
                         signal_shared.config.server.shutdown_timeout
                     );
                     for w in &wakers {
@@ -162,7 +163,7 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
                 Signal::ChildExited => {}
                 Signal::Reload => match &signal_shared.tls {
                     Some(tls) => tls.reload(),
-                    None => eprintln!("holdfast: SIGHUP: no TLS listener; nothing to reload"),
+                    None => log::info!("SIGHUP: no TLS listener; nothing to reload"),
                 },
             })
         })
@@ -177,7 +178,7 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
         }
     }
     if result.is_ok() {
-        eprintln!("holdfast: drained, exiting");
+        log::info!("drained, exiting");
     }
     result
 }
@@ -188,7 +189,7 @@ fn raise_nofile_limit() -> u64 {
         return u64::MAX;
     };
     if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
-        eprintln!("holdfast: could not raise the open-file limit from {soft} to {hard}");
+        log::warn!("could not raise the open-file limit from {soft} to {hard}");
     }
     hard
 }

@@ -8,6 +8,7 @@
 
 use super::shm::SharedMetrics;
 use crate::config::Config;
+use crate::log;
 use crate::proto::tls::{certs, tickets};
 use crate::signals::{self, Signal};
 use nix::sys::signal::{Signal as NixSignal, kill};
@@ -117,7 +118,7 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
     let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map_or(u64::MAX, |(_, hard)| hard);
     if let Some(line) = super::nofile_shortfall(share as u64, hard) {
-        eprintln!("holdfast: server.max_connections per process (÷ {processes}) = {line}");
+        log::warn!("server.max_connections per process (÷ {processes}) = {line}");
     }
 
     // Every --set below is appended after the operator's own, so it wins.
@@ -144,8 +145,8 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
             let key_path = private.write("key.pem", &key)?;
             sets.push(format!("tls.cert={:?}", cert_path.display().to_string()));
             sets.push(format!("tls.key={:?}", key_path.display().to_string()));
-            eprintln!(
-                "holdfast: tls: no tls.cert/tls.key configured; serving a self-signed certificate \
+            log::warn!(
+                "tls: no tls.cert/tls.key configured; serving a self-signed certificate \
                  for localhost generated at start (clients will not trust it)"
             );
         }
@@ -170,9 +171,8 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
     };
     for (scheme, addrs) in [("http", &listen), ("https", &tls_listen)] {
         for a in addrs.iter() {
-            eprintln!(
-                "holdfast: listening on {scheme}://{a} (processes: {processes}, workers each: \
-                 {workers})"
+            log::info!(
+                "listening on {scheme}://{a} (processes: {processes}, workers each: {workers})"
             );
         }
     }
@@ -230,7 +230,7 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
             return Err("server processes did not become ready within 60s".into());
         }
     }
-    eprintln!("holdfast: ready");
+    log::info!("{}", log::READY);
 
     let mut draining = false;
     let rotation = config.tls.ticket_rotation;
@@ -247,10 +247,10 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
         match rx.recv_timeout(wake.saturating_duration_since(now)) {
             Ok(Event::Signal(Signal::Stop)) => {
                 if draining {
-                    eprintln!("holdfast: second stop signal, stopping the processes now");
+                    log::warn!("second stop signal, stopping the processes now");
                 } else {
-                    eprintln!(
-                        "holdfast: draining {processes} processes (up to {:?})",
+                    log::info!(
+                        "draining {processes} processes (up to {:?})",
                         config.server.shutdown_timeout
                     );
                 }
@@ -261,12 +261,12 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
                 signal_all(&slots, NixSignal::SIGTERM);
             }
             Ok(Event::Signal(Signal::Reload)) => {
-                eprintln!("holdfast: SIGHUP: passing it on to {processes} processes");
+                log::info!("SIGHUP: passing it on to {processes} processes");
                 signal_all(&slots, NixSignal::SIGHUP);
             }
             Ok(Event::Ready(i, generation)) if generation > 0 => {
                 if slots[i].generation == generation {
-                    eprintln!("holdfast: process {i} is serving again");
+                    log::info!("process {i} is serving again");
                 }
             }
             Ok(Event::Signal(Signal::ChildExited) | Event::Ready(..))
@@ -285,8 +285,9 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
                 } else {
                     Duration::from_millis(100)
                 };
-                eprintln!(
-                    "holdfast: process {i} exited ({}) after {lived:.1?}; restarting in {:?}",
+                // Its connections are lost: a warning, though the supervisor copes.
+                log::warn!(
+                    "process {i} exited ({}) after {lived:.1?}; restarting in {:?}",
                     describe(status),
                     slot.backoff
                 );
@@ -302,7 +303,7 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
                         slot.started = now;
                     }
                     Err(e) => {
-                        eprintln!("holdfast: process {i}: {e}; trying again");
+                        log::error!("process {i}: {e}; trying again");
                         slot.restart_at = Some(now + slot.backoff);
                     }
                 }
@@ -316,11 +317,11 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
                 // The processes re-read the file on SIGHUP; the key that now seals was already
                 // in the file for a whole period, so every process can open its tickets.
                 Ok(()) => signal_all(&slots, NixSignal::SIGHUP),
-                Err(e) => eprintln!("holdfast: ticket keys: {e}; keeping the current ones"),
+                Err(e) => log::warn!("ticket keys: {e}; keeping the current ones"),
             }
         }
         if draining && slots.iter().all(|s| s.child.is_none()) {
-            eprintln!("holdfast: drained, exiting");
+            log::info!("drained, exiting");
             drop(held);
             return Ok(());
         }
@@ -388,19 +389,28 @@ impl Launcher {
     }
 }
 
-/// Copies a process's lines to our stderr as `holdfast[i]: ...`, and says when it is ready.
+/// Copies a process's lines to our stderr (`holdfast[i]: ...`, or its JSON lines as they are;
+/// see `log::relay`), each in one write so two processes' lines never interleave, and says when
+/// it is ready. A line that is not UTF-8 is relayed lossily rather than ending the relay.
 fn relay_log(
     index: usize,
     generation: u64,
     stderr: std::process::ChildStderr,
     events: Sender<Event>,
 ) {
-    let mut out = std::io::stderr();
-    for line in BufReader::new(stderr).lines() {
-        let Ok(line) = line else { break };
-        let text = line.strip_prefix("holdfast: ").unwrap_or(&line);
-        let _ = writeln!(out, "holdfast[{index}]: {text}");
-        if text == "ready" {
+    let mut reader = BufReader::new(stderr);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.strip_suffix('\n').unwrap_or(&line);
+        let relayed = log::relay::relay(log::format(), index, line, log::unix_ms());
+        log::write_stderr(&relayed.line);
+        if relayed.ready {
             let _ = events.send(Event::Ready(index, generation));
         }
     }

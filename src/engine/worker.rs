@@ -10,6 +10,7 @@ use super::ring;
 use super::sockopt;
 use super::token::{GEN_MASK, Op, Token};
 use crate::config::Config;
+use crate::log;
 use crate::metrics::{Metrics, TimeoutKind};
 use crate::proto::http1::Http1Conn;
 use crate::proto::tls::TlsSession;
@@ -108,8 +109,8 @@ impl Worker {
     ) -> Result<Worker, String> {
         let (uring, flags) = ring::build()?;
         if index == 0 {
-            eprintln!(
-                "holdfast: io_uring ready (DEFER_TASKRUN {}, COOP_TASKRUN {})",
+            log::info!(
+                "io_uring ready (DEFER_TASKRUN {}, COOP_TASKRUN {})",
                 on_off(flags.defer_taskrun),
                 on_off(flags.coop_taskrun)
             );
@@ -272,14 +273,14 @@ impl Worker {
         if res < 0 {
             match -res {
                 libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
-                    if self.accept_paused_until <= self.st.now {
-                        eprintln!(
-                            "holdfast: worker {}: accept: {} (pausing accepts for {ACCEPT_BACKOFF_MS} ms; \
-                             raise `ulimit -n` or lower server.max_connections)",
-                            self.st.index,
-                            std::io::Error::from_raw_os_error(-res)
-                        );
-                    }
+                    // A storm repeats this every pause: one line per 10 s, with a count.
+                    log::limited!(
+                        Error,
+                        "worker {}: accept: {} (pausing accepts for {ACCEPT_BACKOFF_MS} ms; \
+                         raise `ulimit -n` or lower server.max_connections)",
+                        self.st.index,
+                        std::io::Error::from_raw_os_error(-res)
+                    );
                     self.accept_paused_until = self.st.now + ACCEPT_BACKOFF_MS;
                 }
                 _ => {}
@@ -306,8 +307,8 @@ impl Worker {
             self.sockopts = if sockopt::carries(borrowed, tcp) {
                 SockoptMode::Inherited
             } else {
-                eprintln!(
-                    "holdfast: worker {}: accepted sockets do not inherit [tcp] options from the \
+                log::info!(
+                    "worker {}: accepted sockets do not inherit [tcp] options from the \
                      listener; setting them on each connection",
                     self.st.index
                 );
@@ -317,7 +318,7 @@ impl Worker {
         if self.sockopts == SockoptMode::PerSocket
             && let Err(e) = sockopt::apply(borrowed, tcp)
         {
-            eprintln!("holdfast: setting [tcp] socket options failed: {e}");
+            log::limited!(Warn, "setting [tcp] socket options failed: {e}");
         }
         let generation = self.next_generation;
         self.next_generation = (self.next_generation + 1) & GEN_MASK;
@@ -824,7 +825,7 @@ fn push(ring: &mut IoUring, sqe: squeue::Entry) {
         if let Err(e) = ring.submit()
             && e.raw_os_error() != Some(libc::EBUSY)
         {
-            eprintln!("holdfast: io_uring submit failed: {e}");
+            log::limited!(Error, "io_uring submit failed: {e}");
         }
     }
 }

@@ -57,7 +57,7 @@ impl Server {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
-                Ok(l) => l,
+                Ok(l) => as_text(&l),
                 Err(_) => {
                     let _ = child.kill();
                     panic!("holdfast did not start; log: {:?}", log.lock().unwrap());
@@ -185,6 +185,18 @@ impl Server {
         }
         false
     }
+}
+
+/// A log line as text: under `log.format = "json"`, `holdfast: ` and the line's `msg`, so that
+/// start-up lines are recognised in both formats.
+pub fn as_text(line: &str) -> String {
+    if line.starts_with('{')
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+        && let Some(msg) = v["msg"].as_str()
+    {
+        return format!("holdfast: {msg}");
+    }
+    line.to_string()
 }
 
 impl Drop for Server {
