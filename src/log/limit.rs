@@ -162,7 +162,10 @@ fn watch(limit: &'static RateLimit) {
     SWEEPER.get_or_init(|| {
         let _ = std::thread::Builder::new()
             .name("holdfast-logsweep".into())
-            .spawn(sweeper);
+            .spawn(|| {
+                super::block_signals();
+                sweeper()
+            });
     });
     WATCHED
         .lock()

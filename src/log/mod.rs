@@ -5,13 +5,17 @@
 //! before anything is formatted.
 //!
 //! Beside it: `line` (how a line looks, text or JSON), `limit` (repeated lines rate-limited with
-//! a count), `relay` (the supervisor passing on its processes' lines) and `access` (the access
-//! log, written by its own thread so the event loops never wait on it). This module sits below
-//! the engine and the protocols and imports neither.
+//! a count), `relay` (the supervisor passing on its processes' lines), and the access log:
+//! `access` (its lines and each worker's buffer), `sample` (`log.access_sample`) and `writer`
+//! (the thread that writes them, so the event loops never wait on a disk or a pipe). This module
+//! sits below the engine and the protocols and imports neither.
 
+pub mod access;
 pub mod limit;
 pub mod line;
 pub mod relay;
+pub mod sample;
+pub mod writer;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -123,6 +127,31 @@ pub fn emit_str(level: Level, msg: &str) {
 /// server down, and there is nowhere left to report them.
 pub fn write_stderr(bytes: &[u8]) {
     let _ = std::io::stderr().lock().write_all(bytes);
+}
+
+/// Called first in every thread this module starts. The server takes its signals synchronously
+/// in one thread with every other thread blocking them (`signals.rs`); a log thread may start
+/// before that mask is set (the access log is opened before the engine starts), and a SIGTERM
+/// delivered to it would kill the process instead of draining it. Faults stay deliverable.
+fn block_signals() {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    let mut set = SigSet::all();
+    for s in [
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGFPE,
+        Signal::SIGILL,
+        Signal::SIGABRT,
+        Signal::SIGTRAP,
+    ] {
+        set.remove(s);
+    }
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+}
+
+/// Different in every process and every start: seeds the access log's samplers.
+fn log_process_seed() -> u64 {
+    unix_ms() ^ u64::from(std::process::id()).rotate_left(32)
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
