@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use holdfast::config::Config;
 use holdfast::log;
+use holdfast::log::writer::AccessLog;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -98,7 +99,20 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match holdfast::engine::run(cfg, tls) {
+            let target = if supervised {
+                holdfast::engine::child_access_target(&cfg.log.access)
+            } else {
+                cfg.log.access.clone()
+            };
+            let log = &cfg.log;
+            let access = match AccessLog::start(&target, log.format, log.access_sample, process) {
+                Ok(a) => a,
+                Err(e) => {
+                    log::error!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match holdfast::engine::run(cfg, tls, access) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     log::error!("{e}");
@@ -135,7 +149,7 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file, sets },
         } => match Config::load(Some(&file), &sets)
             .map_err(|e| e.to_string())
-            .and_then(|c| tls_for(&c))
+            .and_then(|c| AccessLog::check(&c.log.access).and_then(|_| tls_for(&c)))
         {
             Ok(_) => {
                 println!("ok");
@@ -150,11 +164,16 @@ fn main() -> ExitCode {
 }
 
 /// `server.processes` > 1: this process supervises that many server processes. Certificate and
-/// key files are checked here first, so a bad one is still exit 2 before anything starts.
+/// key files and the access log's path are checked here first, so a bad one is still exit 2
+/// before anything starts.
 fn supervise(cfg: &Config) -> ExitCode {
     if cfg.tls.cert.is_some()
         && let Err(e) = tls_for(cfg)
     {
+        log::error!("{e}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = AccessLog::check(&cfg.log.access) {
         log::error!("{e}");
         return ExitCode::from(2);
     }

@@ -13,10 +13,11 @@ mod supervisor;
 mod token;
 mod worker;
 
-pub use supervisor::{child_role, supervise};
+pub use supervisor::{child_access_target, child_role, supervise};
 
 use crate::config::Config;
 use crate::log;
+use crate::log::writer::AccessLog;
 use crate::metrics::Metrics;
 use crate::signals::{self, Signal};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -30,8 +31,13 @@ use worker::{Shared, Worker};
 const FD_HEADROOM: u64 = 64;
 
 /// Runs the server until SIGTERM/SIGINT and a completed drain. Errors are one line for the
-/// operator (the caller prints them and exits non-zero).
-pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<(), String> {
+/// operator (the caller prints them and exits non-zero). The access log, opened by the caller
+/// (a bad path is a configuration error), has every line written before this returns.
+pub fn run(
+    config: Config,
+    tls: Option<crate::proto::tls::TlsShared>,
+    access: Option<AccessLog>,
+) -> Result<(), String> {
     let role = supervisor::child_role()?;
     let workers = match (&role, config.server.workers) {
         (Some(r), _) => r.workers,
@@ -97,6 +103,7 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
         config,
         shutdown: Default::default(),
         tls,
+        access,
     });
     let mut wakers = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
@@ -161,10 +168,16 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
                     }
                 }
                 Signal::ChildExited => {}
-                Signal::Reload => match &signal_shared.tls {
-                    Some(tls) => tls.reload(),
-                    None => log::info!("SIGHUP: no TLS listener; nothing to reload"),
-                },
+                Signal::Reload => {
+                    let reopened = signal_shared.access.as_ref().is_some_and(|a| a.reopen());
+                    match &signal_shared.tls {
+                        Some(tls) => tls.reload(),
+                        None if !reopened => {
+                            log::info!("SIGHUP: no TLS listener or log file; nothing to reload")
+                        }
+                        None => {}
+                    }
+                }
             })
         })
         .map_err(|e| format!("cannot start signal thread: {e}"))?;
@@ -176,6 +189,10 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
             Ok(Err(e)) => result = Err(e),
             Err(_) => result = Err("a worker thread panicked".into()),
         }
+    }
+    // Every worker has handed over its last lines.
+    if let Some(a) = &shared.access {
+        a.finish();
     }
     if result.is_ok() {
         log::info!("drained, exiting");

@@ -9,6 +9,7 @@
 use super::shm::SharedMetrics;
 use crate::config::Config;
 use crate::log;
+use crate::log::access::Target as AccessTarget;
 use crate::proto::tls::{certs, tickets};
 use crate::signals::{self, Signal};
 use nix::sys::signal::{Signal as NixSignal, kill};
@@ -77,6 +78,17 @@ pub fn child_role() -> Result<Option<ChildRole>, String> {
         workers,
         supervisor: nix::unistd::getppid().as_raw(),
     }))
+}
+
+/// Where a server process under a supervisor writes its access log. With `log.access =
+/// "stderr"` it writes to its stdout, which the supervisor points at its own stderr (see
+/// `Launcher::spawn`): the lines arrive unprefixed and unparsed, as they would from one process,
+/// while the process's stderr stays the pipe its log lines are relayed through.
+pub fn child_access_target(configured: &AccessTarget) -> AccessTarget {
+    match configured {
+        AccessTarget::Stderr => AccessTarget::Stdout,
+        other => other.clone(),
+    }
 }
 
 /// What the supervisor hears about: signals, and lines from its processes.
@@ -168,6 +180,7 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
         processes,
         workers,
         metrics_fd,
+        access_to_stderr: config.log.access == AccessTarget::Stderr,
     };
     for (scheme, addrs) in [("http", &listen), ("https", &tls_listen)] {
         for a in addrs.iter() {
@@ -335,6 +348,8 @@ struct Launcher {
     processes: usize,
     workers: usize,
     metrics_fd: OwnedFd,
+    /// `log.access = "stderr"`: the process's stdout is our stderr (`child_access_target`).
+    access_to_stderr: bool,
 }
 
 impl Launcher {
@@ -357,6 +372,14 @@ impl Launcher {
         )
         .stdin(Stdio::null())
         .stderr(Stdio::piped());
+        if self.access_to_stderr {
+            use std::os::fd::AsFd;
+            let ours = std::io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("cannot start server process {index}: stderr: {e}"))?;
+            cmd.stdout(Stdio::from(ours));
+        }
         // SAFETY: the closure runs in the child between fork and exec and calls only
         // async-signal-safe functions (prctl, getppid, fcntl, _exit); it allocates nothing.
         unsafe {
