@@ -20,6 +20,12 @@ pub struct Server {
 impl Server {
     /// Starts `holdfast serve` with two workers on 127.0.0.1:0, TLS off, plus `sets`.
     pub fn start(sets: &[&str]) -> Server {
+        Server::start_wrapped(&[], sets)
+    }
+
+    /// `start`, with the binary run by `wrapper` (a program and its first arguments, e.g. a
+    /// shell that lowers a limit and then execs `"$@"`).
+    pub fn start_wrapped(wrapper: &[&str], sets: &[&str]) -> Server {
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--set".into(),
@@ -33,7 +39,15 @@ impl Server {
             args.push("--set".into());
             args.push((*s).into());
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        let mut command = match wrapper {
+            [] => Command::new(env!("CARGO_BIN_EXE_holdfast")),
+            [program, first @ ..] => {
+                let mut c = Command::new(program);
+                c.args(first).arg(env!("CARGO_BIN_EXE_holdfast"));
+                c
+            }
+        };
+        let mut child = command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -187,14 +201,18 @@ impl Server {
     }
 }
 
-/// A log line as text: under `log.format = "json"`, `holdfast: ` and the line's `msg`, so that
+/// A log line as text: under `log.format = "json"`, the line's `msg` after `holdfast: ` (or
+/// `holdfast[i]: ` for a supervised process's), as the text format would say it, so that
 /// start-up lines are recognised in both formats.
 pub fn as_text(line: &str) -> String {
     if line.starts_with('{')
         && let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
         && let Some(msg) = v["msg"].as_str()
     {
-        return format!("holdfast: {msg}");
+        return match v["process"].as_u64() {
+            Some(i) => format!("holdfast[{i}]: {msg}"),
+            None => format!("holdfast: {msg}"),
+        };
     }
     line.to_string()
 }
