@@ -2,6 +2,8 @@
 //! defaults of DESIGN §1, and validation. Every error names the key it is about, so an operator
 //! can fix a bad setting from the one line we print.
 
+use crate::log::access::Target as AccessTarget;
+use crate::log::{Format, Level};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +20,7 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub tcp: TcpConfig,
     pub tls: TlsConfig,
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +101,17 @@ pub struct TlsConfig {
     pub alpn: Vec<String>,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// Lines below this level are not written (nor formatted).
+    pub level: Level,
+    pub format: Format,
+    /// Where the access log goes; off by default.
+    pub access: AccessTarget,
+    /// The fraction of successful requests that get an access line (errors always do).
+    pub access_sample: f64,
+}
+
 /// A configuration error: the key (dotted, e.g. `http.keepalive_timeout`, or the file path for
 /// I/O and syntax errors) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +179,12 @@ impl Default for Config {
                 key_update_interval: Duration::from_secs(3600),
                 min_version: "1.2".to_string(),
                 alpn: vec![ALPN_HTTP1.to_string()],
+            },
+            log: LogConfig {
+                level: Level::Info,
+                format: Format::Text,
+                access: AccessTarget::Off,
+                access_sample: 1.0,
             },
         }
     }
@@ -259,6 +279,10 @@ impl Config {
             "tls.key_update_interval" => self.tls.key_update_interval = dur(v).map_err(e)?,
             "tls.min_version" => self.tls.min_version = string(v).map_err(e)?,
             "tls.alpn" => self.tls.alpn = strings(v).map_err(e)?,
+            "log.level" => self.log.level = level(v).map_err(e)?,
+            "log.format" => self.log.format = log_format(v).map_err(e)?,
+            "log.access" => self.log.access = AccessTarget::parse(&string(v).map_err(e)?),
+            "log.access_sample" => self.log.access_sample = fraction(v).map_err(e)?,
             _ => return Err(unknown_key(key)),
         }
         Ok(())
@@ -415,6 +439,10 @@ const KEYS: &[&str] = &[
     "tls.key_update_interval",
     "tls.min_version",
     "tls.alpn",
+    "log.level",
+    "log.format",
+    "log.access",
+    "log.access_sample",
 ];
 
 fn err(key: &str, reason: String) -> ConfigError {
@@ -503,6 +531,33 @@ fn strings(v: &toml::Value) -> Result<Vec<String>, String> {
             "expected a list of strings, got {}",
             other.type_str()
         )),
+    }
+}
+
+fn level(v: &toml::Value) -> Result<Level, String> {
+    let s = string(v)?;
+    Level::parse(&s).ok_or_else(|| {
+        let names: Vec<&str> = Level::ALL.iter().map(|l| l.name()).collect();
+        format!("expected one of {}, got {s:?}", names.join(", "))
+    })
+}
+
+fn log_format(v: &toml::Value) -> Result<Format, String> {
+    let s = string(v)?;
+    Format::parse(&s).ok_or_else(|| format!("expected \"text\" or \"json\", got {s:?}"))
+}
+
+/// A fraction from 0.0 to 1.0 (`0` and `1` may be written as integers).
+fn fraction(v: &toml::Value) -> Result<f64, String> {
+    let f = match v {
+        toml::Value::Float(f) => *f,
+        toml::Value::Integer(i) => *i as f64,
+        other => return Err(format!("expected a fraction from 0.0 to 1.0, got {other}")),
+    };
+    if (0.0..=1.0).contains(&f) {
+        Ok(f)
+    } else {
+        Err(format!("expected a fraction from 0.0 to 1.0, got {f}"))
     }
 }
 
@@ -661,6 +716,27 @@ mod tests {
         assert!(c.server.tls_listen.is_empty());
         assert_eq!(c.tls.alpn, vec!["http/1.1"]);
         assert!(!c.tcp.nodelay);
+        let c = sets(&[
+            "log.level=debug",
+            "log.format=json",
+            "log.access=/var/log/holdfast/access.log",
+            "log.access_sample=0.25",
+        ])
+        .unwrap();
+        assert_eq!(c.log.level, Level::Debug);
+        assert_eq!(c.log.format, Format::Json);
+        assert_eq!(
+            c.log.access,
+            AccessTarget::File("/var/log/holdfast/access.log".into())
+        );
+        assert_eq!(c.log.access_sample, 0.25);
+        let c = sets(&["log.access=stderr", "log.access_sample=0"]).unwrap();
+        assert_eq!(c.log.access, AccessTarget::Stderr);
+        assert_eq!(c.log.access_sample, 0.0);
+        assert_eq!(
+            sets(&["log.access=off"]).unwrap().log.access,
+            AccessTarget::Off
+        );
     }
 
     #[test]
@@ -679,6 +755,13 @@ mod tests {
             ("tls.alpn=h2", "tls.alpn"),
             ("tls.cert=/x.pem", "tls.cert"),
             ("tcp.nodelay=maybe", "tcp.nodelay"),
+            ("log.level=verbose", "log.level"),
+            ("log.format=xml", "log.format"),
+            ("log.access=1", "log.access"),
+            ("log.access_sample=1.5", "log.access_sample"),
+            ("log.access_sample=-0.1", "log.access_sample"),
+            ("log.access_sample=nan", "log.access_sample"),
+            ("log.access_sample=half", "log.access_sample"),
             ("http.header_timeout=0", "http.header_timeout"),
             ("nosuch", "--set"),
         ] {

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod config;
 pub mod engine;
+pub mod log;
 pub mod metrics;
 pub mod notify;
 pub mod proto;

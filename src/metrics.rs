@@ -98,6 +98,8 @@ pub struct WorkerMetrics {
     /// the last bucket for anything slower.
     pub ws_ping_rtt_buckets: [Counter; PING_RTT_BOUNDS_MS.len() + 1],
     pub ws_ping_rtt_sum_ms: Counter,
+    /// Access log lines dropped because the writer thread fell behind.
+    pub access_log_dropped: Counter,
 }
 
 /// Upper bounds (ms) of the heartbeat round-trip histogram's buckets. The engine clock counts
@@ -443,7 +445,7 @@ impl Metrics {
 }
 
 /// The plain counters: exposition name, help text, and how to read one worker's value.
-const COUNTERS: [CounterDef; 16] = [
+const COUNTERS: [CounterDef; 17] = [
     (
         "holdfast_connections_accepted_total",
         "Connections accepted.",
@@ -521,6 +523,11 @@ const COUNTERS: [CounterDef; 16] = [
         "holdfast_tls_key_updates_received_total",
         "TLS 1.3 KeyUpdates received (peer-initiated and answers to ours).",
         |w| w.tls_key_updates_received.get(),
+    ),
+    (
+        "holdfast_access_log_dropped_total",
+        "Access log lines dropped because the writer fell behind (its queue was full).",
+        |w| w.access_log_dropped.get(),
     ),
 ];
 

@@ -41,8 +41,8 @@ fn send(message: &str) {
     if let Err(e) = send_to(&target.to_string_lossy(), message) {
         // Readiness is the service manager's business; failing to tell it must not stop the
         // server, but the operator should know why the unit hangs in "activating".
-        eprintln!(
-            "holdfast: {NOTIFY_SOCKET}={}: {e} (systemd will not see this state change)",
+        crate::log::warn!(
+            "{NOTIFY_SOCKET}={}: {e} (systemd will not see this state change)",
             target.to_string_lossy()
         );
     }

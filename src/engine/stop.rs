@@ -6,6 +6,7 @@
 //! copy too, so repeats are ignored and the supervisor alone decides to force an exit.
 
 use super::worker::Shared;
+use crate::log;
 use nix::sys::eventfd::EventFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,7 +25,7 @@ impl Stopper {
             if self.supervised {
                 return;
             }
-            eprintln!("holdfast: second stop signal, exiting now");
+            log::warn!("second stop signal, exiting now");
             std::process::exit(1);
         }
         let delay = self.shared.config.server.drain_delay;
@@ -33,8 +34,8 @@ impl Stopper {
             self.drain();
             return;
         }
-        eprintln!(
-            "holdfast: stopping: /healthz answers 503 and the listeners stay open for \
+        log::info!(
+            "stopping: /healthz answers 503 and the listeners stay open for \
              server.drain_delay ({delay:?}), then the drain begins"
         );
         self.wake();
@@ -56,8 +57,8 @@ impl Stopper {
     }
 
     fn drain(&self) {
-        eprintln!(
-            "holdfast: draining (up to {:?})",
+        log::info!(
+            "draining (up to {:?})",
             self.shared.config.server.shutdown_timeout
         );
         self.shared.shutdown.store(true, Ordering::Release);

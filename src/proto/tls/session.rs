@@ -77,8 +77,10 @@ impl TlsSession {
                 // A plaintext request on the TLS port (an `http://` URL pointed at it): say so
                 // in a way a person reading curl's output understands, then close.
                 cx.metrics.tls_failure(TlsFailure::PlaintextHttp);
+                let before = out.len();
                 plaintext_answer(out, cx.date);
                 cx.metrics.response(400);
+                cx.log_access(None, 400, out.len() - before, cx.now);
                 return Action::Close {
                     reason: CloseReason::TlsError,
                     linger: true,
@@ -314,8 +316,9 @@ impl TlsSession {
             self.incoming = buf;
         }
         if let Some(e) = failed {
-            cx.metrics
-                .tls_failure(TlsFailure::from_error(&e, self.handshaking));
+            let why = TlsFailure::from_error(&e, self.handshaking);
+            cx.metrics.tls_failure(why);
+            crate::log::debug!("tls: connection failed ({}): {e}", why.label());
             return close(CloseReason::TlsError);
         }
         self.closing.unwrap_or(Action::Continue)
@@ -591,6 +594,8 @@ mod tests {
                 stopping: false,
                 ws_scratch: &self.ws,
                 tls_scratch: &self.tls,
+                access: None,
+                peer: Default::default(),
             };
             let mut out = Vec::new();
             self.last = f(&mut self.server, &cx, &mut out);

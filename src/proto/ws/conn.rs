@@ -658,6 +658,8 @@ mod tests {
                 stopping: false,
                 ws_scratch: &self.scratch,
                 tls_scratch: &self.tls_scratch,
+                access: None,
+                peer: Default::default(),
             };
             let mut out = Vec::new();
             let r = f(self.conn.as_mut().unwrap(), &cx, &mut out);
