@@ -192,14 +192,13 @@ impl TlsSession {
         let (mut records, mut app_records, mut closes) = (0u64, 0u64, 0u64);
         let mut wrote_plain = false;
         loop {
-            // After an error rustls must not see the bad bytes again (it would try to send a
-            // second fatal alert); an empty buffer lets it hand over the alert it queued.
-            let window = if failed.is_some() {
-                &mut []
-            } else {
-                &mut buf[offset..]
-            };
-            let status = self.conn.process_tls_records(window);
+            // After an error, exactly one more call: rustls hands over a fatal alert it queued
+            // before it looks at input again. A call after that would deframe the bad bytes a
+            // second time (and queue a second alert). The window stays the true remaining
+            // input even so: rustls's handshake deframer may hold offsets into it (a partial
+            // handshake message), and a shorter window would make it slice out of bounds.
+            let last_call = failed.is_some();
+            let status = self.conn.process_tls_records(&mut buf[offset..]);
             let discard = status.discard;
             let mut stop = false;
             match status.state {
@@ -288,7 +287,9 @@ impl TlsSession {
                 }
                 Ok(_) => stop = true, // early data is never enabled
             }
-            // (While an alert drains, rustls saw an empty window and discards nothing.)
+            if last_call {
+                stop = true;
+            }
             if counting_peer_records {
                 records += count_records(&buf[offset..offset + discard]);
             }
@@ -696,5 +697,36 @@ mod tests {
         p.client.read_tls(&mut slice).unwrap();
         p.client.process_new_packets().unwrap();
         assert!(p.plaintext().ends_with("Hello, World!"));
+    }
+
+    #[test]
+    fn a_malformed_client_hello_is_a_tls_error_not_a_panic() {
+        for bad in [
+            &b"\x16\x03\x01\x00\x05hello"[..],
+            b"\x16\x03\x01\x00\x00",
+            b"\x16\x03\x01\x00\x04\x01\x00\x00\x00",
+            b"\x15\x03\x03\x00\x02\x02\x28",
+            b"\x17\x03\x03\x00\x03abc",
+        ] {
+            let mut p = Pair::new(|_| {});
+            let out = p.with(|s, cx, out| s.on_input(bad, cx, out));
+            assert!(
+                matches!(
+                    p.last,
+                    Action::Close {
+                        reason: CloseReason::TlsError,
+                        ..
+                    }
+                ),
+                "{bad:?}: {:?}",
+                p.last
+            );
+            // What goes back, if anything, is one fatal alert (a plaintext record: 21, version,
+            // length 2, level 2 = fatal, description).
+            assert!(
+                out.is_empty() || (out.len() == 7 && out[0] == 21 && out[3..6] == [0, 2, 2]),
+                "{bad:?}: {out:?}"
+            );
+        }
     }
 }
