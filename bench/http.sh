@@ -6,6 +6,11 @@
 #   bash bench/http.sh            # REPS=3 DURATION=10s by default
 #   REPS=5 DURATION=15s bash bench/http.sh
 #   SCENARIOS="c1000:1000:" REPS=5 bash bench/http.sh
+#   ACCESS_LOG=1 bash bench/http.sh   # both servers write an access log to a file
+#
+# With ACCESS_LOG=1, holdfast runs with log.access=<file> and nginx with `access_log <file>
+# buffer=32k flush=50ms` (holdfast batches the same way: 32 KiB or 50 ms); the files are
+# emptied after every run so a long benchmark does not fill the disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
@@ -13,7 +18,9 @@ DURATION=${DURATION:-10s}
 HF_PORT=${HF_PORT:-18080}
 NG_PORT=${NG_PORT:-18081}
 WORK=$(mktemp -d /tmp/holdfast-bench.XXXXXX)
+ACCESS_LOG=${ACCESS_LOG:-0}
 OUT=bench/results/http.md
+[ "$ACCESS_LOG" = 1 ] && OUT=bench/results/http-access-log.md
 mkdir -p bench/results
 
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 1; }
@@ -23,13 +30,20 @@ cargo build --release -q
 HF=target/release/holdfast
 
 sed -e "s#__DIR__#$WORK#g" -e "s#__PORT__#$NG_PORT#g" bench/nginx.conf > "$WORK/nginx.conf"
+HF_EXTRA=()
+if [ "$ACCESS_LOG" = 1 ]; then
+  sed -i "s#access_log off;#access_log $WORK/nginx-access.log combined buffer=32k flush=50ms;#" \
+    "$WORK/nginx.conf"
+  HF_EXTRA=(--set "log.access=$WORK/holdfast-access.log")
+fi
 mkdir -p "$WORK/body"
 
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 
 taskset -c 0 "$HF" serve --set server.listen=127.0.0.1:$HF_PORT --set server.tls_listen= \
-  --set server.workers=1 --set http.keepalive_requests=1000000 2>"$WORK/holdfast.log" &
+  --set server.workers=1 --set http.keepalive_requests=1000000 "${HF_EXTRA[@]}" \
+  2>"$WORK/holdfast.log" &
 HF_PID=$!
 taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK" &
 NG_PID=$!
@@ -52,6 +66,12 @@ run() {
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   if echo "$out" | grep -q "Non-2xx\|Socket errors"; then
     echo "$out" | grep "Non-2xx\|Socket errors" >&2
+  fi
+  if [ "$ACCESS_LOG" = 1 ]; then
+    # Both servers hold the files open with O_APPEND, so emptying them in place is safe.
+    wc -l "$WORK/nginx-access.log" "$WORK/holdfast-access.log" | head -2 | tr '\n' ' ' >&2
+    : >"$WORK/nginx-access.log"
+    : >"$WORK/holdfast-access.log"
   fi
   awk -v r="$rps" -v n="$reqs" -v t="$((after - before))" -v hz="$TICK" \
     'BEGIN { printf "%.0f %.2f\n", r, (n > 0 ? t / hz * 1e6 / n : 0) }'
@@ -76,9 +96,11 @@ for rep in $(seq "$REPS"); do
 done
 
 {
-  echo "### HTTP/1.1 plaintext, wrk -t1 (CPU 1), server one worker (CPU 0), $DURATION x $REPS reps, medians"
+  logs=""
+  [ "$ACCESS_LOG" = 1 ] && logs=", both writing an access log to a file"
+  echo "### HTTP/1.1 plaintext, wrk -t1 (CPU 1), server one worker (CPU 0)$logs, $DURATION x $REPS reps, medians"
   echo
-  echo "$(machine_line); command: \`SCENARIOS=\"${SCENARIOS[*]}\" REPS=$REPS DURATION=$DURATION bash bench/http.sh\`"
+  echo "$(machine_line); command: \`SCENARIOS=\"${SCENARIOS[*]}\" REPS=$REPS DURATION=$DURATION ACCESS_LOG=$ACCESS_LOG bash bench/http.sh\`"
   echo
   echo "| scenario | nginx req/s | holdfast req/s | ratio | nginx µs CPU/req | holdfast µs CPU/req | CPU ratio (nginx/holdfast) |"
   echo "|---|---:|---:|---:|---:|---:|---:|"
