@@ -285,13 +285,15 @@ fn inflate_into(
                 out.reserve_exact(want.min(limit + 1 - out.len()).max(1));
             }
             let (in_before, out_before) = (d.total_in(), d.total_out());
-            let status = d
-                .decompress_vec(&chunk[pos..], out, FlushDecompress::Sync)
-                .map_err(|_| InflateError::Corrupt)?;
-            pos += (d.total_in() - in_before) as usize;
+            let status = d.decompress_vec(&chunk[pos..], out, FlushDecompress::Sync);
+            // The cap first: zlib may write past it and then, within the same call, read on
+            // into corrupt data; the message was too big before it was corrupt (and checking in
+            // this order keeps the answer independent of how much room each call had).
             if out.len() > limit {
                 return Err(InflateError::TooBig);
             }
+            let status = status.map_err(|_| InflateError::Corrupt)?;
+            pos += (d.total_in() - in_before) as usize;
             if status == Status::StreamEnd {
                 // A final block ends this message's stream; the next one starts afresh.
                 d.reset(false);
@@ -533,5 +535,23 @@ mod tests {
         let _ = Scratch::lend(&mut slot);
         Scratch::keep(&mut slot, vec![0u8; KEEP_MAX + 1]);
         assert_eq!(slot.capacity(), 0);
+    }
+
+    /// Found by fuzzing: a stored block that fills the output past the cap, followed within
+    /// the same call by a block of the reserved type, was called corrupt (1007) instead of too
+    /// big (1009), depending on how much room the call had.
+    #[test]
+    fn past_the_cap_before_corrupt_data_is_too_big() {
+        // A stored block of 6 bytes (not final), then a block header of the reserved type 3.
+        let wire = [
+            0x00, 0x06, 0x00, 0xf9, 0xff, b'a', b'a', b'a', b'a', b'a', b'a', 0x06,
+        ];
+        let mut out = Vec::new();
+        let r = Deflate::new(NO_TAKEOVER).inflate(&mut Scratch::default(), &wire, &mut out, 5);
+        assert_eq!(r, Err(InflateError::TooBig));
+        assert!(out.len() <= 6);
+        // Under the cap, the same data is corrupt.
+        let r = Deflate::new(NO_TAKEOVER).inflate(&mut Scratch::default(), &wire, &mut out, 100);
+        assert_eq!(r, Err(InflateError::Corrupt));
     }
 }
