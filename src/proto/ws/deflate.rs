@@ -212,6 +212,19 @@ impl Deflate {
         }
     }
 
+    /// The message just deflated goes out uncompressed after all (compressing did not make it
+    /// smaller). With context takeover the peer's inflater never sees it, so our deflater must
+    /// not refer back to it: its context is reset (the peer keeping more history than we use
+    /// is harmless; us using history the peer lacks breaks every later message). Without
+    /// takeover nothing is kept, so there is nothing to do.
+    pub fn not_sent(&mut self) {
+        if !self.params.server_no_context_takeover
+            && let Some(c) = self.deflater.as_mut()
+        {
+            c.reset();
+        }
+    }
+
     /// Whether this connection holds compression contexts of its own (only with takeover).
     pub fn holds_context(&self) -> bool {
         self.inflater.is_some() || self.deflater.is_some()
