@@ -63,6 +63,9 @@ pub fn route<'a>(
             ..Reply::text(200, "")
         },
         b"/plaintext" if get_like => Reply::text(200, "Hello, World!"),
+        // A stopping server fails its health check first, so load balancers stop sending it
+        // new connections before its listeners close (`server.drain_delay`).
+        b"/healthz" if get_like && cx.stopping => Reply::text(503, "draining\n"),
         b"/healthz" if get_like => Reply::text(200, "ok"),
         b"/echo" if method == Method::Post => Reply {
             status: 200,

@@ -2,9 +2,15 @@
 //! defaults of DESIGN §1, and validation. Every error names the key it is about, so an operator
 //! can fix a bad setting from the one line we print.
 
+use crate::log::access::Target as AccessTarget;
+use crate::log::{Format, Level};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The ALPN name of HTTP/1.1, the one application protocol holdfast speaks inside TLS (RFC 7301).
+/// `tls.alpn` may list only protocols we speak; HTTP/2 will add `h2` here.
+pub const ALPN_HTTP1: &str = "http/1.1";
 
 /// The whole configuration, one struct per TOML table.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +20,7 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub tcp: TcpConfig,
     pub tls: TlsConfig,
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +38,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub backlog: u32,
     pub shutdown_timeout: Duration,
+    /// After SIGTERM, keep accepting and serving for this long with `/healthz` failing, so a
+    /// load balancer takes the node out of rotation before its listeners close: a rolling
+    /// restart then refuses no connection. Zero starts the drain at once.
+    pub drain_delay: Duration,
     /// TCP_DEFER_ACCEPT on the listeners (nginx's `deferred`): the kernel hands over a
     /// connection only once its first bytes have arrived (or after `http.header_timeout`),
     /// saving a wake-up per connection and never spending a slot on a client that stays silent.
@@ -90,6 +101,17 @@ pub struct TlsConfig {
     pub alpn: Vec<String>,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// Lines below this level are not written (nor formatted).
+    pub level: Level,
+    pub format: Format,
+    /// Where the access log goes; off by default.
+    pub access: AccessTarget,
+    /// The fraction of successful requests that get an access line (errors always do).
+    pub access_sample: f64,
+}
+
 /// A configuration error: the key (dotted, e.g. `http.keepalive_timeout`, or the file path for
 /// I/O and syntax errors) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +140,7 @@ impl Default for Config {
                 max_connections: 1_000_000,
                 backlog: 65535,
                 shutdown_timeout: Duration::from_secs(30),
+                drain_delay: Duration::ZERO,
                 defer_accept: false,
             },
             http: HttpConfig {
@@ -155,7 +178,13 @@ impl Default for Config {
                 key_update_bytes: 1 << 30,
                 key_update_interval: Duration::from_secs(3600),
                 min_version: "1.2".to_string(),
-                alpn: vec!["http/1.1".to_string()],
+                alpn: vec![ALPN_HTTP1.to_string()],
+            },
+            log: LogConfig {
+                level: Level::Info,
+                format: Format::Text,
+                access: AccessTarget::Off,
+                access_sample: 1.0,
             },
         }
     }
@@ -210,6 +239,7 @@ impl Config {
                     .map_err(|_| err(key, "must be at most 2147483647".into()))?
             }
             "server.shutdown_timeout" => self.server.shutdown_timeout = dur(v).map_err(e)?,
+            "server.drain_delay" => self.server.drain_delay = dur(v).map_err(e)?,
             "server.defer_accept" => self.server.defer_accept = boolean(v).map_err(e)?,
             "http.keepalive_timeout" => self.http.keepalive_timeout = dur(v).map_err(e)?,
             "http.header_timeout" => self.http.header_timeout = dur(v).map_err(e)?,
@@ -249,6 +279,10 @@ impl Config {
             "tls.key_update_interval" => self.tls.key_update_interval = dur(v).map_err(e)?,
             "tls.min_version" => self.tls.min_version = string(v).map_err(e)?,
             "tls.alpn" => self.tls.alpn = strings(v).map_err(e)?,
+            "log.level" => self.log.level = level(v).map_err(e)?,
+            "log.format" => self.log.format = log_format(v).map_err(e)?,
+            "log.access" => self.log.access = AccessTarget::parse(&string(v).map_err(e)?),
+            "log.access_sample" => self.log.access_sample = fraction(v).map_err(e)?,
             _ => return Err(unknown_key(key)),
         }
         Ok(())
@@ -342,14 +376,15 @@ impl Config {
             "tls.min_version",
             "must be \"1.2\" or \"1.3\"",
         )?;
-        check(
-            self.tls
-                .alpn
-                .iter()
-                .all(|p| !p.is_empty() && p.len() <= 255),
-            "tls.alpn",
-            "protocol names must be 1 to 255 bytes",
-        )?;
+        if let Some(p) = self.tls.alpn.iter().find(|p| *p != ALPN_HTTP1) {
+            return Err(err(
+                "tls.alpn",
+                format!(
+                    "{p:?} is not a protocol holdfast speaks; the only one is \"{ALPN_HTTP1}\" \
+                     (announcing another would promise clients a protocol they would not get)"
+                ),
+            ));
+        }
         check(
             self.tls.key_update_bytes >= 1,
             "tls.key_update_bytes",
@@ -373,6 +408,7 @@ const KEYS: &[&str] = &[
     "server.max_connections",
     "server.backlog",
     "server.shutdown_timeout",
+    "server.drain_delay",
     "server.defer_accept",
     "http.keepalive_timeout",
     "http.header_timeout",
@@ -403,6 +439,10 @@ const KEYS: &[&str] = &[
     "tls.key_update_interval",
     "tls.min_version",
     "tls.alpn",
+    "log.level",
+    "log.format",
+    "log.access",
+    "log.access_sample",
 ];
 
 fn err(key: &str, reason: String) -> ConfigError {
@@ -491,6 +531,33 @@ fn strings(v: &toml::Value) -> Result<Vec<String>, String> {
             "expected a list of strings, got {}",
             other.type_str()
         )),
+    }
+}
+
+fn level(v: &toml::Value) -> Result<Level, String> {
+    let s = string(v)?;
+    Level::parse(&s).ok_or_else(|| {
+        let names: Vec<&str> = Level::ALL.iter().map(|l| l.name()).collect();
+        format!("expected one of {}, got {s:?}", names.join(", "))
+    })
+}
+
+fn log_format(v: &toml::Value) -> Result<Format, String> {
+    let s = string(v)?;
+    Format::parse(&s).ok_or_else(|| format!("expected \"text\" or \"json\", got {s:?}"))
+}
+
+/// A fraction from 0.0 to 1.0 (`0` and `1` may be written as integers).
+fn fraction(v: &toml::Value) -> Result<f64, String> {
+    let f = match v {
+        toml::Value::Float(f) => *f,
+        toml::Value::Integer(i) => *i as f64,
+        other => return Err(format!("expected a fraction from 0.0 to 1.0, got {other}")),
+    };
+    if (0.0..=1.0).contains(&f) {
+        Ok(f)
+    } else {
+        Err(format!("expected a fraction from 0.0 to 1.0, got {f}"))
     }
 }
 
@@ -638,7 +705,7 @@ mod tests {
             "server.workers=2",
             "server.listen=127.0.0.1:0",
             "server.tls_listen=",
-            "tls.alpn=[\"h2\", \"http/1.1\"]",
+            "tls.alpn=[\"http/1.1\"]",
             "http.keepalive_timeout=7s",
             "tcp.nodelay=false",
         ])
@@ -647,8 +714,29 @@ mod tests {
         assert_eq!(c.server.workers, 2);
         assert_eq!(c.server.listen, vec!["127.0.0.1:0".parse().unwrap()]);
         assert!(c.server.tls_listen.is_empty());
-        assert_eq!(c.tls.alpn, vec!["h2", "http/1.1"]);
+        assert_eq!(c.tls.alpn, vec!["http/1.1"]);
         assert!(!c.tcp.nodelay);
+        let c = sets(&[
+            "log.level=debug",
+            "log.format=json",
+            "log.access=/var/log/holdfast/access.log",
+            "log.access_sample=0.25",
+        ])
+        .unwrap();
+        assert_eq!(c.log.level, Level::Debug);
+        assert_eq!(c.log.format, Format::Json);
+        assert_eq!(
+            c.log.access,
+            AccessTarget::File("/var/log/holdfast/access.log".into())
+        );
+        assert_eq!(c.log.access_sample, 0.25);
+        let c = sets(&["log.access=stderr", "log.access_sample=0"]).unwrap();
+        assert_eq!(c.log.access, AccessTarget::Stderr);
+        assert_eq!(c.log.access_sample, 0.0);
+        assert_eq!(
+            sets(&["log.access=off"]).unwrap().log.access,
+            AccessTarget::Off
+        );
     }
 
     #[test]
@@ -663,8 +751,17 @@ mod tests {
             ("tcp.keepalive_idle=1500ms", "tcp.keepalive_idle"),
             ("tcp.keepalive_count=500", "tcp.keepalive_count"),
             ("tls.min_version=\"1.1\"", "tls.min_version"),
+            ("tls.alpn=[\"h2\", \"http/1.1\"]", "tls.alpn"),
+            ("tls.alpn=h2", "tls.alpn"),
             ("tls.cert=/x.pem", "tls.cert"),
             ("tcp.nodelay=maybe", "tcp.nodelay"),
+            ("log.level=verbose", "log.level"),
+            ("log.format=xml", "log.format"),
+            ("log.access=1", "log.access"),
+            ("log.access_sample=1.5", "log.access_sample"),
+            ("log.access_sample=-0.1", "log.access_sample"),
+            ("log.access_sample=nan", "log.access_sample"),
+            ("log.access_sample=half", "log.access_sample"),
             ("http.header_timeout=0", "http.header_timeout"),
             ("nosuch", "--set"),
         ] {
@@ -713,6 +810,22 @@ mod tests {
             Config::load(Some(&missing), &[]).unwrap_err().key,
             missing.display().to_string()
         );
+    }
+
+    /// holdfast.toml at the repository root is the operator's example: every key, each at its
+    /// default. This keeps it so when a key or a default changes.
+    #[test]
+    fn the_example_configuration_sets_every_key_to_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("holdfast.toml");
+        assert_eq!(Config::load(Some(&path), &[]).unwrap(), Config::default());
+        let table: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        for key in KEYS {
+            let (section, name) = key.split_once('.').unwrap();
+            assert!(
+                table.get(section).and_then(|t| t.get(name)).is_some(),
+                "{key} is missing from holdfast.toml"
+            );
+        }
     }
 
     /// `set`'s match arms and `KEYS` (for "did you mean") list the keys twice; this keeps the

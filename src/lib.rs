@@ -5,7 +5,9 @@
 pub mod app;
 pub mod config;
 pub mod engine;
+pub mod log;
 pub mod metrics;
+pub mod notify;
 pub mod proto;
 pub mod signals;
 pub mod time;

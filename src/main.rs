@@ -3,6 +3,8 @@
 
 use clap::{Parser, Subcommand};
 use holdfast::config::Config;
+use holdfast::log;
+use holdfast::log::writer::AccessLog;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -74,31 +76,46 @@ fn main() -> ExitCode {
             let cfg = match Config::load(config.as_deref(), &sets) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("holdfast: {e}");
+                    log::error!("{e}");
                     return ExitCode::from(2);
                 }
             };
-            let supervised = match holdfast::engine::child_role() {
-                Ok(role) => role.is_some(),
+            let process = match holdfast::engine::child_role() {
+                Ok(role) => role.map(|r| r.index),
                 Err(e) => {
-                    eprintln!("holdfast: {e}");
+                    log::error!("{e}");
                     return ExitCode::from(2);
                 }
             };
+            log::init(cfg.log.level, cfg.log.format, process);
+            let supervised = process.is_some();
             if cfg.server.processes > 1 && !supervised {
                 return supervise(&cfg);
             }
             let tls = match tls_for(&cfg) {
                 Ok(t) => t,
                 Err(e) => {
-                    eprintln!("holdfast: {e}");
+                    log::error!("{e}");
                     return ExitCode::from(2);
                 }
             };
-            match holdfast::engine::run(cfg, tls) {
+            let target = if supervised {
+                holdfast::engine::child_access_target(&cfg.log.access)
+            } else {
+                cfg.log.access.clone()
+            };
+            let log = &cfg.log;
+            let access = match AccessLog::start(&target, log.format, log.access_sample, process) {
+                Ok(a) => a,
+                Err(e) => {
+                    log::error!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match holdfast::engine::run(cfg, tls, access) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("holdfast: {e}");
+                    log::error!("{e}");
                     ExitCode::from(1)
                 }
             }
@@ -110,36 +127,26 @@ fn main() -> ExitCode {
                     json,
                     proc_root,
                 },
-        } => match holdfast::tune::check(&proc_root, connections) {
-            Ok(rows) => {
-                if json {
-                    print!("{}", holdfast::tune::render_json(&rows, connections));
-                } else {
-                    print!("{}", holdfast::tune::render(&rows, connections));
-                }
-                if rows.iter().all(|r| r.ok) {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                }
+        } => {
+            let outcome = holdfast::tune::run(&proc_root, connections, json);
+            print!("{}", outcome.stdout);
+            if let Some(e) = outcome.error {
+                log::error!("tune check: {e}");
             }
-            Err(e) => {
-                eprintln!("holdfast: tune check: {e}");
-                ExitCode::from(2)
-            }
-        },
+            ExitCode::from(outcome.code)
+        }
         Command::Config {
             command: ConfigCommand::Check { file, sets },
         } => match Config::load(Some(&file), &sets)
             .map_err(|e| e.to_string())
-            .and_then(|c| tls_for(&c))
+            .and_then(|c| AccessLog::check(&c.log.access).and_then(|_| tls_for(&c)))
         {
             Ok(_) => {
                 println!("ok");
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("holdfast: {e}");
+                log::error!("{e}");
                 ExitCode::from(2)
             }
         },
@@ -147,19 +154,24 @@ fn main() -> ExitCode {
 }
 
 /// `server.processes` > 1: this process supervises that many server processes. Certificate and
-/// key files are checked here first, so a bad one is still exit 2 before anything starts.
+/// key files and the access log's path are checked here first, so a bad one is still exit 2
+/// before anything starts.
 fn supervise(cfg: &Config) -> ExitCode {
     if cfg.tls.cert.is_some()
         && let Err(e) = tls_for(cfg)
     {
-        eprintln!("holdfast: {e}");
+        log::error!("{e}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = AccessLog::check(&cfg.log.access) {
+        log::error!("{e}");
         return ExitCode::from(2);
     }
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     match holdfast::engine::supervise(cfg, &args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("holdfast: {e}");
+            log::error!("{e}");
             ExitCode::from(1)
         }
     }

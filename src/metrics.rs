@@ -1,6 +1,9 @@
 //! Owns the server's counters: one block per worker, written only by that worker (so an
 //! increment is a plain load and store, not a locked instruction), summed when `/metrics` is
-//! scraped, and rendered in the Prometheus text exposition format.
+//! scraped, and rendered in the Prometheus text exposition format, together with the standard
+//! `process_*` metrics that `process` reads from /proc.
+
+mod process;
 
 use crate::proto::CloseReason;
 use crate::proto::tls::TlsFailure;
@@ -66,8 +69,8 @@ pub struct WorkerMetrics {
     pub accepted: Counter,
     pub closed: [Counter; CloseReason::ALL.len()],
     pub requests: Counter,
-    pub responses_4xx: Counter,
-    pub responses_5xx: Counter,
+    /// Final responses by status class, `1xx` (101 upgrades) to `5xx`; see `response`.
+    pub responses: [Counter; STATUS_CLASSES.len()],
     pub timeouts: [Counter; TimeoutKind::ALL.len()],
     pub bytes_in: Counter,
     pub bytes_out: Counter,
@@ -95,6 +98,8 @@ pub struct WorkerMetrics {
     /// the last bucket for anything slower.
     pub ws_ping_rtt_buckets: [Counter; PING_RTT_BOUNDS_MS.len() + 1],
     pub ws_ping_rtt_sum_ms: Counter,
+    /// Access log lines dropped because the writer thread fell behind.
+    pub access_log_dropped: Counter,
 }
 
 /// Upper bounds (ms) of the heartbeat round-trip histogram's buckets. The engine clock counts
@@ -104,6 +109,9 @@ pub const PING_RTT_BOUNDS_MS: [u64; 14] = [
 ];
 
 const WS_CODE_SLOTS: usize = COUNTED_CODES.len() + 2;
+
+/// The `code` label values of `holdfast_responses_total`, one per status class.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 impl WorkerMetrics {
     pub fn closed(&self, reason: CloseReason) {
@@ -138,11 +146,16 @@ impl WorkerMetrics {
         self.ws_closes[slot].inc();
     }
 
+    /// Counts one final response by its class. `100 Continue` is not one (it is an interim
+    /// response: the final one follows and is counted), so the HTTP layer does not report it;
+    /// `101 Switching Protocols` ends the HTTP exchange and is. A status outside 100–599 cannot
+    /// be sent and is not counted.
     pub fn response(&self, status: u16) {
-        match status {
-            400..=499 => self.responses_4xx.inc(),
-            500..=599 => self.responses_5xx.inc(),
-            _ => {}
+        if let Some(c) = (status / 100)
+            .checked_sub(1)
+            .and_then(|i| self.responses.get(usize::from(i)))
+        {
+            c.inc();
         }
     }
 }
@@ -189,6 +202,10 @@ impl Metrics {
             header: Box::leak(Box::default()),
             workers: Box::leak((0..workers).map(|_| WorkerMetrics::default()).collect()),
         };
+        block
+            .header
+            .pid
+            .store(u64::from(std::process::id()), Ordering::Relaxed);
         Metrics {
             workers: block.workers,
             header: block.header,
@@ -241,13 +258,34 @@ impl Metrics {
     ) {
         for (i, p) in self.processes.iter().enumerate() {
             let v = get(p);
-            let labels = match (self.per_process, extra.is_empty()) {
-                (false, true) => String::new(),
-                (false, false) => format!("{{{extra}}}"),
-                (true, true) => format!("{{process=\"{i}\"}}"),
-                (true, false) => format!("{{process=\"{i}\",{extra}}}"),
-            };
-            let _ = writeln!(s, "{name}{labels} {v}");
+            let _ = writeln!(s, "{name}{} {v}", self.labels(i, extra));
+        }
+    }
+
+    /// The label set of process `i`'s series: `process="i"` under a supervisor, then `extra`.
+    fn labels(&self, i: usize, extra: &str) -> String {
+        match (self.per_process, extra.is_empty()) {
+            (false, true) => String::new(),
+            (false, false) => format!("{{{extra}}}"),
+            (true, true) => format!("{{process=\"{i}\"}}"),
+            (true, false) => format!("{{process=\"{i}\",{extra}}}"),
+        }
+    }
+
+    /// The standard `process_*` families of every process, read now (see `process`).
+    fn process_families(&self, s: &mut String) {
+        let pids = self
+            .processes
+            .iter()
+            .map(|p| p.header.pid.load(Ordering::Relaxed));
+        let stats = process::read_each(pids);
+        for f in process::FAMILIES {
+            Self::family(s, f.name, f.kind, f.help);
+            for (i, st) in stats.iter().enumerate() {
+                if let Some(v) = st.as_ref().and_then(f.value) {
+                    let _ = writeln!(s, "{}{} {v}", f.name, self.labels(i, ""));
+                }
+            }
         }
     }
 
@@ -281,6 +319,17 @@ impl Metrics {
         for r in CloseReason::ALL {
             let extra = format!("reason=\"{}\"", r.label());
             self.counter(&mut s, name, &extra, |w| w.closed[r.index()].get());
+        }
+        let name = "holdfast_responses_total";
+        Self::family(
+            &mut s,
+            name,
+            "counter",
+            "HTTP final responses, by status class (101 upgrades are 1xx; 100 Continue is not counted).",
+        );
+        for (i, class) in STATUS_CLASSES.iter().enumerate() {
+            let extra = format!("code=\"{class}\"");
+            self.counter(&mut s, name, &extra, |w| w.responses[i].get());
         }
         let name = "holdfast_timeouts_total";
         Self::family(&mut s, name, "counter", "Timeouts, by kind.");
@@ -359,9 +408,18 @@ impl Metrics {
             let extra = format!("reason=\"{}\"", f.label());
             self.counter(&mut s, name, &extra, |w| w.tls_failures[f as usize].get());
         }
+        let name = "holdfast_build_info";
+        Self::family(
+            &mut s,
+            name,
+            "gauge",
+            "Always 1: the labels name the build of the process that answered this scrape.",
+        );
+        let _ = writeln!(s, "{name}{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
         let name = "holdfast_workers";
         Self::family(&mut s, name, "gauge", "Worker threads.");
         self.series(&mut s, name, "", |p| p.workers.len() as u64);
+        self.process_families(&mut s);
         if self.per_process {
             let name = "holdfast_process_pid";
             Self::family(
@@ -387,7 +445,7 @@ impl Metrics {
 }
 
 /// The plain counters: exposition name, help text, and how to read one worker's value.
-const COUNTERS: [CounterDef; 18] = [
+const COUNTERS: [CounterDef; 17] = [
     (
         "holdfast_connections_accepted_total",
         "Connections accepted.",
@@ -397,21 +455,15 @@ const COUNTERS: [CounterDef; 18] = [
         w.requests.get()
     }),
     (
-        "holdfast_responses_4xx_total",
-        "Responses with a 4xx status.",
-        |w| w.responses_4xx.get(),
+        "holdfast_received_bytes_total",
+        "Bytes received from clients (as read from the sockets: TLS records when encrypted).",
+        |w| w.bytes_in.get(),
     ),
     (
-        "holdfast_responses_5xx_total",
-        "Responses with a 5xx status.",
-        |w| w.responses_5xx.get(),
+        "holdfast_sent_bytes_total",
+        "Bytes sent to clients (as written to the sockets: TLS records when encrypted).",
+        |w| w.bytes_out.get(),
     ),
-    ("holdfast_bytes_in_total", "Bytes received.", |w| {
-        w.bytes_in.get()
-    }),
-    ("holdfast_bytes_out_total", "Bytes sent.", |w| {
-        w.bytes_out.get()
-    }),
     (
         "holdfast_recv_rearms_total",
         "Multishot receives re-armed because the buffer ring ran dry.",
@@ -472,6 +524,11 @@ const COUNTERS: [CounterDef; 18] = [
         "TLS 1.3 KeyUpdates received (peer-initiated and answers to ours).",
         |w| w.tls_key_updates_received.get(),
     ),
+    (
+        "holdfast_access_log_dropped_total",
+        "Access log lines dropped because the writer fell behind (its queue was full).",
+        |w| w.access_log_dropped.get(),
+    ),
 ];
 
 #[cfg(test)]
@@ -524,6 +581,19 @@ mod tests {
     }
 
     #[test]
+    fn responses_are_counted_by_status_class() {
+        let m = Metrics::new(1);
+        for status in [101, 200, 204, 301, 404, 408, 503, 0, 99, 600, u16::MAX] {
+            m.workers[0].response(status);
+        }
+        let text = m.render();
+        for (class, n) in [("1xx", 1), ("2xx", 2), ("3xx", 1), ("4xx", 2), ("5xx", 1)] {
+            let line = format!("holdfast_responses_total{{code=\"{class}\"}} {n}\n");
+            assert!(text.contains(&line), "{line} in:\n{text}");
+        }
+    }
+
+    #[test]
     fn ping_round_trips_render_as_a_cumulative_histogram() {
         let m = Metrics::new(1);
         for ms in [0, 0, 3, 150, 40_000] {
@@ -541,6 +611,16 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn build_info_names_the_version_once() {
+        let text = Metrics::new(2).render();
+        let line = format!(
+            "holdfast_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(text.matches(&line).count(), 1, "{text}");
     }
 
     #[test]

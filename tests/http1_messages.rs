@@ -45,8 +45,9 @@ fn endpoints() {
         "holdfast_connections_closed_total{reason=\"idle_timeout\"}",
         "holdfast_requests_total",
         "holdfast_timeouts_total{kind=\"request\"}",
-        "holdfast_bytes_in_total",
-        "holdfast_bytes_out_total",
+        "holdfast_received_bytes_total",
+        "holdfast_sent_bytes_total",
+        "holdfast_responses_total{code=\"2xx\"}",
     ] {
         assert!(text.contains(name), "{name} missing");
     }

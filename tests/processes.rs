@@ -89,7 +89,7 @@ fn a_killed_process_is_restarted_and_its_slot_cleared() {
             .unwrap()
             .success()
     );
-    assert!(server.wait_log("holdfast: process 1 exited (killed by SIGKILL)"));
+    assert!(server.wait_log("holdfast: warn: process 1 exited (killed by SIGKILL)"));
     assert!(
         server.wait_log("holdfast: process 1 is serving again"),
         "{}",

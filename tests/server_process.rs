@@ -59,6 +59,21 @@ fn bad_flags_and_settings_exit_2_with_one_line_naming_the_key() {
         ),
         (vec!["serve", "--set", "nosuch.key=1"], "nosuch.key"),
         (vec!["serve", "--set", "novalue"], "--set"),
+        // Until HTTP/2 exists, announcing it would promise clients a protocol we do not speak.
+        (
+            vec!["serve", "--set", "tls.alpn=[\"h2\", \"http/1.1\"]"],
+            "tls.alpn",
+        ),
+        (
+            vec![
+                "serve",
+                "--set",
+                "server.processes=2",
+                "--set",
+                "tls.alpn=h2",
+            ],
+            "tls.alpn",
+        ),
     ] {
         let out = holdfast(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

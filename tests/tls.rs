@@ -576,6 +576,8 @@ fn garbage_and_plaintext_on_the_tls_port_close_only_that_connection() {
         server.metric("holdfast_tls_failures_total{reason=\"plaintext_http\"}"),
         1
     );
+    // The 400 "use https://" is a response like any other.
+    assert_eq!(server.metric("holdfast_responses_total{code=\"4xx\"}"), 1);
     assert_eq!(
         server.metric("holdfast_tls_failures_total{reason=\"bad_record\"}"),
         2
@@ -628,6 +630,7 @@ fn wss_echo_over_tls() {
         }
     }
     assert_eq!(server.metric("holdfast_ws_upgrades_total"), 1);
+    assert_eq!(server.metric("holdfast_responses_total{code=\"1xx\"}"), 1);
 }
 
 #[test]

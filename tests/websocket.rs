@@ -103,13 +103,13 @@ fn tungstenite_echo_of_text_binary_and_large_messages() {
 
 fn python_client(srv: &Server, mode: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/ws_client.py");
-    let out = std::process::Command::new("python3")
+    let out = common::tools::python_with_websockets()
         .args([script, &format!("ws://{}/ws", srv.addr), mode])
         .output()
         .expect("python3");
     assert!(
         out.status.success(),
-        "python websockets client ({mode}) failed (is the `websockets` package installed? .ci/run installs it):\n{}",
+        "python websockets client ({mode}) failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
@@ -135,7 +135,7 @@ fn python_websockets_client_with_permessage_deflate() {
     // Turned off, the extension is not negotiated and messages still echo.
     let off = Server::start(&["websocket.permessage_deflate=false"]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/ws_client.py");
-    let out = std::process::Command::new("python3")
+    let out = common::tools::python_with_websockets()
         .args([script, &format!("ws://{}/ws", off.addr), "deflate"])
         .output()
         .unwrap();

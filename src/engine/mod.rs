@@ -9,19 +9,21 @@ mod listener;
 mod ring;
 mod shm;
 mod sockopt;
+mod stop;
 mod supervisor;
 mod token;
 mod worker;
 
-pub use supervisor::{child_role, supervise};
+pub use supervisor::{child_access_target, child_role, supervise};
 
 use crate::config::Config;
+use crate::log;
+use crate::log::writer::AccessLog;
 use crate::metrics::Metrics;
 use crate::signals::{self, Signal};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use worker::{Shared, Worker};
 
@@ -29,8 +31,13 @@ use worker::{Shared, Worker};
 const FD_HEADROOM: u64 = 64;
 
 /// Runs the server until SIGTERM/SIGINT and a completed drain. Errors are one line for the
-/// operator (the caller prints them and exits non-zero).
-pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<(), String> {
+/// operator (the caller prints them and exits non-zero). The access log, opened by the caller
+/// (a bad path is a configuration error), has every line written before this returns.
+pub fn run(
+    config: Config,
+    tls: Option<crate::proto::tls::TlsShared>,
+    access: Option<AccessLog>,
+) -> Result<(), String> {
     let role = supervisor::child_role()?;
     let workers = match (&role, config.server.workers) {
         (Some(r), _) => r.workers,
@@ -52,7 +59,7 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
     if role.is_none()
         && let Some(line) = nofile_shortfall(config.server.max_connections as u64, hard)
     {
-        eprintln!("holdfast: server.max_connections = {line}");
+        log::warn!("server.max_connections = {line}");
     }
     // Signals are blocked before any thread starts so that every thread inherits the mask and
     // only the signal thread ever receives them.
@@ -82,11 +89,11 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
             per_worker[w].push((fd, is_tls));
         }
         let scheme = if is_tls { "https" } else { "http" };
-        eprintln!("holdfast: listening on {scheme}://{bound} (workers: {workers})");
+        log::info!("listening on {scheme}://{bound} (workers: {workers})");
     }
     if tls.as_ref().is_some_and(|t| t.self_signed) {
-        eprintln!(
-            "holdfast: tls: no tls.cert/tls.key configured; serving a self-signed certificate for \
+        log::warn!(
+            "tls: no tls.cert/tls.key configured; serving a self-signed certificate for \
              localhost generated at start (clients will not trust it)"
         );
     }
@@ -95,7 +102,9 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
         metrics,
         config,
         shutdown: Default::default(),
+        stopping: Default::default(),
         tls,
+        access,
     });
     let mut wakers = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
@@ -134,9 +143,15 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
             Err(_) => return Err("a worker thread died during start-up".into()),
         }
     }
-    eprintln!("holdfast: ready");
+    log::info!("{}", log::READY);
 
-    let signal_shared = Arc::clone(&shared);
+    crate::notify::ready();
+
+    let stopper = stop::Stopper {
+        shared: Arc::clone(&shared),
+        wakers: Arc::new(wakers),
+        supervised: role.is_some(),
+    };
     std::thread::Builder::new()
         .name("holdfast-signals".into())
         .spawn(move || {
@@ -147,23 +162,21 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
                     if let Some(r) = &role {
                         r.orphaned();
                     }
-                    if signal_shared.shutdown.swap(true, Ordering::AcqRel) {
-                        eprintln!("holdfast: second stop signal, exiting now");
-                        std::process::exit(1);
-                    }
-                    eprintln!(
-                        "holdfast: draining (up to {:?})",
-                        signal_shared.config.server.shutdown_timeout
-                    );
-                    for w in &wakers {
-                        let _ = w.write(1);
-                    }
+                    stopper.on_signal();
                 }
                 Signal::ChildExited => {}
-                Signal::Reload => match &signal_shared.tls {
-                    Some(tls) => tls.reload(),
-                    None => eprintln!("holdfast: SIGHUP: no TLS listener; nothing to reload"),
-                },
+                Signal::Reload => {
+                    crate::notify::reloading();
+                    let reopened = stopper.shared.access.as_ref().is_some_and(|a| a.reopen());
+                    match &stopper.shared.tls {
+                        Some(tls) => tls.reload(),
+                        None if !reopened => {
+                            log::info!("SIGHUP: no TLS listener or log file; nothing to reload")
+                        }
+                        None => {}
+                    }
+                    crate::notify::ready();
+                }
             })
         })
         .map_err(|e| format!("cannot start signal thread: {e}"))?;
@@ -176,8 +189,12 @@ pub fn run(config: Config, tls: Option<crate::proto::tls::TlsShared>) -> Result<
             Err(_) => result = Err("a worker thread panicked".into()),
         }
     }
+    // Every worker has handed over its last lines.
+    if let Some(a) = &shared.access {
+        a.finish();
+    }
     if result.is_ok() {
-        eprintln!("holdfast: drained, exiting");
+        log::info!("drained, exiting");
     }
     result
 }
@@ -188,7 +205,7 @@ fn raise_nofile_limit() -> u64 {
         return u64::MAX;
     };
     if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
-        eprintln!("holdfast: could not raise the open-file limit from {soft} to {hard}");
+        log::warn!("could not raise the open-file limit from {soft} to {hard}");
     }
     hard
 }

@@ -8,6 +8,8 @@
 
 use super::shm::SharedMetrics;
 use crate::config::Config;
+use crate::log;
+use crate::log::access::Target as AccessTarget;
 use crate::proto::tls::{certs, tickets};
 use crate::signals::{self, Signal};
 use nix::sys::signal::{Signal as NixSignal, kill};
@@ -78,6 +80,17 @@ pub fn child_role() -> Result<Option<ChildRole>, String> {
     }))
 }
 
+/// Where a server process under a supervisor writes its access log. With `log.access =
+/// "stderr"` it writes to its stdout, which the supervisor points at its own stderr (see
+/// `Launcher::spawn`): the lines arrive unprefixed and unparsed, as they would from one process,
+/// while the process's stderr stays the pipe its log lines are relayed through.
+pub fn child_access_target(configured: &AccessTarget) -> AccessTarget {
+    match configured {
+        AccessTarget::Stderr => AccessTarget::Stdout,
+        other => other.clone(),
+    }
+}
+
 /// What the supervisor hears about: signals, and lines from its processes.
 enum Event {
     Signal(Signal),
@@ -117,7 +130,7 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
     let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map_or(u64::MAX, |(_, hard)| hard);
     if let Some(line) = super::nofile_shortfall(share as u64, hard) {
-        eprintln!("holdfast: server.max_connections per process (÷ {processes}) = {line}");
+        log::warn!("server.max_connections per process (÷ {processes}) = {line}");
     }
 
     // Every --set below is appended after the operator's own, so it wins.
@@ -144,8 +157,8 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
             let key_path = private.write("key.pem", &key)?;
             sets.push(format!("tls.cert={:?}", cert_path.display().to_string()));
             sets.push(format!("tls.key={:?}", key_path.display().to_string()));
-            eprintln!(
-                "holdfast: tls: no tls.cert/tls.key configured; serving a self-signed certificate \
+            log::warn!(
+                "tls: no tls.cert/tls.key configured; serving a self-signed certificate \
                  for localhost generated at start (clients will not trust it)"
             );
         }
@@ -167,12 +180,12 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
         processes,
         workers,
         metrics_fd,
+        access_to_stderr: config.log.access == AccessTarget::Stderr,
     };
     for (scheme, addrs) in [("http", &listen), ("https", &tls_listen)] {
         for a in addrs.iter() {
-            eprintln!(
-                "holdfast: listening on {scheme}://{a} (processes: {processes}, workers each: \
-                 {workers})"
+            log::info!(
+                "listening on {scheme}://{a} (processes: {processes}, workers each: {workers})"
             );
         }
     }
@@ -230,7 +243,8 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
             return Err("server processes did not become ready within 60s".into());
         }
     }
-    eprintln!("holdfast: ready");
+    log::info!("{}", log::READY);
+    crate::notify::ready();
 
     let mut draining = false;
     let rotation = config.tls.ticket_rotation;
@@ -247,26 +261,34 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
         match rx.recv_timeout(wake.saturating_duration_since(now)) {
             Ok(Event::Signal(Signal::Stop)) => {
                 if draining {
-                    eprintln!("holdfast: second stop signal, stopping the processes now");
+                    // The processes ignore repeated stop signals (a signal to the whole process
+                    // group reaches them beside ours), so hurrying them is ours to do.
+                    log::warn!("second stop signal, stopping the processes now");
+                    signal_all(&slots, NixSignal::SIGKILL);
                 } else {
-                    eprintln!(
-                        "holdfast: draining {processes} processes (up to {:?})",
-                        config.server.shutdown_timeout
+                    log::info!(
+                        "draining {processes} processes (up to {:?} after server.drain_delay \
+                         {:?})",
+                        config.server.shutdown_timeout,
+                        config.server.drain_delay
                     );
+                    crate::notify::stopping("draining");
+                    signal_all(&slots, NixSignal::SIGTERM);
                 }
                 draining = true;
                 for s in &mut slots {
                     s.restart_at = None;
                 }
-                signal_all(&slots, NixSignal::SIGTERM);
             }
             Ok(Event::Signal(Signal::Reload)) => {
-                eprintln!("holdfast: SIGHUP: passing it on to {processes} processes");
+                log::info!("SIGHUP: passing it on to {processes} processes");
+                crate::notify::reloading();
                 signal_all(&slots, NixSignal::SIGHUP);
+                crate::notify::ready();
             }
             Ok(Event::Ready(i, generation)) if generation > 0 => {
                 if slots[i].generation == generation {
-                    eprintln!("holdfast: process {i} is serving again");
+                    log::info!("process {i} is serving again");
                 }
             }
             Ok(Event::Signal(Signal::ChildExited) | Event::Ready(..))
@@ -285,8 +307,9 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
                 } else {
                     Duration::from_millis(100)
                 };
-                eprintln!(
-                    "holdfast: process {i} exited ({}) after {lived:.1?}; restarting in {:?}",
+                // Its connections are lost: a warning, though the supervisor copes.
+                log::warn!(
+                    "process {i} exited ({}) after {lived:.1?}; restarting in {:?}",
                     describe(status),
                     slot.backoff
                 );
@@ -302,7 +325,7 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
                         slot.started = now;
                     }
                     Err(e) => {
-                        eprintln!("holdfast: process {i}: {e}; trying again");
+                        log::error!("process {i}: {e}; trying again");
                         slot.restart_at = Some(now + slot.backoff);
                     }
                 }
@@ -316,11 +339,11 @@ pub fn supervise(config: &Config, args: &[OsString]) -> Result<(), String> {
                 // The processes re-read the file on SIGHUP; the key that now seals was already
                 // in the file for a whole period, so every process can open its tickets.
                 Ok(()) => signal_all(&slots, NixSignal::SIGHUP),
-                Err(e) => eprintln!("holdfast: ticket keys: {e}; keeping the current ones"),
+                Err(e) => log::warn!("ticket keys: {e}; keeping the current ones"),
             }
         }
         if draining && slots.iter().all(|s| s.child.is_none()) {
-            eprintln!("holdfast: drained, exiting");
+            log::info!("drained, exiting");
             drop(held);
             return Ok(());
         }
@@ -334,6 +357,8 @@ struct Launcher {
     processes: usize,
     workers: usize,
     metrics_fd: OwnedFd,
+    /// `log.access = "stderr"`: the process's stdout is our stderr (`child_access_target`).
+    access_to_stderr: bool,
 }
 
 impl Launcher {
@@ -354,8 +379,18 @@ impl Launcher {
             ROLE_ENV,
             format!("{index}/{}/{fd}/{}", self.processes, self.workers),
         )
+        // The supervisor alone speaks to systemd (NotifyAccess=main).
+        .env_remove(crate::notify::NOTIFY_SOCKET)
         .stdin(Stdio::null())
         .stderr(Stdio::piped());
+        if self.access_to_stderr {
+            use std::os::fd::AsFd;
+            let ours = std::io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("cannot start server process {index}: stderr: {e}"))?;
+            cmd.stdout(Stdio::from(ours));
+        }
         // SAFETY: the closure runs in the child between fork and exec and calls only
         // async-signal-safe functions (prctl, getppid, fcntl, _exit); it allocates nothing.
         unsafe {
@@ -388,19 +423,28 @@ impl Launcher {
     }
 }
 
-/// Copies a process's lines to our stderr as `holdfast[i]: ...`, and says when it is ready.
+/// Copies a process's lines to our stderr (`holdfast[i]: ...`, or its JSON lines as they are;
+/// see `log::relay`), each in one write so two processes' lines never interleave, and says when
+/// it is ready. A line that is not UTF-8 is relayed lossily rather than ending the relay.
 fn relay_log(
     index: usize,
     generation: u64,
     stderr: std::process::ChildStderr,
     events: Sender<Event>,
 ) {
-    let mut out = std::io::stderr();
-    for line in BufReader::new(stderr).lines() {
-        let Ok(line) = line else { break };
-        let text = line.strip_prefix("holdfast: ").unwrap_or(&line);
-        let _ = writeln!(out, "holdfast[{index}]: {text}");
-        if text == "ready" {
+    let mut reader = BufReader::new(stderr);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.strip_suffix('\n').unwrap_or(&line);
+        let relayed = log::relay::relay(log::format(), index, line, log::unix_ms());
+        log::write_stderr(&relayed.line);
+        if relayed.ready {
             let _ = events.send(Event::Ready(index, generation));
         }
     }
@@ -475,9 +519,19 @@ fn hold_ports(addrs: &[SocketAddr], held: &mut Vec<OwnedFd>) -> Result<Vec<Socke
 struct PrivateDir(PathBuf);
 
 impl PrivateDir {
+    /// Under systemd, in the unit's `RuntimeDirectory=` (which it creates for the service user
+    /// and removes at stop, and which stays writable under `ProtectSystem=strict`); elsewhere in
+    /// the temporary directory.
     fn create() -> Result<PrivateDir, String> {
         use std::os::unix::fs::DirBuilderExt;
-        let path = std::env::temp_dir().join(format!("holdfast-{}", std::process::id()));
+        let base = std::env::var_os("RUNTIME_DIRECTORY")
+            .and_then(|d| {
+                // systemd lists one directory per `RuntimeDirectory=` entry, separated by ':'.
+                let first = d.to_str()?.split(':').next()?.to_string();
+                (!first.is_empty()).then(|| PathBuf::from(first))
+            })
+            .unwrap_or_else(std::env::temp_dir);
+        let path = base.join(format!("holdfast-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::DirBuilder::new()
             .mode(0o700)

@@ -1,3 +1,5 @@
-//! Time for the engine: the hierarchical timing wheel that drives every timeout and heartbeat.
+//! Time for the engine and the logs: the hierarchical timing wheel that drives every timeout and
+//! heartbeat, and the calendar arithmetic behind `Date` headers and log timestamps.
 
+pub mod civil;
 pub mod wheel;

@@ -3,6 +3,8 @@
 //! reader for raw-socket tests.
 #![allow(dead_code)]
 
+pub mod tools;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -20,6 +22,21 @@ pub struct Server {
 impl Server {
     /// Starts `holdfast serve` with two workers on 127.0.0.1:0, TLS off, plus `sets`.
     pub fn start(sets: &[&str]) -> Server {
+        Server::start_full(&[], sets, |_| {})
+    }
+
+    /// `start`, with the command adjusted first (its environment, its process group).
+    pub fn start_with(sets: &[&str], adjust: impl FnOnce(&mut Command)) -> Server {
+        Server::start_full(&[], sets, adjust)
+    }
+
+    /// `start`, with the binary run by `wrapper` (a program and its first arguments, e.g. a
+    /// shell that lowers a limit and then execs `"$@"`).
+    pub fn start_wrapped(wrapper: &[&str], sets: &[&str]) -> Server {
+        Server::start_full(wrapper, sets, |_| {})
+    }
+
+    fn start_full(wrapper: &[&str], sets: &[&str], adjust: impl FnOnce(&mut Command)) -> Server {
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--set".into(),
@@ -33,13 +50,20 @@ impl Server {
             args.push("--set".into());
             args.push((*s).into());
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-            .args(&args)
+        let mut cmd = match wrapper {
+            [] => Command::new(env!("CARGO_BIN_EXE_holdfast")),
+            [program, first @ ..] => {
+                let mut c = Command::new(program);
+                c.args(first).arg(env!("CARGO_BIN_EXE_holdfast"));
+                c
+            }
+        };
+        cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start holdfast");
+            .stderr(Stdio::piped());
+        adjust(&mut cmd);
+        let mut child = cmd.spawn().expect("start holdfast");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -57,7 +81,7 @@ impl Server {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
-                Ok(l) => l,
+                Ok(l) => as_text(&l),
                 Err(_) => {
                     let _ = child.kill();
                     panic!("holdfast did not start; log: {:?}", log.lock().unwrap());
@@ -185,6 +209,22 @@ impl Server {
         }
         false
     }
+}
+
+/// A log line as text: under `log.format = "json"`, the line's `msg` after `holdfast: ` (or
+/// `holdfast[i]: ` for a supervised process's), as the text format would say it, so that
+/// start-up lines are recognised in both formats.
+pub fn as_text(line: &str) -> String {
+    if line.starts_with('{')
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+        && let Some(msg) = v["msg"].as_str()
+    {
+        return match v["process"].as_u64() {
+            Some(i) => format!("holdfast[{i}]: {msg}"),
+            None => format!("holdfast: {msg}"),
+        };
+    }
+    line.to_string()
 }
 
 impl Drop for Server {

@@ -10,6 +10,7 @@ use super::request::{
 use super::response::{self, Body, Head, Persist};
 use crate::app::{self, ReplyBody};
 use crate::config::Config;
+use crate::log::access::Request;
 use crate::proto::ws::{deflate, handshake};
 use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP, feed_buffered, ms};
 
@@ -32,11 +33,50 @@ enum Reading {
 
 struct BodyState {
     head: RequestHead,
-    /// The request target, copied out of the input because the head bytes are consumed.
-    target: Vec<u8>,
+    /// The method token and then the request target, copied out of the input because the head
+    /// bytes are consumed (one allocation for both: the target routes, both are logged).
+    line: Vec<u8>,
+    method_len: usize,
     decoder: BodyDecoder,
     body: Vec<u8>,
     last_progress: u64,
+    /// When the head began arriving, for the access log.
+    started: u64,
+}
+
+impl BodyState {
+    fn target(&self) -> &[u8] {
+        &self.line[self.method_len..]
+    }
+
+    fn logged(&self) -> Logged<'_> {
+        Logged {
+            request: Some(Request {
+                method: &self.line[..self.method_len],
+                target: self.target(),
+                version: self.head.version.as_str(),
+            }),
+            started: self.started,
+        }
+    }
+}
+
+/// What the access log says about the request a response answers: the request, when its head
+/// was understood, and when its head began arriving.
+#[derive(Clone, Copy)]
+struct Logged<'a> {
+    request: Option<Request<'a>>,
+    started: u64,
+}
+
+impl Logged<'_> {
+    /// For input that never became a request head.
+    fn unparsed(started: u64) -> Logged<'static> {
+        Logged {
+            request: None,
+            started,
+        }
+    }
 }
 
 pub struct Http1Conn {
@@ -194,7 +234,14 @@ impl Http1Conn {
         loop {
             if let Reading::Body(b) = &mut self.reading {
                 match b.decoder.decode(&data[pos..], &mut b.body) {
-                    Err(e) => return (data.len(), self.error(e.status(), e.reason(), cx, out)),
+                    Err(e) => {
+                        let Reading::Body(b) = std::mem::replace(&mut self.reading, Reading::Idle)
+                        else {
+                            unreachable!("matched Body above")
+                        };
+                        let log = b.logged();
+                        return (data.len(), self.error(e.status(), e.reason(), log, cx, out));
+                    }
                     Ok(d) => {
                         pos += d.consumed;
                         if !d.done {
@@ -208,8 +255,8 @@ impl Http1Conn {
                 let Reading::Body(b) = std::mem::replace(&mut self.reading, Reading::Idle) else {
                     unreachable!("matched Body above")
                 };
-                let (path, query) = path_and_query(&b.target);
-                let action = self.respond(&b.head, path, query, &b.body, cx, out);
+                let route = path_and_query(b.target());
+                let action = self.respond(&b.head, route, &b.body, b.logged(), cx, out);
                 if action != Action::Continue {
                     return (data.len(), action);
                 }
@@ -222,6 +269,10 @@ impl Http1Conn {
                 self.paused = true;
                 return (pos, Action::Continue);
             }
+            let started = match self.reading {
+                Reading::Head { started } => started,
+                _ => cx.now,
+            };
             let head = match parse_head(&data[pos..], &limits) {
                 Ok(Some(head)) => head,
                 Ok(None) => {
@@ -230,7 +281,10 @@ impl Http1Conn {
                     }
                     return (pos, Action::Continue);
                 }
-                Err(e) => return (data.len(), self.error(e.status(), e.reason(), cx, out)),
+                Err(e) => {
+                    let log = Logged::unparsed(started);
+                    return (data.len(), self.error(e.status(), e.reason(), log, cx, out));
+                }
             };
             self.reading = Reading::Idle;
             self.requests += 1;
@@ -238,10 +292,19 @@ impl Http1Conn {
             let head_bytes = &data[pos..pos + head.head_len];
             pos += head.head_len;
             let target = &head_bytes[head.target.clone()];
+            let method = head.method_token(head_bytes);
+            let log = Logged {
+                request: Some(Request {
+                    method,
+                    target,
+                    version: head.version.as_str(),
+                }),
+                started,
+            };
             // Split once: the upgrade check and the router both need the path.
             let (path, query) = path_and_query(target);
             if path == WS_PATH {
-                let action = self.upgrade(&head, head_bytes, cx, out);
+                let action = self.upgrade(&head, head_bytes, log, cx, out);
                 let consumed = if action == Action::Upgrade {
                     pos
                 } else {
@@ -255,11 +318,11 @@ impl Http1Conn {
             {
                 return (
                     data.len(),
-                    self.error(413, "request body too large", cx, out),
+                    self.error(413, "request body too large", log, cx, out),
                 );
             }
             if framing == BodyFraming::None || framing == BodyFraming::Length(0) {
-                let action = self.respond(&head, path, query, &[], cx, out);
+                let action = self.respond(&head, (path, query), &[], log, cx, out);
                 if action != Action::Continue {
                     return (data.len(), action);
                 }
@@ -268,10 +331,10 @@ impl Http1Conn {
             let mut decoder = BodyDecoder::new(framing, max_body);
             let mut body = Vec::new();
             match decoder.decode(&data[pos..], &mut body) {
-                Err(e) => return (data.len(), self.error(e.status(), e.reason(), cx, out)),
+                Err(e) => return (data.len(), self.error(e.status(), e.reason(), log, cx, out)),
                 Ok(d) if d.done => {
                     pos += d.consumed;
-                    let action = self.respond(&head, path, query, &body, cx, out);
+                    let action = self.respond(&head, (path, query), &body, log, cx, out);
                     if action != Action::Continue {
                         return (data.len(), action);
                     }
@@ -282,12 +345,17 @@ impl Http1Conn {
                     if head.expect_continue && head.version == Version::Http11 {
                         response::write_continue(out);
                     }
+                    let mut line = Vec::with_capacity(method.len() + target.len());
+                    line.extend_from_slice(method);
+                    line.extend_from_slice(target);
                     self.reading = Reading::Body(Box::new(BodyState {
                         head,
-                        target: target.to_vec(),
+                        line,
+                        method_len: method.len(),
                         decoder,
                         body,
                         last_progress: cx.now,
+                        started,
                     }));
                     return (pos, Action::Continue);
                 }
@@ -299,13 +367,14 @@ impl Http1Conn {
     fn respond(
         &mut self,
         head: &RequestHead,
-        path: &[u8],
-        query: Option<&[u8]>,
+        (path, query): (&[u8], Option<&[u8]>),
         body: &[u8],
+        log: Logged<'_>,
         cx: &Context<'_>,
         out: &mut Vec<u8>,
     ) -> Action {
         let http = &cx.config.http;
+        let before = out.len();
         let wants_persist = match head.version {
             Version::Http11 => !head.connection_close,
             // The HTTP/1.0 keep-alive extension (RFC 9112 §9.3, Appendix C.2.2).
@@ -348,6 +417,7 @@ impl Http1Conn {
             }
         }
         cx.metrics.response(reply.status);
+        cx.log_access(log.request, reply.status, out.len() - before, log.started);
         match close_reason {
             Some(reason) => {
                 self.closing = true;
@@ -360,8 +430,15 @@ impl Http1Conn {
 
     /// Answers malformed or refused input and closes: after a framing error we cannot know
     /// where the next request would start (RFC 9112 §9.3 on closing after errors).
-    fn error(&mut self, status: u16, reason: &str, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
-        self.error_with(status, reason, "", cx, out)
+    fn error(
+        &mut self,
+        status: u16,
+        reason: &str,
+        log: Logged<'_>,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        self.error_with(status, reason, "", log, cx, out)
     }
 
     fn error_with(
@@ -369,9 +446,11 @@ impl Http1Conn {
         status: u16,
         reason: &str,
         extra_headers: &str,
+        log: Logged<'_>,
         cx: &Context<'_>,
         out: &mut Vec<u8>,
     ) -> Action {
+        let before = out.len();
         self.closing = true;
         self.reading = Reading::Idle;
         let body = format!("{reason}\n");
@@ -384,6 +463,7 @@ impl Http1Conn {
         };
         response::write_response(out, &head, &Body::Full(body.as_bytes()), cx.date);
         cx.metrics.response(status);
+        cx.log_access(log.request, status, out.len() - before, log.started);
         close(CloseReason::BadRequest, true)
     }
 
@@ -393,11 +473,12 @@ impl Http1Conn {
         &mut self,
         head: &RequestHead,
         head_bytes: &[u8],
+        log: Logged<'_>,
         cx: &Context<'_>,
         out: &mut Vec<u8>,
     ) -> Action {
         if cx.draining {
-            return self.error(503, "server shutting down", cx, out);
+            return self.error(503, "server shutting down", log, cx, out);
         }
         match handshake::check(head, head_bytes) {
             Ok(accept) => {
@@ -410,13 +491,16 @@ impl Http1Conn {
                     None
                 };
                 let ext = deflate.as_ref().map_or("", |(_, h)| h.as_str());
+                let before = out.len();
                 handshake::write_switching_protocols(out, &accept, ext);
+                cx.log_access(log.request, 101, out.len() - before, log.started);
                 self.ws_deflate = deflate.map(|(p, _)| p);
                 cx.metrics.ws_upgrades.inc();
+                cx.metrics.response(101);
                 self.closing = true;
                 Action::Upgrade
             }
-            Err(r) => self.error_with(r.status, r.reason, r.extra_headers, cx, out),
+            Err(r) => self.error_with(r.status, r.reason, r.extra_headers, log, cx, out),
         }
     }
 
@@ -424,7 +508,8 @@ impl Http1Conn {
     /// send knows the request was not processed and may retry it (RFC 9110 §15.5.9).
     fn request_timeout(&mut self, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
         self.closing = true;
-        self.reading = Reading::Idle;
+        let before = out.len();
+        let reading = std::mem::replace(&mut self.reading, Reading::Idle);
         let head = Head {
             status: 408,
             content_type: "text/plain",
@@ -434,6 +519,12 @@ impl Http1Conn {
         };
         response::write_response(out, &head, &Body::Full(b"request timeout\n"), cx.date);
         cx.metrics.response(408);
+        let log = match &reading {
+            Reading::Body(b) => b.logged(),
+            Reading::Head { started } => Logged::unparsed(*started),
+            Reading::Idle => Logged::unparsed(cx.now),
+        };
+        cx.log_access(log.request, 408, out.len() - before, log.started);
         close(CloseReason::RequestTimeout, true)
     }
 }
@@ -446,4 +537,114 @@ fn keeps_input(action: Action) -> bool {
 
 fn close(reason: CloseReason, linger: bool) -> Action {
     Action::Close { reason, linger }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::access::Peer;
+    use crate::log::{Format, writer};
+    use crate::metrics::Metrics;
+
+    /// Feeds `steps` (engine time, bytes; empty bytes: the deadline passed) to one connection
+    /// with the access log on; returns the lines it wrote and the bytes of output of each step.
+    fn access_lines(steps: &[(u64, &[u8])]) -> (Vec<String>, Vec<usize>) {
+        let config = Config::default();
+        let metrics = Metrics::new(1);
+        let (log, read) = writer::capture(Format::Text);
+        let (ws, tls) = (Default::default(), Default::default());
+        let mut conn = Http1Conn::new(0);
+        let mut sizes = Vec::new();
+        for &(now, bytes) in steps {
+            log.set_time(now, 1_796_479_200_000 + now);
+            let cx = Context {
+                now,
+                date: b"Thu, 01 Jan 1970 00:00:00 GMT",
+                config: &config,
+                metrics: &metrics.workers[0],
+                all_metrics: &metrics,
+                draining: false,
+                stopping: false,
+                ws_scratch: &ws,
+                tls_scratch: &tls,
+                access: Some(&log),
+                peer: Peer::from("192.0.2.7:40000".parse::<std::net::SocketAddr>().unwrap()),
+            };
+            let mut out = Vec::new();
+            if bytes.is_empty() {
+                conn.on_timeout(&cx, &mut out);
+            } else {
+                conn.on_input(bytes, &cx, &mut out);
+            }
+            sizes.push(out.len());
+        }
+        log.flush();
+        (read().lines().map(str::to_string).collect(), sizes)
+    }
+
+    #[test]
+    fn each_response_gets_a_line_saying_what_it_answered() {
+        let (lines, sizes) = access_lines(&[
+            (5, b"GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n"),
+            (
+                10,
+                b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhe",
+            ),
+            (35, b"llo"),
+            (40, b"GET /nope HT"),
+            (
+                47,
+                b"TP/1.1\r\nHost: a\r\n\r\nBREW /pot HTTP/1.1\r\nHost: a\r\n\r\n",
+            ),
+            (
+                50,
+                b"GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999\r\n\r\n",
+            ),
+        ]);
+        assert_eq!(
+            lines[0],
+            format!(
+                "192.0.2.7:40000 [2026-12-05T14:00:00.005Z] \"GET /plaintext HTTP/1.1\" 200 {} 0.000",
+                sizes[0]
+            )
+        );
+        // The body arrived 25 ms after the head began: that is the request's duration.
+        assert!(lines[1].ends_with(&format!("\"POST /echo HTTP/1.1\" 200 {} 0.025", sizes[2])));
+        assert!(
+            lines[2].ends_with("\"GET /nope HTTP/1.1\" 404 137 0.007"),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[3].contains("\"BREW /pot HTTP/1.1\" 501 "),
+            "{}",
+            lines[3]
+        );
+        assert!(
+            lines[4].contains("\"GET /x HTTP/1.1\" 413 "),
+            "{}",
+            lines[4]
+        );
+        assert_eq!(lines.len(), 5);
+    }
+
+    #[test]
+    fn unparsable_input_and_stalled_heads_are_logged_without_a_request() {
+        let (lines, sizes) = access_lines(&[(3, b"NOT HTTP AT ALL\r\n\r\n")]);
+        assert_eq!(
+            lines,
+            [format!(
+                "192.0.2.7:40000 [2026-12-05T14:00:00.003Z] \"-\" 400 {} 0.000",
+                sizes[0]
+            )]
+        );
+        let (lines, sizes) = access_lines(&[(100, b"GET /slow HTTP/1.1\r\n"), (60_100, b"")]);
+        assert_eq!(
+            lines,
+            [format!(
+                "192.0.2.7:40000 [2026-12-05T14:01:00.100Z] \"-\" 408 {} 60.000",
+                sizes[1]
+            )]
+        );
+    }
 }

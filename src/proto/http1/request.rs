@@ -72,6 +72,16 @@ pub enum Version {
     Http11,
 }
 
+impl Version {
+    /// As an access log writes it (a request in HTTP/1.2–1.9, answered as 1.1, shows as 1.1).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFraming {
     None,
@@ -123,6 +133,20 @@ pub struct RequestHead {
     pub ws_version: Option<Range<usize>>,
     /// Each Sec-WebSocket-Extensions header value (an empty Vec allocates nothing).
     pub ws_extensions: Vec<Range<usize>>,
+}
+
+impl RequestHead {
+    /// The method token as the client sent it (`BREW` stays `BREW`, where `method` says only
+    /// `Other`), from the bytes given to `parse_head`: it ends at the SP before the target and
+    /// starts after any empty lines that preceded the request line.
+    pub fn method_token<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        let end = self.target.start.saturating_sub(1);
+        let start = buf[..end]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        &buf[start..end]
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -934,6 +958,17 @@ mod tests {
         assert!(!h.upgrade_websocket && !h.expect_continue);
         assert_eq!(h.ws_key, None);
         assert!(h.ws_extensions.is_empty());
+    }
+
+    #[test]
+    fn the_method_token_as_sent_for_logs() {
+        let buf = b"\r\n\r\nBREW /pot HTTP/1.0\r\nHost: a\r\n\r\n";
+        let h = head(buf);
+        assert_eq!(h.method, Method::Other);
+        assert_eq!(h.method_token(buf), b"BREW");
+        assert_eq!(h.version.as_str(), "HTTP/1.0");
+        let buf = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(head(buf).method_token(buf), b"GET");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod session;
 pub mod tickets;
 
 use crate::config::TlsConfig;
+use crate::log;
 use certs::{CertSource, CertStore};
 use rustls::ServerConfig;
 use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache};
@@ -82,19 +83,17 @@ impl TlsShared {
     }
 
     /// SIGHUP: re-read the certificate, key and ticket key file. What fails keeps its old
-    /// value; every outcome is one line on stderr.
+    /// value; every outcome is one log line.
     pub fn reload(&self) {
         match self.certs.reload() {
-            Ok(true) => eprintln!("holdfast: SIGHUP: reloaded tls.cert and tls.key"),
-            Ok(false) => {
-                eprintln!("holdfast: SIGHUP: the certificate is self-signed; nothing to reload")
-            }
-            Err(e) => eprintln!("holdfast: SIGHUP: {e}; keeping the current certificate"),
+            Ok(true) => log::info!("SIGHUP: reloaded tls.cert and tls.key"),
+            Ok(false) => log::info!("SIGHUP: the certificate is self-signed; nothing to reload"),
+            Err(e) => log::warn!("SIGHUP: {e}; keeping the current certificate"),
         }
         if let Some(keys) = &self.tickets
             && let Err(e) = keys.reload()
         {
-            eprintln!("holdfast: SIGHUP: tls.ticket_key_file: {e}; keeping the keys in use");
+            log::warn!("SIGHUP: tls.ticket_key_file: {e}; keeping the keys in use");
         }
     }
 }

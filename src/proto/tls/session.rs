@@ -13,6 +13,7 @@
 //! order of handshake records (a KeyUpdate) and application data right.
 
 use super::{Scratch, TlsFailure};
+use crate::config::ALPN_HTTP1;
 use crate::proto::http1::Http1Conn;
 use crate::proto::http1::response::{Body, Head, Persist, write_response};
 use crate::proto::{Action, CloseReason, Context, Session};
@@ -76,7 +77,10 @@ impl TlsSession {
                 // A plaintext request on the TLS port (an `http://` URL pointed at it): say so
                 // in a way a person reading curl's output understands, then close.
                 cx.metrics.tls_failure(TlsFailure::PlaintextHttp);
+                let before = out.len();
                 plaintext_answer(out, cx.date);
+                cx.metrics.response(400);
+                cx.log_access(None, 400, out.len() - before, cx.now);
                 return Action::Close {
                     reason: CloseReason::TlsError,
                     linger: true,
@@ -312,8 +316,9 @@ impl TlsSession {
             self.incoming = buf;
         }
         if let Some(e) = failed {
-            cx.metrics
-                .tls_failure(TlsFailure::from_error(&e, self.handshaking));
+            let why = TlsFailure::from_error(&e, self.handshaking);
+            cx.metrics.tls_failure(why);
+            crate::log::debug!("tls: connection failed ({}): {e}", why.label());
             return close(CloseReason::TlsError);
         }
         self.closing.unwrap_or(Action::Continue)
@@ -323,6 +328,18 @@ impl TlsSession {
         self.handshaking = false;
         self.tls13 = self.conn.protocol_version() == Some(ProtocolVersion::TLSv1_3);
         self.last_update = cx.now;
+        // ALPN decides what runs inside (RFC 7301), and no ALPN at all means HTTP/1.1. We only
+        // offer what we speak (config validation), so another name is a bug: close rather than
+        // speak HTTP/1.1 to a client that was promised something else.
+        match self.conn.alpn_protocol() {
+            None => {}
+            Some(p) if p == ALPN_HTTP1.as_bytes() => {}
+            Some(_) => {
+                cx.metrics.tls_failure(TlsFailure::NoAlpn);
+                note(&mut self.closing, close(CloseReason::TlsError));
+                return;
+            }
+        }
         // Timers for the first request start now, not at accept.
         self.inner.session = Session::Http1(Http1Conn::new(cx.now));
         if self.conn.handshake_kind() == Some(HandshakeKind::Resumed) {
@@ -574,8 +591,11 @@ mod tests {
                 metrics: &self.metrics.workers[0],
                 all_metrics: &all,
                 draining: false,
+                stopping: false,
                 ws_scratch: &self.ws,
                 tls_scratch: &self.tls,
+                access: None,
+                peer: Default::default(),
             };
             let mut out = Vec::new();
             self.last = f(&mut self.server, &cx, &mut out);

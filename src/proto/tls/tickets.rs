@@ -158,7 +158,9 @@ impl TicketKeys {
             }
             Source::File(path) => match read_key_file(path) {
                 Ok(keys) => *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys),
-                Err(e) => eprintln!("holdfast: tls.ticket_key_file: {e}; keeping the keys in use"),
+                Err(e) => {
+                    crate::log::limited!(Warn, "tls.ticket_key_file: {e}; keeping the keys in use")
+                }
             },
         }
     }

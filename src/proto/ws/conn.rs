@@ -657,8 +657,11 @@ mod tests {
                 metrics: &self.metrics.workers[0],
                 all_metrics: &self.metrics,
                 draining: false,
+                stopping: false,
                 ws_scratch: &self.scratch,
                 tls_scratch: &self.tls_scratch,
+                access: None,
+                peer: Default::default(),
             };
             let mut out = Vec::new();
             let r = f(self.conn.as_mut().unwrap(), &cx, &mut out);
