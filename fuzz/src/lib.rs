@@ -12,5 +12,6 @@ pub mod outputs;
 pub mod ref_chunked;
 pub mod ref_head;
 pub mod ref_ws;
+pub mod seeds;
 pub mod splits;
 pub mod stream;
