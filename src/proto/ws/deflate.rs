@@ -337,9 +337,14 @@ fn deflate_into(c: &mut Compress, input: &[u8], out: &mut Vec<u8>) {
         return;
     }
     let start = out.len();
+    // Room for all of it, so that one call does it: the most deflate can expand data (zlib's
+    // conservative deflateBound: an eighth and a 64th more) plus the sync flush's empty block,
+    // with slack. A flush that ended exactly at the end of the buffer would take a second
+    // call, which zlib answers with a second empty stored block: the bytes sent would then
+    // depend on the capacity the shared buffer happened to have.
+    out.reserve(input.len() + input.len() / 8 + input.len() / 64 + 64);
     let mut pos = 0;
     loop {
-        out.reserve(input.len() / 2 + 64);
         let before = c.total_in();
         c.compress_vec(&input[pos..], out, FlushCompress::Sync)
             .expect("deflate on a valid stream does not fail");
@@ -348,6 +353,8 @@ fn deflate_into(c: &mut Compress, input: &[u8], out: &mut Vec<u8>) {
         if pos == input.len() && out.len() < out.capacity() {
             break;
         }
+        // Not reached within the bound above; still correct deflate if it were.
+        out.reserve(input.len() / 2 + 64);
     }
     if out[start..].ends_with(&TAIL) {
         out.truncate(out.len() - TAIL.len());
@@ -566,5 +573,31 @@ mod tests {
         // Under the cap, the same data is corrupt.
         let r = Deflate::new(NO_TAKEOVER).inflate(&mut Scratch::default(), &wire, &mut out, 100);
         assert_eq!(r, Err(InflateError::Corrupt));
+    }
+
+    /// Found by fuzzing (fuzz/http1_conn, split invariance): when a sync flush ended exactly at
+    /// the end of the output buffer, deflate_into called the compressor again, and zlib then
+    /// emits a second empty stored block. The bytes of an echo depended on the capacity the
+    /// worker's shared buffer happened to have (so on other messages and other connections).
+    #[test]
+    fn the_compressed_bytes_do_not_depend_on_the_room_in_the_buffer() {
+        let mut x: u32 = 7;
+        let noise: Vec<u8> = (0..300)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        for msg in [&noise[..], &[b'a'; 2000][..], b"Hello"] {
+            let mut want = Vec::new();
+            Deflate::new(NO_TAKEOVER).deflate(&mut Scratch::default(), msg, &mut want);
+            for room in 0..want.len() + 64 {
+                let mut out = Vec::with_capacity(room);
+                Deflate::new(NO_TAKEOVER).deflate(&mut Scratch::default(), msg, &mut out);
+                assert_eq!(out, want, "{} bytes with room for {room}", msg.len());
+            }
+        }
     }
 }
