@@ -203,7 +203,69 @@ fn bad(why: &'static str) -> HeadError {
 /// Stateless: the caller passes everything received since the previous message ended, and calls
 /// again with more bytes after Ok(None). Bytes past `head_len` (a body, a pipelined request)
 /// are not looked at.
+///
+/// Consistent under streaming: a refusal of `buf` is the refusal of every longer input that
+/// starts with `buf`, so the answer does not depend on how the bytes were split into reads. That
+/// is why only the first `max_header_bytes` are parsed (a malformation past the limit is never
+/// seen, and one within it is reported even if the input is already over the limit): the limit
+/// is an error only for input that is still incomplete within it (found by fuzzing: a head
+/// refused 431 when it arrived in two reads was refused 400 when it arrived in one).
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
+    let max = limits.max_header_bytes;
+    match parse_within(&buf[..buf.len().min(max)], limits)? {
+        Some(head) => Ok(Some(head)),
+        None if buf.len() > max => over_limit(buf, max),
+        None => Ok(None),
+    }
+}
+
+/// `buf` passes `max` bytes without a complete head and nothing within them was malformed:
+/// 431, or 414 when the request line alone (leading empty lines excluded) passes the limit
+/// (RFC 9110 §15.5.15: it is the target that is too long). Which of the two is decided by the
+/// bytes up to the end of the request line or up to `max` bytes of it, whichever comes first,
+/// so until then this is Ok(None): at most `max` bytes past the limit are ever held.
+fn over_limit(buf: &[u8], max: usize) -> Result<Option<RequestHead>, HeadError> {
+    let skip = buf
+        .chunks_exact(2)
+        .take_while(|pair| *pair == b"\r\n")
+        .count()
+        * 2;
+    if skip >= max {
+        // The limit passed among the leading empty lines.
+        return Err(HeadError::HeaderTooLarge);
+    }
+    let line = &buf[skip..];
+    match memchr::memchr(b'\n', &line[..line.len().min(max + 1)]) {
+        Some(lf) if lf < max => Err(HeadError::HeaderTooLarge),
+        Some(_) => Err(HeadError::UriTooLong),
+        None if line.len() > max => Err(HeadError::UriTooLong),
+        None => Ok(None),
+    }
+}
+
+/// `parse_head` on input that is within the header limit: Ok(None) when the head is not
+/// complete yet.
+fn parse_within(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
+    let bare_lf = || bad("bare LF line terminator");
+    match parse_raw(buf, limits) {
+        Err(e) if e != bare_lf() => {
+            // httparse reads a bare LF as a line end and may report a malformation after it;
+            // but the bare LF came first, and a read that stopped there was refused for it. So
+            // the answer is whatever the bytes before the first bare LF get, if an error.
+            let first = memchr_iter(b'\n', buf).find(|&i| i == 0 || buf[i - 1] != b'\r');
+            match first.map(|i| parse_raw(&buf[..i], limits)) {
+                Some(Err(earlier)) => Err(earlier),
+                Some(Ok(_)) => Err(bare_lf()),
+                None => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
+/// `parse_within`, except that a malformation after a bare LF may be reported instead of it
+/// (httparse reads on past a bare LF).
+fn parse_raw(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
     // RFC 9112 §2.2: a server SHOULD ignore at least one empty line (CRLF) received before the
     // request-line. We skip any number of them; they count towards `max_header_bytes`. A bare
     // LF or CR here is as malformed as anywhere else in the head.
@@ -211,7 +273,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, He
     loop {
         match &buf[skip..] {
             [b'\r', b'\n', ..] => skip += 2,
-            [] | [b'\r'] => return need_more(buf, limits),
+            [] | [b'\r'] => return Ok(None),
             [b'\n', ..] => return Err(bad("bare LF line terminator")),
             [b'\r', ..] => return Err(bad("bare CR in request head")),
             _ => break,
@@ -228,17 +290,20 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, He
     let parsed = req.parse_with_uninit_headers(rest, &mut slots);
     let (method, path) = (req.method, req.path);
 
-    // Length limits apply as soon as the piece in question is known, whatever follows it.
-    if let Some(m) = method
-        && m.len() > MAX_METHOD_BYTES
-    {
-        return Err(bad("method too long"));
-    }
-    if let Some(p) = path
-        && p.len() > limits.max_target_bytes
-    {
-        // RFC 9112 §3 / RFC 9110 §15.5.15.
-        return Err(HeadError::UriTooLong);
+    // Length limits apply as soon as the piece in question passes them, whatever follows. Like
+    // the header limit, they are positions in the stream: a malformation before that point is
+    // what is reported, one after it is never looked at (so the answer does not depend on how
+    // the bytes were split into reads). The common case, a whole head with a short method and
+    // target, needs no second look.
+    let within_bounds = matches!(parsed, Ok(Status::Complete(_)))
+        && method.is_some_and(|m| m.len() <= MAX_METHOD_BYTES)
+        && path.is_some_and(|p| p.len() <= limits.max_target_bytes);
+    if !within_bounds && let Some((at, overrun)) = request_line_overrun(rest, limits) {
+        // The bytes before the overrun hold no complete head; any error in them comes first.
+        return match parse_within(&buf[..skip + at], limits) {
+            Err(e) => Err(e),
+            Ok(_) => Err(overrun),
+        };
     }
 
     let (version, fields, rest_len): (Version, &[Header<'_>], usize) = match parsed {
@@ -250,7 +315,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, He
             };
             (version, &*std::mem::take(&mut req.headers), n)
         }
-        Ok(Status::Partial) => return partial(buf, rest, method, path, limits),
+        Ok(Status::Partial) => return partial(rest),
         Err(httparse::Error::Version) => {
             // httparse only knows "HTTP/1.0" and "HTTP/1.1". RFC 9112 §2.3: HTTP-version =
             // "HTTP" "/" DIGIT "." DIGIT, case-sensitive. RFC 9110 §2.5: a recipient that
@@ -265,7 +330,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, He
             let version_at = m.len() + 1 + p.len() + 1;
             let line = rest.get(version_at..).unwrap_or_default();
             match version_line(line) {
-                VersionLine::Partial => return partial(buf, rest, method, path, limits),
+                VersionLine::Partial => return partial(rest),
                 VersionLine::Invalid => return Err(bad("invalid HTTP version")),
                 VersionLine::OtherMajor => return Err(HeadError::VersionNotSupported),
                 VersionLine::Http1(version) => {
@@ -273,7 +338,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, He
                     fallback_slots = [EMPTY_HEADER; MAX_HEADERS];
                     match httparse::parse_headers(&rest[fields_at..], &mut fallback_slots) {
                         Ok(Status::Complete((n, fields))) => (version, fields, fields_at + n),
-                        Ok(Status::Partial) => return partial(buf, rest, method, path, limits),
+                        Ok(Status::Partial) => return partial(rest),
                         Err(e) => return Err(from_httparse(e)),
                     }
                 }
@@ -291,15 +356,8 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, He
     if has_bare_lf(&buf[skip..head_len]) {
         return Err(bad("bare LF line terminator"));
     }
-    if head_len > limits.max_header_bytes {
-        // A request line that alone passes the limit is a target that is too long.
-        let line = method_token.len() + 1 + target_str.len() + 1 + VERSION_LINE_LEN;
-        return Err(if line > limits.max_header_bytes {
-            HeadError::UriTooLong
-        } else {
-            HeadError::HeaderTooLarge
-        });
-    }
+    // `parse_head` gave us at most `max_header_bytes`.
+    debug_assert!(head_len <= limits.max_header_bytes);
 
     let method = Method::from_token(method_token.as_bytes());
     let target_at = skip + method_token.len() + 1;
@@ -324,46 +382,29 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, He
     Ok(Some(head))
 }
 
-/// The head is incomplete: decide whether it can still become acceptable.
-fn partial(
-    buf: &[u8],
-    rest: &[u8],
-    method: Option<&str>,
-    path: Option<&str>,
-    limits: &Limits,
-) -> Result<Option<RequestHead>, HeadError> {
-    if path.is_none() {
-        match method {
-            // The target is still arriving: everything after the method's SP is target so far.
-            Some(m) => {
-                if rest.len().saturating_sub(m.len() + 1) > limits.max_target_bytes {
-                    return Err(HeadError::UriTooLong);
-                }
-            }
-            // The method is still arriving (httparse has checked it is all tchar so far).
-            None => {
-                if rest.len() > MAX_METHOD_BYTES {
-                    return Err(bad("method too long"));
-                }
-            }
-        }
-    }
+/// The head is incomplete: decide whether it can still become acceptable (the length limits are
+/// `parse_head`'s and `request_line_overrun`'s business).
+fn partial(rest: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     if has_bare_lf(rest) {
         return Err(bad("bare LF line terminator"));
     }
-    if path.is_none() && method.is_some() && buf.len() > limits.max_header_bytes {
-        // Over the header limit while the target is still arriving: it is the target that is
-        // too long (414), not the header fields (431).
-        return Err(HeadError::UriTooLong);
-    }
-    need_more(buf, limits)
+    Ok(None)
 }
 
-fn need_more(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
-    if buf.len() > limits.max_header_bytes {
-        Err(HeadError::HeaderTooLarge)
-    } else {
-        Ok(None)
+/// Where the request line at the start of `rest` passes a length limit, and the error: the
+/// method past `MAX_METHOD_BYTES` (400) or the target past `max_target_bytes` (414, RFC 9112 §3,
+/// RFC 9110 §15.5.15). The method and the target are taken to end at the next space, as
+/// httparse reads them.
+fn request_line_overrun(rest: &[u8], limits: &Limits) -> Option<(usize, HeadError)> {
+    let Some(m) = memchr(b' ', &rest[..rest.len().min(MAX_METHOD_BYTES + 1)]) else {
+        return (rest.len() > MAX_METHOD_BYTES)
+            .then_some((MAX_METHOD_BYTES, bad("method too long")));
+    };
+    let target = &rest[m + 1..];
+    let max = limits.max_target_bytes;
+    match memchr(b' ', &target[..target.len().min(max + 1)]) {
+        None if target.len() > max => Some((m + 1 + max, HeadError::UriTooLong)),
+        _ => None,
     }
 }
 
@@ -1525,6 +1566,85 @@ mod tests {
         // Ignored in HTTP/1.0 (RFC 9110 §10.1.1).
         let h = head(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
         assert!(!h.expect_continue);
+    }
+
+    /// Parses `buf` and every prefix of it, as a connection does when the bytes arrive in
+    /// pieces: each prefix must need more or be refused exactly as the whole is.
+    fn parse_every_prefix(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
+        let whole = parse_head(buf, limits);
+        for cut in 0..buf.len() {
+            match parse_head(&buf[..cut], limits) {
+                Ok(None) => {}
+                prefix => assert_eq!(
+                    prefix,
+                    whole,
+                    "prefix of {cut} bytes of {:?}",
+                    String::from_utf8_lossy(buf)
+                ),
+            }
+        }
+        whole
+    }
+
+    /// Found by fuzzing: the refusal a head got depended on how its bytes were split into
+    /// reads (a limit passed in one read, a malformation after it seen in another; 414 or 431
+    /// for the same over-long request line; a bare LF or a later malformation).
+    #[test]
+    fn refusals_do_not_depend_on_where_reads_end() {
+        let small = |max_header_bytes, max_target_bytes| Limits {
+            max_header_bytes,
+            max_target_bytes,
+        };
+        // A malformation past the header limit is never seen: the limit came first.
+        let buf = b"GET /a HTTP/1.1\r\nHost: aaaaaa\x01aa\r\n\r\n";
+        assert_eq!(
+            parse_every_prefix(buf, &small(20, 100)),
+            Err(HeadError::HeaderTooLarge)
+        );
+        // One within the limit is reported even when the input is already over it.
+        let buf = b"GET /a HTTP/1.1\r\nX Y: aaaaaaaaaaaaaa\r\n\r\n";
+        assert_eq!(
+            parse_every_prefix(buf, &small(20, 100)),
+            Err(bad("malformed header field name"))
+        );
+        // A request line that alone passes the header limit is 414 while it is arriving too.
+        let buf = b"GET /aaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(
+            parse_every_prefix(buf, &small(20, 100)),
+            Err(HeadError::UriTooLong)
+        );
+        // With leading empty lines the request line is measured alone: that needs up to the
+        // limit again past it before 414 and 431 can be told apart.
+        let buf = b"\r\n\r\nGET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(parse_head(&buf[..19], &small(18, 100)), Ok(None));
+        assert_eq!(
+            parse_every_prefix(buf, &small(18, 100)),
+            Err(HeadError::HeaderTooLarge)
+        );
+        let buf = b"\r\n\r\nGET /aaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n";
+        assert_eq!(
+            parse_every_prefix(buf, &small(20, 100)),
+            Err(HeadError::UriTooLong)
+        );
+        // A target past its limit, then a byte no target may hold.
+        let buf = b"GET /abcdef\x7f HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(
+            parse_every_prefix(buf, &small(1024, 4)),
+            Err(HeadError::UriTooLong)
+        );
+        // A method past its limit, then a byte no method may hold.
+        let mut buf = b"A".repeat(MAX_METHOD_BYTES + 1);
+        buf.extend_from_slice(b"\x01 / HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            parse_every_prefix(&buf, &Limits::default()),
+            Err(bad("method too long"))
+        );
+        // A bare LF, then a malformed field name (which httparse reports, reading on).
+        let buf = b"GET / HTTP/1.1\nBad Name: x\r\n\r\n";
+        assert_eq!(
+            parse_every_prefix(buf, &Limits::default()),
+            Err(bad("bare LF line terminator"))
+        );
     }
 
     #[test]

@@ -472,6 +472,8 @@ impl WsConn {
             if smaller {
                 frame::write_header(out, true, RSV1, opcode, packed.len());
                 out.extend_from_slice(&packed);
+            } else {
+                d.not_sent();
             }
             Scratch::keep(&mut scratch.packed, packed);
             if smaller {
@@ -1161,6 +1163,53 @@ mod tests {
                 pos = end;
             }
             prop_assert_eq!(got, want);
+        }
+    }
+
+    /// Found while writing the fuzz target's server-stream check (fuzz/ws_conn): with context
+    /// takeover, an echo sent uncompressed (deflating did not shrink it) left the server's
+    /// deflater ahead of the client's inflater, so the next compressed echo referred to bytes
+    /// the client never had and could not be inflated.
+    #[test]
+    fn an_echo_sent_uncompressed_is_not_in_the_deflate_context() {
+        let mut h = with_deflate(Params {
+            server_no_context_takeover: false,
+            client_no_context_takeover: true,
+            server_max_window_bits: 15,
+        });
+        let mut x: u32 = 12345;
+        let noise: Vec<u8> = (0..300)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        // The client keeps its inflater across messages, as takeover allows.
+        let mut client_inflater = Deflate::new(Params {
+            server_no_context_takeover: true,
+            client_no_context_takeover: false,
+            server_max_window_bits: 15,
+        });
+        let mut scratch = deflate::Scratch::default();
+        for _ in 0..3 {
+            let (a, out) = h.feed(&client(true, OP_BINARY, &noise));
+            assert_eq!(a, Action::Continue);
+            let [(rsv, opcode, payload)] = &frames(&out)[..] else {
+                panic!("one echo");
+            };
+            assert_eq!(*opcode, OP_BINARY);
+            let plain = if rsv & RSV1 != 0 {
+                let mut plain = Vec::new();
+                client_inflater
+                    .inflate(&mut scratch, payload, &mut plain, 1 << 20)
+                    .expect("the client can inflate the echo");
+                plain
+            } else {
+                payload.clone()
+            };
+            assert_eq!(plain, noise);
         }
     }
 }

@@ -212,6 +212,19 @@ impl Deflate {
         }
     }
 
+    /// The message just deflated goes out uncompressed after all (compressing did not make it
+    /// smaller). With context takeover the peer's inflater never sees it, so our deflater must
+    /// not refer back to it: its context is reset (the peer keeping more history than we use
+    /// is harmless; us using history the peer lacks breaks every later message). Without
+    /// takeover nothing is kept, so there is nothing to do.
+    pub fn not_sent(&mut self) {
+        if !self.params.server_no_context_takeover
+            && let Some(c) = self.deflater.as_mut()
+        {
+            c.reset();
+        }
+    }
+
     /// Whether this connection holds compression contexts of its own (only with takeover).
     pub fn holds_context(&self) -> bool {
         self.inflater.is_some() || self.deflater.is_some()
@@ -285,13 +298,15 @@ fn inflate_into(
                 out.reserve_exact(want.min(limit + 1 - out.len()).max(1));
             }
             let (in_before, out_before) = (d.total_in(), d.total_out());
-            let status = d
-                .decompress_vec(&chunk[pos..], out, FlushDecompress::Sync)
-                .map_err(|_| InflateError::Corrupt)?;
-            pos += (d.total_in() - in_before) as usize;
+            let status = d.decompress_vec(&chunk[pos..], out, FlushDecompress::Sync);
+            // The cap first: zlib may write past it and then, within the same call, read on
+            // into corrupt data; the message was too big before it was corrupt (and checking in
+            // this order keeps the answer independent of how much room each call had).
             if out.len() > limit {
                 return Err(InflateError::TooBig);
             }
+            let status = status.map_err(|_| InflateError::Corrupt)?;
+            pos += (d.total_in() - in_before) as usize;
             if status == Status::StreamEnd {
                 // A final block ends this message's stream; the next one starts afresh.
                 d.reset(false);
@@ -322,9 +337,14 @@ fn deflate_into(c: &mut Compress, input: &[u8], out: &mut Vec<u8>) {
         return;
     }
     let start = out.len();
+    // Room for all of it, so that one call does it: the most deflate can expand data (zlib's
+    // conservative deflateBound: an eighth and a 64th more) plus the sync flush's empty block,
+    // with slack. A flush that ended exactly at the end of the buffer would take a second
+    // call, which zlib answers with a second empty stored block: the bytes sent would then
+    // depend on the capacity the shared buffer happened to have.
+    out.reserve(input.len() + input.len() / 8 + input.len() / 64 + 64);
     let mut pos = 0;
     loop {
-        out.reserve(input.len() / 2 + 64);
         let before = c.total_in();
         c.compress_vec(&input[pos..], out, FlushCompress::Sync)
             .expect("deflate on a valid stream does not fail");
@@ -333,6 +353,8 @@ fn deflate_into(c: &mut Compress, input: &[u8], out: &mut Vec<u8>) {
         if pos == input.len() && out.len() < out.capacity() {
             break;
         }
+        // Not reached within the bound above; still correct deflate if it were.
+        out.reserve(input.len() / 2 + 64);
     }
     if out[start..].ends_with(&TAIL) {
         out.truncate(out.len() - TAIL.len());
@@ -533,5 +555,49 @@ mod tests {
         let _ = Scratch::lend(&mut slot);
         Scratch::keep(&mut slot, vec![0u8; KEEP_MAX + 1]);
         assert_eq!(slot.capacity(), 0);
+    }
+
+    /// Found by fuzzing: a stored block that fills the output past the cap, followed within
+    /// the same call by a block of the reserved type, was called corrupt (1007) instead of too
+    /// big (1009), depending on how much room the call had.
+    #[test]
+    fn past_the_cap_before_corrupt_data_is_too_big() {
+        // A stored block of 6 bytes (not final), then a block header of the reserved type 3.
+        let wire = [
+            0x00, 0x06, 0x00, 0xf9, 0xff, b'a', b'a', b'a', b'a', b'a', b'a', 0x06,
+        ];
+        let mut out = Vec::new();
+        let r = Deflate::new(NO_TAKEOVER).inflate(&mut Scratch::default(), &wire, &mut out, 5);
+        assert_eq!(r, Err(InflateError::TooBig));
+        assert!(out.len() <= 6);
+        // Under the cap, the same data is corrupt.
+        let r = Deflate::new(NO_TAKEOVER).inflate(&mut Scratch::default(), &wire, &mut out, 100);
+        assert_eq!(r, Err(InflateError::Corrupt));
+    }
+
+    /// Found by fuzzing (fuzz/http1_conn, split invariance): when a sync flush ended exactly at
+    /// the end of the output buffer, deflate_into called the compressor again, and zlib then
+    /// emits a second empty stored block. The bytes of an echo depended on the capacity the
+    /// worker's shared buffer happened to have (so on other messages and other connections).
+    #[test]
+    fn the_compressed_bytes_do_not_depend_on_the_room_in_the_buffer() {
+        let mut x: u32 = 7;
+        let noise: Vec<u8> = (0..300)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        for msg in [&noise[..], &[b'a'; 2000][..], b"Hello"] {
+            let mut want = Vec::new();
+            Deflate::new(NO_TAKEOVER).deflate(&mut Scratch::default(), msg, &mut want);
+            for room in 0..want.len() + 64 {
+                let mut out = Vec::with_capacity(room);
+                Deflate::new(NO_TAKEOVER).deflate(&mut Scratch::default(), msg, &mut out);
+                assert_eq!(out, want, "{} bytes with room for {room}", msg.len());
+            }
+        }
     }
 }
