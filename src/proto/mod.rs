@@ -198,7 +198,12 @@ pub fn ms(d: std::time::Duration) -> u64 {
 
 /// Output a connection may queue before it stops reading: bounds the memory a client that
 /// pipelines requests but does not read responses can make us hold.
+#[cfg(not(fuzzing))]
 pub const OUTPUT_CAP: usize = 256 * 1024;
+/// Under the fuzz targets (`--cfg fuzzing`, set by cargo-fuzz) the cap is small, so that the
+/// stop-reading path is reached by streams short enough to run tens of millions of times.
+#[cfg(fuzzing)]
+pub const OUTPUT_CAP: usize = 16 * 1024;
 
 /// The protocol a connection speaks now. It starts as HTTP/1.1 and may become WebSocket after
 /// an upgrade; on the TLS listener both run inside [`TlsSession`] (boxed: rustls's state is
