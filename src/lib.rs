@@ -8,6 +8,7 @@ pub mod engine;
 pub mod log;
 pub mod metrics;
 pub mod notify;
+pub mod outcome;
 pub mod proto;
 pub mod signals;
 pub mod time;

@@ -5,9 +5,7 @@
 
 mod process;
 
-use crate::proto::CloseReason;
-use crate::proto::tls::TlsFailure;
-use crate::proto::ws::conn::COUNTED_CODES;
+use crate::outcome::{COUNTED_CODES, CloseReason, TlsFailure};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 

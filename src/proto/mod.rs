@@ -7,6 +7,8 @@ pub mod http1;
 pub mod tls;
 pub mod ws;
 
+pub use crate::outcome::CloseReason;
+
 use crate::config::Config;
 use crate::log::access::{Peer, Request, WorkerLog};
 use crate::metrics::WorkerMetrics;
@@ -28,85 +30,6 @@ pub enum Action {
     /// The HTTP layer answered a WebSocket upgrade with 101: switch the connection to
     /// [`Session::Ws`] and feed it whatever followed the handshake.
     Upgrade,
-}
-
-/// Why a connection ended; each has its own metrics counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The peer closed (EOF) between requests.
-    PeerClosed,
-    /// `Connection: close`, or an HTTP/1.0 request without keep-alive.
-    Requested,
-    /// `http.keepalive_timeout` between requests.
-    IdleTimeout,
-    /// A request head or body did not arrive within `http.header_timeout` (answered 408).
-    RequestTimeout,
-    /// `http.keepalive_requests` reached.
-    MaxRequests,
-    /// `http.max_connection_age` reached.
-    MaxAge,
-    /// Malformed or refused input, answered with a 4xx/5xx.
-    BadRequest,
-    /// The server is draining (SIGTERM/SIGINT).
-    Shutdown,
-    /// A socket error (reset, broken pipe).
-    IoError,
-    /// `server.max_connections` reached: closed at accept.
-    Refused,
-    /// A WebSocket close handshake completed (or timed out waiting for the peer's close).
-    WsClosed,
-    /// A WebSocket protocol violation (1002, 1007, 1009 sent).
-    ProtocolError,
-    /// A WebSocket peer did not answer a ping within `websocket.pong_timeout`.
-    HeartbeatTimeout,
-    /// A peer that stopped reading kept its output over the cap for too long (1008 sent).
-    SlowReader,
-    /// The TLS handshake or a record failed (an alert sent), or plaintext on the TLS port.
-    TlsError,
-}
-
-impl CloseReason {
-    pub const ALL: [CloseReason; 15] = [
-        CloseReason::PeerClosed,
-        CloseReason::Requested,
-        CloseReason::IdleTimeout,
-        CloseReason::RequestTimeout,
-        CloseReason::MaxRequests,
-        CloseReason::MaxAge,
-        CloseReason::BadRequest,
-        CloseReason::Shutdown,
-        CloseReason::IoError,
-        CloseReason::Refused,
-        CloseReason::WsClosed,
-        CloseReason::ProtocolError,
-        CloseReason::HeartbeatTimeout,
-        CloseReason::SlowReader,
-        CloseReason::TlsError,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            CloseReason::PeerClosed => "peer_closed",
-            CloseReason::Requested => "requested",
-            CloseReason::IdleTimeout => "idle_timeout",
-            CloseReason::RequestTimeout => "request_timeout",
-            CloseReason::MaxRequests => "max_requests",
-            CloseReason::MaxAge => "max_age",
-            CloseReason::BadRequest => "bad_request",
-            CloseReason::Shutdown => "shutdown",
-            CloseReason::IoError => "io_error",
-            CloseReason::Refused => "refused",
-            CloseReason::WsClosed => "ws_closed",
-            CloseReason::ProtocolError => "protocol_error",
-            CloseReason::HeartbeatTimeout => "heartbeat_timeout",
-            CloseReason::SlowReader => "slow_reader",
-            CloseReason::TlsError => "tls_error",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// Everything a protocol call may read besides its input: the engine's millisecond clock, the

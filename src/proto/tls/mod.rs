@@ -15,6 +15,7 @@ use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache};
 use std::sync::Arc;
 use tickets::TicketKeys;
 
+pub use crate::outcome::TlsFailure;
 pub use session::TlsSession;
 
 /// TLS state shared by every worker.
@@ -126,56 +127,8 @@ pub struct Scratch {
     pub plain: Vec<u8>,
 }
 
-/// Why a TLS connection failed, one metrics label each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsFailure {
-    /// Not TLS at all: bytes that do not parse as TLS records.
-    BadRecord,
-    /// A plaintext HTTP request on the TLS port (answered 400).
-    PlaintextHttp,
-    /// No protocol version, cipher suite or group in common (TLS 1.1 and older land here).
-    Incompatible,
-    /// No ALPN protocol in common.
-    NoAlpn,
-    /// The peer sent a fatal alert (for example, it does not trust our certificate).
-    AlertReceived,
-    /// A record failed to decrypt or a handshake message broke the protocol.
-    Protocol,
-    /// The handshake did not complete within `http.header_timeout`.
-    Timeout,
-    /// The peer closed during the handshake.
-    Eof,
-    /// Anything else, after the handshake included.
-    Other,
-}
-
+/// rustls's errors, by the failure label they count under.
 impl TlsFailure {
-    pub const ALL: [TlsFailure; 9] = [
-        TlsFailure::BadRecord,
-        TlsFailure::PlaintextHttp,
-        TlsFailure::Incompatible,
-        TlsFailure::NoAlpn,
-        TlsFailure::AlertReceived,
-        TlsFailure::Protocol,
-        TlsFailure::Timeout,
-        TlsFailure::Eof,
-        TlsFailure::Other,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            TlsFailure::BadRecord => "bad_record",
-            TlsFailure::PlaintextHttp => "plaintext_http",
-            TlsFailure::Incompatible => "incompatible",
-            TlsFailure::NoAlpn => "no_alpn",
-            TlsFailure::AlertReceived => "alert_received",
-            TlsFailure::Protocol => "protocol",
-            TlsFailure::Timeout => "timeout",
-            TlsFailure::Eof => "eof",
-            TlsFailure::Other => "other",
-        }
-    }
-
     pub fn from_error(e: &rustls::Error, handshaking: bool) -> TlsFailure {
         use rustls::Error as E;
         match e {

@@ -12,8 +12,7 @@ use super::utf8::Utf8Validator;
 use crate::config::Config;
 use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP, feed_buffered, ms};
 
-/// Close codes we count separately in metrics; anything else is "other".
-pub const COUNTED_CODES: [u16; 9] = [1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011];
+pub use crate::outcome::COUNTED_CODES;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
