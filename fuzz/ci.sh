@@ -37,7 +37,7 @@ else
 fi
 # The connection targets allocate deflate contexts and buffers of a few hundred KiB per input;
 # with glibc's defaults each is a fresh mmap, zeroed and unmapped every run, which halved their
-# speed. Keep such blocks on the heap (the README's figures are measured this way).
+# speed. Keep such blocks on the heap (as the README's ten-million runs of them were).
 export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

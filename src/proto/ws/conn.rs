@@ -12,8 +12,6 @@ use super::utf8::Utf8Validator;
 use crate::config::Config;
 use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP, feed_buffered, ms};
 
-pub use crate::outcome::COUNTED_CODES;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Open,
