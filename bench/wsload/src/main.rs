@@ -18,11 +18,14 @@ mod frame;
 mod http;
 mod link;
 mod progress;
+mod pusher;
 mod report;
 mod run;
 mod shard;
+mod sign;
 mod signals;
 mod tls;
+mod track;
 mod ws;
 
 use clap::Parser;
