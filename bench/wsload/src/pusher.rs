@@ -8,6 +8,14 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Wall-clock time in ns since the Unix epoch: what send and receive times are compared in.
+pub fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
 
 /// The WebSocket path a subscriber connects to.
 pub fn connect_path(key: &str) -> String {
