@@ -1,4 +1,4 @@
-//! Owns the command line: the three modes and the flags they share, duration and URL parsing,
+//! Owns the command line: the modes and the flags they share, duration and URL parsing,
 //! and the checks that turn a wrong argument into one line and exit code 2.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -294,7 +294,7 @@ pub fn parse_url(url: &str, http: bool) -> Result<Target, String> {
         (_, false) => return Err(format!("--url {url:?}: this mode needs ws:// or wss://")),
         (_, true) => {
             return Err(format!(
-                "--url {url:?}: http-idle needs http:// or https://"
+                "--url {url:?}: this mode needs http:// or https:// (or ws:// or wss://)"
             ));
         }
     };

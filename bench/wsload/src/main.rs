@@ -1,15 +1,20 @@
-//! wsload: holdfast's load client. Four modes: `idle` holds WebSocket connections open
+//! wsload: holdfast's load client. Six modes: `idle` holds WebSocket connections open
 //! (answering server pings, optionally sending its own heartbeats), `echo` keeps one message
 //! in flight on each, `http-idle` holds keep-alive HTTP/1.1 connections; each over plain TCP or
 //! TLS (with session resumption); `handshakes` opens and closes TLS connections back to back to
-//! count handshakes per second (churn.rs). Connections open at a ramp rate from rotating source
-//! addresses 127.0.0.2… on loopback; past the per-process file limit the run shards itself
-//! over child processes. Reports HDR percentiles of connect time and round trips, counts of
-//! failed and lost connections, as text or `--json`, with progress on stderr while it runs.
+//! count handshakes per second (churn.rs); `subscribe` holds Pusher channel subscribers
+//! (WebSocket or SSE) and counts what is delivered to them, publishing through the HTTP API
+//! itself with `--publish-rate` (coord.rs, publish.rs); `publish` is that publisher alone.
+//! Connections open at a ramp rate from rotating source addresses 127.0.0.2… on loopback; past
+//! the per-process file limit the run shards itself over child processes. Reports HDR
+//! percentiles of connect time, round trips and delivery latency, counts of failed and lost
+//! connections and of lost, duplicated and reordered deliveries, as text or `--json`, with
+//! progress on stderr while it runs.
 //!
 //! This file owns start-up: parsing, checking arguments (exit 2 with one line when they are
 //! wrong), the file limit and the shard decision, building the per-connection plan, and the
-//! exit code (0 only when every connection connected and none was lost).
+//! exit code (0 only when every connection connected and none was lost; for subscribe, also
+//! no delivery lost, duplicated, out of order or misrouted, and every event published).
 
 mod churn;
 mod cli;
@@ -66,7 +71,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
             eprintln!(
-                "wsload: a mode is needed: idle, echo, http-idle or handshakes (see wsload --help)"
+                "wsload: a mode is needed: idle, echo, http-idle, handshakes, subscribe or publish (see wsload --help)"
             );
             ExitCode::from(2)
         }
@@ -152,6 +157,15 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
         ),
         Mode::Handshakes(_) | Mode::Publish(_) => unreachable!("returned above"),
     };
+    if let Some(a) = channel_args {
+        let rate = a.channel.publish_rate;
+        if !(rate >= 0.0 && rate.is_finite()) {
+            return Err("--publish-rate must be 0 or more".into());
+        }
+        if rate > 0.0 && a.channel.events() == 0 {
+            return Err("nothing to publish: --events or --publish-duration is 0".into());
+        }
+    }
     let publishing = channel_args.is_some_and(|a| a.channel.publish_rate > 0.0);
     let (warmup, hold, heartbeat, message_bytes) = match &mode {
         Mode::Idle(a) | Mode::HttpIdle(a) => (Duration::ZERO, a.hold, a.heartbeat, 0),

@@ -391,6 +391,7 @@ impl Summary {
         if let Some(sub) = &self.sub {
             v["channels"] = sub.channels.into();
             v["sse"] = sub.sse.into();
+            v["publishing"] = sub.publishing.into();
             v["events_planned"] = sub.events_planned.into();
             v["events_published"] = c.published.into();
             v["publish_errors"] = c.publish_errors.into();
@@ -443,20 +444,29 @@ impl Summary {
                 line(&self.stats.rtt_us),
             );
         } else if let Some(sub) = &self.sub {
+            let transport = if sub.sse { " over SSE" } else { "" };
+            let (publishing, expected) = if sub.publishing {
+                (
+                    format!(
+                        "published {} of {} (errors {}) in {:.2}s, {:.0}/s; API round trip µs: {}",
+                        c.published,
+                        sub.events_planned,
+                        c.publish_errors,
+                        sub.publish_seconds,
+                        sub.publish_per_sec(c),
+                        line(&self.stats.publish_us),
+                    ),
+                    format!(" of {} expected", c.expected),
+                )
+            } else {
+                ("published elsewhere".to_string(), String::new())
+            };
             s += &format!(
-                "\n{} channel(s){}: published {} of {} (errors {}) in {:.2}s, {:.0}/s; API round trip µs: {}\
-                 \ndeliveries {} of {} expected, {:.0}/s over {:.2}s: lost {}, duplicated {}, out of order {}, misrouted {}\
+                "\n{} channel(s){transport}: {publishing}\
+                 \ndeliveries {}{expected}, {:.0}/s over {:.2}s: lost {}, duplicated {}, out of order {}, misrouted {}\
                  \ndelivery latency µs:   {}\nto last subscriber µs: {}\nheld {:.1}s; server pings {} (answered {}); closed cleanly {}",
                 sub.channels,
-                if sub.sse { " over SSE" } else { "" },
-                c.published,
-                sub.events_planned,
-                c.publish_errors,
-                sub.publish_seconds,
-                sub.publish_per_sec(c),
-                line(&self.stats.publish_us),
                 c.deliveries,
-                c.expected,
                 sub.deliveries_per_sec(c),
                 sub.delivery_seconds,
                 c.events_lost,
