@@ -179,13 +179,18 @@ impl Publisher {
 
     /// Sends what is due, then waits at most `wait` for answers and handles them.
     pub fn turn(&mut self, wait: Duration) -> Result<(), String> {
+        // Done: answers still coming in count for nothing (they were counted as failed).
+        if self.finished.is_some() {
+            std::thread::sleep(wait);
+            return Ok(());
+        }
         let now = Instant::now();
         let mut timeout = wait;
         if let (Some(start), None) = (self.started, self.finished) {
             let elapsed = now - start;
             let due = ((elapsed.as_secs_f64() * self.plan.rate) as u64 + 1).min(self.plan.events);
             for j in 0..self.conns.len() {
-                self.send_due(j, due);
+                self.send_due(j, due)?;
             }
             // Wake for the next event.
             if due < self.plan.events {
@@ -231,10 +236,12 @@ impl Publisher {
     }
 
     /// Sends connection `j`'s next event if it is idle and the event is due.
-    fn send_due(&mut self, j: usize, due: u64) {
-        let Some(c) = &self.conns[j] else { return };
+    fn send_due(&mut self, j: usize, due: u64) -> Result<(), String> {
+        let Some(c) = &self.conns[j] else {
+            return Ok(());
+        };
         if c.state != State::Idle || c.cursor >= due {
-            return;
+            return Ok(());
         }
         let i = c.cursor;
         let k = self.plan.channels.len() as u64;
@@ -264,9 +271,10 @@ impl Publisher {
         let c = self.conns[j].as_mut().expect("checked above");
         c.cursor = next;
         c.state = State::Busy(i, now_us);
-        if let Err(e) = c.link.send(&request) {
+        match c.link.send(&request) {
+            Ok(()) => Ok(()),
             // Counted as failed, then reopened, by `broken`.
-            let _ = self.broken(j, &e);
+            Err(e) => self.broken(j, &e),
         }
     }
 

@@ -293,6 +293,15 @@ pub fn run(spec: RunSpec, tick: &mut dyn FnMut(&Counters, Phase)) -> Result<Outc
         (Some(from), Some(to)) => to.saturating_duration_since(from).as_secs_f64(),
         _ => 0.0,
     };
+    // A coordinated shard that ended early (all its subscribers gone, or a signal) still
+    // needs to know what was published to count what they lost.
+    if spec.coordinated {
+        let wait_until = epoch + spec.give_up_after() + CLOSE_BOUND;
+        while !coord::end_requested() && Instant::now() < wait_until {
+            std::thread::sleep(Duration::from_millis(10));
+            tick(&stats.count, Phase::Close);
+        }
+    }
     let subs = conns
         .iter()
         .flatten()
