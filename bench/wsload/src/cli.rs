@@ -1,4 +1,4 @@
-//! Owns the command line: the three modes and the flags they share, duration and URL parsing,
+//! Owns the command line: the modes and the flags they share, duration and URL parsing,
 //! and the checks that turn a wrong argument into one line and exit code 2.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -28,6 +28,12 @@ pub enum Mode {
     /// TLS handshakes back to back: each connection closes once its handshake is done and a
     /// new one takes its place, `-c` of them in flight (full handshakes with --no-resume).
     Handshakes(HandshakeArgs),
+    /// Pusher channel subscribers, each on one of --channels channels, counting every event
+    /// delivered (lost, duplicated, out of order, latency); with --publish-rate, wsload also
+    /// publishes through the HTTP API once all are subscribed, and reports on the fan-out.
+    Subscribe(SubscribeArgs),
+    /// Publish events through the Pusher HTTP API alone (subscribers elsewhere).
+    Publish(PublishArgs),
 }
 
 impl Mode {
@@ -36,6 +42,8 @@ impl Mode {
             Mode::Idle(a) | Mode::HttpIdle(a) => &a.common,
             Mode::Echo(a) => &a.common,
             Mode::Handshakes(a) => &a.common,
+            Mode::Subscribe(a) => &a.common,
+            Mode::Publish(a) => &a.common,
         }
     }
 
@@ -45,6 +53,8 @@ impl Mode {
             Mode::Echo(_) => "echo",
             Mode::HttpIdle(_) => "http-idle",
             Mode::Handshakes(_) => "handshakes",
+            Mode::Subscribe(_) => "subscribe",
+            Mode::Publish(_) => "publish",
         }
     }
 
@@ -139,6 +149,81 @@ pub struct HandshakeArgs {
     pub duration: Duration,
 }
 
+/// The app, the channels and the publisher: what subscribe and publish share.
+#[derive(Args, Clone)]
+pub struct ChannelArgs {
+    /// The app's id, for the HTTP API's /apps/{id}/events.
+    #[arg(long, default_value = "app-id")]
+    pub app_id: String,
+    /// The app's key: subscribers connect to /app/{key}, API requests carry it.
+    #[arg(long, default_value = "app-key")]
+    pub key: String,
+    /// The app's secret, which signs API requests.
+    #[arg(long, default_value = "app-secret")]
+    pub secret: String,
+    /// Channels {prefix}-0 … {prefix}-{K-1}: subscribers are spread over them round robin,
+    /// and so are published events.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub channels: u32,
+    /// The channel names' prefix.
+    #[arg(long, default_value = "bench")]
+    pub prefix: String,
+    /// Events published per second, in total over the channels (subscribe: 0 publishes
+    /// nothing, the subscribers only count what others publish).
+    #[arg(long, default_value_t = 0.0)]
+    pub publish_rate: f64,
+    /// How long to publish, at --publish-rate.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub publish_duration: Duration,
+    /// Publish this many events instead (at --publish-rate).
+    #[arg(long)]
+    pub events: Option<u64>,
+    /// Bytes of each event's data (its sequence number and send time, padded).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Keep-alive HTTP connections the publisher uses; each channel is published on one of
+    /// them, one request in flight, so its events reach the server in order.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub publishers: u32,
+}
+
+impl ChannelArgs {
+    /// How many events the publisher sends.
+    pub fn events(&self) -> u64 {
+        self.events
+            .unwrap_or((self.publish_rate * self.publish_duration.as_secs_f64()).round() as u64)
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct SubscribeArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub channel: ChannelArgs,
+    /// How long to hold the subscribers once every one has subscribed or failed (default
+    /// 10s; with --publish-rate, the run ends once publishing is done and the deliveries have
+    /// settled, but not before this).
+    #[arg(long, value_parser = parse_duration)]
+    pub hold: Option<Duration>,
+    /// After the last publish, how long deliveries may stay still before the run ends
+    /// without them all.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub settle: Duration,
+    /// Subscribe over Server-Sent Events (GET /app/{key}/events?channel=…) instead of
+    /// WebSocket; --url is then http:// or https:// (ws:// and wss:// work too).
+    #[arg(long)]
+    pub sse: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub channel: ChannelArgs,
+}
+
 #[derive(ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum TlsVersion {
     #[value(name = "1.2")]
@@ -209,7 +294,7 @@ pub fn parse_url(url: &str, http: bool) -> Result<Target, String> {
         (_, false) => return Err(format!("--url {url:?}: this mode needs ws:// or wss://")),
         (_, true) => {
             return Err(format!(
-                "--url {url:?}: http-idle needs http:// or https://"
+                "--url {url:?}: this mode needs http:// or https:// (or ws:// or wss://)"
             ));
         }
     };

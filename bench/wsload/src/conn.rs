@@ -5,6 +5,7 @@
 
 use crate::link::Link;
 use crate::report::{Stats, record};
+use crate::sub::{Sub, SubPlan};
 use crate::tls::TlsPlan;
 use rustls::HandshakeKind;
 use std::io;
@@ -16,6 +17,8 @@ pub enum Kind {
     Echo,
     Idle,
     HttpIdle,
+    /// A Pusher channel subscriber (sub.rs), over WebSocket or SSE.
+    Subscribe,
 }
 
 /// What every connection shares.
@@ -27,6 +30,8 @@ pub struct Plan {
     pub message: Vec<u8>,
     pub message_len: usize,
     pub tls: Option<TlsPlan>,
+    /// Subscribe: the channels and what subscribes to each.
+    pub sub: Option<SubPlan>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +53,8 @@ pub struct Conn {
     /// When the message or request now in flight was sent (0: none).
     pub(crate) sent_us: u64,
     tls_counted: bool,
+    /// Subscribe: its channel and what it was delivered.
+    pub(crate) sub: Option<Box<Sub>>,
 }
 
 /// What a connection needs from the loop while it is driven.
@@ -74,6 +81,7 @@ impl Conn {
             started_us: now_us,
             sent_us: 0,
             tls_counted: false,
+            sub: None,
         })
     }
 
@@ -113,7 +121,11 @@ impl Conn {
             if cx.plan.kind == Kind::HttpIdle {
                 self.sent_us = cx.now_us.max(1);
             }
-            self.link.send(&cx.plan.request)?;
+            let request = match (&cx.plan.sub, &self.sub) {
+                (Some(plan), Some(sub)) => plan.request(sub, &cx.plan.request),
+                _ => &cx.plan.request,
+            };
+            self.link.send(request)?;
         }
         self.link.flush()?;
         let eof = self.link.recv(cx.scratch, &mut self.inbuf)?;
@@ -128,7 +140,10 @@ impl Conn {
         }
         let alive = match cx.plan.kind {
             Kind::HttpIdle => self.http_input(cx)?,
-            Kind::Echo | Kind::Idle => self.ws_input(cx)?,
+            Kind::Subscribe if self.sub.as_ref().is_some_and(|s| s.sse.is_some()) => {
+                self.sse_input(cx)?
+            }
+            Kind::Echo | Kind::Idle | Kind::Subscribe => self.ws_input(cx)?,
         };
         if !alive {
             return Ok(false);
@@ -163,7 +178,8 @@ impl Conn {
         }
         match cx.plan.kind {
             Kind::HttpIdle => self.http_heartbeat(cx),
-            Kind::Echo | Kind::Idle => self.ws_heartbeat(cx),
+            Kind::Subscribe if self.sub.as_ref().is_some_and(|s| s.sse.is_some()) => Ok(()),
+            Kind::Echo | Kind::Idle | Kind::Subscribe => self.ws_heartbeat(cx),
         }
     }
 
@@ -182,7 +198,13 @@ impl Conn {
                     cx.stats.count.closed_clean += 1;
                     false
                 }
-                Kind::Echo | Kind::Idle => {
+                // An SSE stream just ends.
+                Kind::Subscribe if self.sub.as_ref().is_some_and(|s| s.sse.is_some()) => {
+                    self.link.close_notify();
+                    cx.stats.count.closed_clean += 1;
+                    false
+                }
+                Kind::Echo | Kind::Idle | Kind::Subscribe => {
                     self.state = State::Closing;
                     self.ws_close().is_ok()
                 }

@@ -52,16 +52,30 @@ impl Conn {
 /// The length of the complete response at the start of `buf`, None while it is incomplete.
 /// A status other than 2xx, or a body without Content-Length, is an error.
 fn response_len(buf: &[u8]) -> io::Result<Option<usize>> {
+    let Some((status, len)) = response_head(buf)? else {
+        return Ok(None);
+    };
+    if !(200..300).contains(&status) {
+        let end = find(buf, b"\r\n").unwrap_or(0);
+        let line = String::from_utf8_lossy(&buf[..end]);
+        return Err(io::Error::other(format!("response {line:?}")));
+    }
+    Ok((buf.len() >= len).then_some(len))
+}
+
+/// The status and whole length (head and Content-Length body) of the response at the start of
+/// `buf`, None until its head is complete. Not HTTP/1.x, or a chunked body, is an error.
+pub fn response_head(buf: &[u8]) -> io::Result<Option<(u16, usize)>> {
     let Some(end) = find(buf, b"\r\n\r\n") else {
         return Ok(None);
     };
     let head = std::str::from_utf8(&buf[..end]).map_err(|_| io::Error::other("bad response"))?;
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap_or("");
-    let code = status.split(' ').nth(1).unwrap_or("");
-    if !status.starts_with("HTTP/1.") || !code.starts_with('2') {
+    let code = status.split(' ').nth(1).and_then(|c| c.parse().ok());
+    let (true, Some(code)) = (status.starts_with("HTTP/1."), code) else {
         return Err(io::Error::other(format!("response {status:?}")));
-    }
+    };
     let mut body = 0usize;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
@@ -76,8 +90,7 @@ fn response_len(buf: &[u8]) -> io::Result<Option<usize>> {
             return Err(io::Error::other("chunked responses are not supported"));
         }
     }
-    let total = end + 4 + body;
-    Ok((buf.len() >= total).then_some(total))
+    Ok(Some((code, end + 4 + body)))
 }
 
 #[cfg(test)]
@@ -94,5 +107,8 @@ mod tests {
         assert!(response_len(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").is_err());
         let two = b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\n";
         assert_eq!(response_len(two).unwrap(), Some(27));
+        let denied = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\n{}";
+        assert_eq!(response_head(denied).unwrap(), Some((401, denied.len())));
+        assert!(response_head(b"SSH-2.0\r\n\r\n").is_err());
     }
 }

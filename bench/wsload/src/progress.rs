@@ -57,6 +57,10 @@ impl Progress {
         let elapsed = (now - self.start).as_secs();
         let extra = match self.mode {
             "echo" => format!("{} msgs {msg_rate:.0}/s", c.messages),
+            "subscribe" => format!(
+                "published {} (errors {})  deliveries {}",
+                c.published, c.publish_errors, c.deliveries
+            ),
             "idle" => format!(
                 "server pings {}  heartbeats {}/{}",
                 c.server_pings, c.heartbeats, c.heartbeats_sent

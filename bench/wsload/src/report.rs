@@ -24,10 +24,24 @@ pub struct Counters {
     pub closed_clean: u64,
     pub tls_full: u64,
     pub tls_resumed: u64,
+    /// Subscribe: events delivered to subscribers (duplicates included).
+    pub deliveries: u64,
+    /// Subscribe: deliveries of a sequence number the subscriber had already seen.
+    pub duplicated: u64,
+    /// Subscribe: deliveries that filled an earlier gap.
+    pub out_of_order: u64,
+    /// Subscribe: deliveries naming a channel other than the subscriber's.
+    pub misrouted: u64,
+    /// Subscribe, counted at the end: deliveries that never came, and those that should have.
+    pub events_lost: u64,
+    pub expected: u64,
+    /// The publisher: events the API accepted (200), and requests that failed otherwise.
+    pub published: u64,
+    pub publish_errors: u64,
 }
 
 impl Counters {
-    fn fields(&self) -> [(&'static str, u64); 11] {
+    fn fields(&self) -> [(&'static str, u64); 19] {
         [
             ("connected", self.connected),
             ("failed", self.failed),
@@ -40,10 +54,18 @@ impl Counters {
             ("closed_clean", self.closed_clean),
             ("tls_full", self.tls_full),
             ("tls_resumed", self.tls_resumed),
+            ("deliveries", self.deliveries),
+            ("duplicated", self.duplicated),
+            ("out_of_order", self.out_of_order),
+            ("misrouted", self.misrouted),
+            ("events_lost", self.events_lost),
+            ("expected", self.expected),
+            ("published", self.published),
+            ("publish_errors", self.publish_errors),
         ]
     }
 
-    fn fields_mut(&mut self) -> [(&'static str, &mut u64); 11] {
+    fn fields_mut(&mut self) -> [(&'static str, &mut u64); 19] {
         [
             ("connected", &mut self.connected),
             ("failed", &mut self.failed),
@@ -56,6 +78,14 @@ impl Counters {
             ("closed_clean", &mut self.closed_clean),
             ("tls_full", &mut self.tls_full),
             ("tls_resumed", &mut self.tls_resumed),
+            ("deliveries", &mut self.deliveries),
+            ("duplicated", &mut self.duplicated),
+            ("out_of_order", &mut self.out_of_order),
+            ("misrouted", &mut self.misrouted),
+            ("events_lost", &mut self.events_lost),
+            ("expected", &mut self.expected),
+            ("published", &mut self.published),
+            ("publish_errors", &mut self.publish_errors),
         ]
     }
 
@@ -130,7 +160,22 @@ pub struct Stats {
     pub connect_us: Histogram<u64>,
     pub rtt_us: Histogram<u64>,
     pub heartbeat_rtt_us: Histogram<u64>,
+    /// Subscribe: each delivery's latency, from the publisher's send time to its receipt.
+    pub delivery_us: Histogram<u64>,
+    /// The publisher: each API request's round trip.
+    pub publish_us: Histogram<u64>,
+    /// Subscribe: per event (index `seq * channels + channel`), the latency of its latest
+    /// delivery in µs (0: none yet), so the time to its last subscriber can be found across
+    /// shards: each sends the array, the parent keeps the larger of each pair.
+    pub event_last_us: Vec<u32>,
+    /// Subscribe: wall-clock ns of the first and the last delivery (0: none).
+    pub first_delivery_ns: u64,
+    pub last_delivery_ns: u64,
 }
+
+/// Events beyond this index are not tracked for their last delivery (a bogus sequence number
+/// must not allocate gigabytes).
+const MAX_TRACKED_EVENTS: usize = 50_000_000;
 
 impl Stats {
     pub fn new() -> Stats {
@@ -139,18 +184,44 @@ impl Stats {
             connect_us: histogram(),
             rtt_us: histogram(),
             heartbeat_rtt_us: histogram(),
+            delivery_us: histogram(),
+            publish_us: histogram(),
+            event_last_us: Vec::new(),
+            first_delivery_ns: 0,
+            last_delivery_ns: 0,
         }
     }
 
-    fn histograms(&self) -> [(&'static str, &Histogram<u64>); 3] {
+    /// Records one delivery of event `index` with this latency, received at `now_ns`.
+    pub fn delivered(&mut self, index: u64, latency_us: u64, now_ns: u64) {
+        self.count.deliveries += 1;
+        record(&mut self.delivery_us, latency_us);
+        if self.first_delivery_ns == 0 {
+            self.first_delivery_ns = now_ns;
+        }
+        self.last_delivery_ns = self.last_delivery_ns.max(now_ns);
+        let i = index as usize;
+        if i < MAX_TRACKED_EVENTS {
+            if i >= self.event_last_us.len() {
+                self.event_last_us.resize(i + 1, 0);
+            }
+            let us = latency_us.clamp(1, u64::from(u32::MAX)) as u32;
+            self.event_last_us[i] = self.event_last_us[i].max(us);
+        }
+    }
+
+    fn histograms(&self) -> [(&'static str, &Histogram<u64>); 5] {
         [
             ("connect_us", &self.connect_us),
             ("rtt_us", &self.rtt_us),
             ("heartbeat_rtt_us", &self.heartbeat_rtt_us),
+            ("delivery_us", &self.delivery_us),
+            ("publish_us", &self.publish_us),
         ]
     }
 
-    /// The wire form a shard sends its parent: counters plus histograms as [value, count] pairs.
+    /// The wire form a shard sends its parent: counters plus histograms as [value, count] pairs,
+    /// and for subscribers the per-event latencies and first and last delivery times.
     pub fn to_json(&self) -> Value {
         let mut v = self.count.to_json();
         for (name, h) in self.histograms() {
@@ -160,6 +231,11 @@ impl Stats {
                 .collect();
             v[name] = Value::Array(pairs);
         }
+        if !self.event_last_us.is_empty() {
+            v["event_last_us"] = self.event_last_us.clone().into();
+        }
+        v["first_delivery_ns"] = self.first_delivery_ns.into();
+        v["last_delivery_ns"] = self.last_delivery_ns.into();
         v
     }
 
@@ -170,6 +246,8 @@ impl Stats {
             ("connect_us", &mut self.connect_us),
             ("rtt_us", &mut self.rtt_us),
             ("heartbeat_rtt_us", &mut self.heartbeat_rtt_us),
+            ("delivery_us", &mut self.delivery_us),
+            ("publish_us", &mut self.publish_us),
         ] {
             for pair in v.get(name).and_then(Value::as_array).into_iter().flatten() {
                 if let (Some(value), Some(n)) = (
@@ -180,6 +258,33 @@ impl Stats {
                 }
             }
         }
+        let theirs = v.get("event_last_us").and_then(Value::as_array);
+        for (i, us) in theirs.into_iter().flatten().enumerate() {
+            let us = us.as_u64().unwrap_or(0).min(u64::from(u32::MAX)) as u32;
+            if i >= MAX_TRACKED_EVENTS {
+                break;
+            }
+            if i >= self.event_last_us.len() {
+                self.event_last_us.resize(i + 1, 0);
+            }
+            self.event_last_us[i] = self.event_last_us[i].max(us);
+        }
+        let first = v["first_delivery_ns"].as_u64().unwrap_or(0);
+        if first != 0 && (self.first_delivery_ns == 0 || first < self.first_delivery_ns) {
+            self.first_delivery_ns = first;
+        }
+        let last = v["last_delivery_ns"].as_u64().unwrap_or(0);
+        self.last_delivery_ns = self.last_delivery_ns.max(last);
+    }
+
+    /// Subscribe: for each event delivered at least once, the time from its send to its last
+    /// subscriber's receipt.
+    pub fn last_subscriber_us(&self) -> Histogram<u64> {
+        let mut h = histogram();
+        for &us in self.event_last_us.iter().filter(|&&us| us > 0) {
+            record(&mut h, u64::from(us));
+        }
+        h
     }
 }
 
@@ -198,13 +303,60 @@ pub struct Summary {
     pub shards: u32,
     /// The give-up deadline passed before every connection settled.
     pub gave_up: bool,
+    /// Subscribe: the channels, the publishing and the fan-out.
+    pub sub: Option<SubReport>,
+}
+
+/// What a subscribe run adds to the summary.
+pub struct SubReport {
+    pub channels: u32,
+    pub sse: bool,
+    /// wsload published (with --publish-rate): how many events it meant to.
+    pub publishing: bool,
+    pub events_planned: u64,
+    /// From the first publish to the publisher's end.
+    pub publish_seconds: f64,
+    /// From the first publish (or without one, the first delivery) to the last delivery.
+    pub delivery_seconds: f64,
+}
+
+impl SubReport {
+    /// A subscribe run is good when nothing was lost, duplicated, reordered or misrouted, and
+    /// everything wsload meant to publish was accepted.
+    fn good(&self, c: &Counters) -> bool {
+        c.events_lost == 0
+            && c.duplicated == 0
+            && c.out_of_order == 0
+            && c.misrouted == 0
+            && c.publish_errors == 0
+            && (!self.publishing || c.published == self.events_planned)
+    }
+
+    fn deliveries_per_sec(&self, c: &Counters) -> f64 {
+        if self.delivery_seconds > 0.0 {
+            c.deliveries as f64 / self.delivery_seconds
+        } else {
+            0.0
+        }
+    }
+
+    fn publish_per_sec(&self, c: &Counters) -> f64 {
+        if self.publish_seconds > 0.0 {
+            c.published as f64 / self.publish_seconds
+        } else {
+            0.0
+        }
+    }
 }
 
 impl Summary {
     /// Every connection connected and none was lost.
     pub fn success(&self) -> bool {
         let c = &self.stats.count;
-        c.connected == self.connections && c.lost == 0 && c.failed == 0
+        c.connected == self.connections
+            && c.lost == 0
+            && c.failed == 0
+            && self.sub.as_ref().is_none_or(|s| s.good(c))
     }
 
     pub fn json(&self) -> String {
@@ -235,6 +387,27 @@ impl Summary {
             v["messages"] = c.messages.into();
             v["messages_per_sec"] = self.messages_per_sec.into();
             v["rtt_us"] = percentiles(&self.stats.rtt_us);
+        }
+        if let Some(sub) = &self.sub {
+            v["channels"] = sub.channels.into();
+            v["sse"] = sub.sse.into();
+            v["publishing"] = sub.publishing.into();
+            v["events_planned"] = sub.events_planned.into();
+            v["events_published"] = c.published.into();
+            v["publish_errors"] = c.publish_errors.into();
+            v["publish_seconds"] = round3(sub.publish_seconds).into();
+            v["publish_per_sec"] = round3(sub.publish_per_sec(c)).into();
+            v["publish_us"] = percentiles(&self.stats.publish_us);
+            v["expected_deliveries"] = c.expected.into();
+            v["deliveries"] = c.deliveries.into();
+            v["delivery_seconds"] = round3(sub.delivery_seconds).into();
+            v["deliveries_per_sec"] = round3(sub.deliveries_per_sec(c)).into();
+            v["events_lost"] = c.events_lost.into();
+            v["duplicated"] = c.duplicated.into();
+            v["out_of_order"] = c.out_of_order.into();
+            v["misrouted"] = c.misrouted.into();
+            v["delivery_us"] = percentiles(&self.stats.delivery_us);
+            v["last_subscriber_us"] = percentiles(&self.stats.last_subscriber_us());
         }
         v.to_string()
     }
@@ -270,6 +443,43 @@ impl Summary {
                 self.messages_per_sec,
                 line(&self.stats.rtt_us),
             );
+        } else if let Some(sub) = &self.sub {
+            let transport = if sub.sse { " over SSE" } else { "" };
+            let (publishing, expected) = if sub.publishing {
+                (
+                    format!(
+                        "published {} of {} (errors {}) in {:.2}s, {:.0}/s; API round trip µs: {}",
+                        c.published,
+                        sub.events_planned,
+                        c.publish_errors,
+                        sub.publish_seconds,
+                        sub.publish_per_sec(c),
+                        line(&self.stats.publish_us),
+                    ),
+                    format!(" of {} expected", c.expected),
+                )
+            } else {
+                ("published elsewhere".to_string(), String::new())
+            };
+            s += &format!(
+                "\n{} channel(s){transport}: {publishing}\
+                 \ndeliveries {}{expected}, {:.0}/s over {:.2}s: lost {}, duplicated {}, out of order {}, misrouted {}\
+                 \ndelivery latency µs:   {}\nto last subscriber µs: {}\nheld {:.1}s; server pings {} (answered {}); closed cleanly {}",
+                sub.channels,
+                c.deliveries,
+                sub.deliveries_per_sec(c),
+                sub.delivery_seconds,
+                c.events_lost,
+                c.duplicated,
+                c.out_of_order,
+                c.misrouted,
+                line(&self.stats.delivery_us),
+                line(&self.stats.last_subscriber_us()),
+                self.held_seconds,
+                c.server_pings,
+                c.server_pings_answered,
+                c.closed_clean,
+            );
         } else {
             s += &format!(
                 "\nheld {:.1}s; server pings {} (answered {}); heartbeats {} sent, {} answered\nheartbeat µs: {}\nclosed cleanly {}",
@@ -293,7 +503,7 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn percentiles(h: &Histogram<u64>) -> Value {
+pub fn percentiles(h: &Histogram<u64>) -> Value {
     json!({
         "p50": h.value_at_quantile(0.50),
         "p90": h.value_at_quantile(0.90),
@@ -304,7 +514,7 @@ fn percentiles(h: &Histogram<u64>) -> Value {
     })
 }
 
-fn line(h: &Histogram<u64>) -> String {
+pub fn line(h: &Histogram<u64>) -> String {
     if h.is_empty() {
         return "none".into();
     }

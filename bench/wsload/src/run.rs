@@ -2,11 +2,15 @@
 //! rate (from rotating source addresses), drives them, fires each connection's heartbeat
 //! from a wheel of time slots (connection i in slot i mod slots, so they are spread evenly
 //! over the interval), moves through the phases (ramp, warm-up, hold, close), and ends by
-//! itself: at the give-up deadline, on a signal, or when nothing is left to hold.
+//! itself: at the give-up deadline, on a signal, or when nothing is left to hold. A
+//! subscriber shard under a coordinator (coord.rs) also ends when its parent says so, and
+//! then counts what its subscribers lost against what the parent published.
 
 use crate::conn::{self, Conn, Ctx, Plan};
+use crate::coord;
 use crate::report::{Counters, Phase, Stats};
 use crate::signals;
+use crate::sub::Sub;
 use mio::{Events, Interest, Poll, Token};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -37,6 +41,8 @@ pub struct RunSpec {
     pub hold: Duration,
     /// Each connection's own heartbeat interval (0: off).
     pub heartbeat: Duration,
+    /// A shard under a coordinator: the hold ends when the parent says so.
+    pub coordinated: bool,
 }
 
 impl RunSpec {
@@ -53,8 +59,13 @@ impl RunSpec {
         self.ramp_time() + self.warmup + self.hold + GIVE_UP_SLACK
     }
 
+    /// Connection j of this process's number in the whole run.
+    fn global(&self, j: usize) -> u64 {
+        j as u64 * self.stride + self.offset
+    }
+
     fn source(&self, j: usize) -> Option<IpAddr> {
-        source_address(self.sources, j as u64 * self.stride + self.offset)
+        source_address(self.sources, self.global(j))
     }
 }
 
@@ -114,6 +125,8 @@ pub fn run(spec: RunSpec, tick: &mut dyn FnMut(&Counters, Phase)) -> Result<Outc
     let mut hold_end: Option<Instant> = None;
     let mut close_at: Option<Instant> = None;
     let mut wheel = (!spec.heartbeat.is_zero()).then(|| Wheel::new(spec.heartbeat, epoch));
+    // Subscribers whose connections are gone, kept for the final count of what they lost.
+    let mut gone: Vec<Sub> = Vec::new();
 
     loop {
         let now = Instant::now();
@@ -132,6 +145,11 @@ pub fn run(spec: RunSpec, tick: &mut dyn FnMut(&Counters, Phase)) -> Result<Outc
                 let j = conns.len();
                 match Conn::open(spec.target, spec.source(j), &spec.plan, now_us) {
                     Ok(mut c) => {
+                        if let Some(sub) = &spec.plan.sub {
+                            let k = sub.channels.len() as u64;
+                            let channel = (spec.global(j) % k) as u32;
+                            c.sub = Some(Sub::new(channel, sub.sse));
+                        }
                         poll.registry()
                             .register(
                                 &mut c.link.stream,
@@ -165,8 +183,9 @@ pub fn run(spec: RunSpec, tick: &mut dyn FnMut(&Counters, Phase)) -> Result<Outc
         if phase == Phase::Warmup && hold_from.is_some_and(|t| now >= t) {
             phase = Phase::Hold;
         }
+        let told = spec.coordinated && coord::end_requested();
         let mut stop = phase < Phase::Close
-            && (signals::stop_requested() || hold_end.is_some_and(|t| now >= t));
+            && (signals::stop_requested() || told || hold_end.is_some_and(|t| now >= t));
         // Nothing left to hold: every connection failed or was lost.
         if phase == Phase::Hold && live == 0 {
             stop = true;
@@ -192,7 +211,7 @@ pub fn run(spec: RunSpec, tick: &mut dyn FnMut(&Counters, Phase)) -> Result<Outc
                 if let Some(c) = slot
                     && !c.begin_close(&mut cx)
                 {
-                    retire(&poll, slot, &mut live);
+                    retire(&poll, slot, &mut live, &mut gone);
                 }
             }
             // Never-attempted connections (a stop during the ramp) failed too.
@@ -228,7 +247,7 @@ pub fn run(spec: RunSpec, tick: &mut dyn FnMut(&Counters, Phase)) -> Result<Outc
                         && let Err(e) = c.heartbeat(&mut cx)
                     {
                         c.fail(cx.stats, &e);
-                        retire(&poll, &mut conns[j], &mut live);
+                        retire(&poll, &mut conns[j], &mut live, &mut gone);
                     }
                     j += w.slots;
                 }
@@ -265,7 +284,7 @@ pub fn run(spec: RunSpec, tick: &mut dyn FnMut(&Counters, Phase)) -> Result<Outc
             if let Some(c) = slot
                 && !c.drive(&mut cx)
             {
-                retire(&poll, slot, &mut live);
+                retire(&poll, slot, &mut live, &mut gone);
             }
         }
         tick(&stats.count, phase);
@@ -274,6 +293,21 @@ pub fn run(spec: RunSpec, tick: &mut dyn FnMut(&Counters, Phase)) -> Result<Outc
         (Some(from), Some(to)) => to.saturating_duration_since(from).as_secs_f64(),
         _ => 0.0,
     };
+    // A coordinated shard that ended early (all its subscribers gone, or a signal) still
+    // needs to know what was published to count what they lost.
+    if spec.coordinated {
+        let wait_until = epoch + spec.give_up_after() + CLOSE_BOUND;
+        while !coord::end_requested() && Instant::now() < wait_until {
+            std::thread::sleep(Duration::from_millis(10));
+            tick(&stats.count, Phase::Close);
+        }
+    }
+    let subs = conns
+        .iter()
+        .flatten()
+        .filter_map(|c| c.sub.as_deref())
+        .chain(gone.iter());
+    count_losses(subs, coord::published(), &mut stats.count);
     tick(&stats.count, Phase::Done);
     Ok(Outcome {
         stats,
@@ -282,11 +316,32 @@ pub fn run(spec: RunSpec, tick: &mut dyn FnMut(&Counters, Phase)) -> Result<Outc
     })
 }
 
-/// Forgets a finished connection: off the poll set, out of its slot, no longer live.
-fn retire(poll: &Poll, slot: &mut Option<Conn>, live: &mut usize) {
+/// Forgets a finished connection: off the poll set, out of its slot, no longer live. A
+/// subscriber's track is kept in `gone`.
+fn retire(poll: &Poll, slot: &mut Option<Conn>, live: &mut usize, gone: &mut Vec<Sub>) {
     if let Some(mut c) = slot.take() {
         let _ = poll.registry().deregister(&mut c.link.stream);
         *live -= 1;
+        gone.extend(c.sub.take().map(|s| *s));
+    }
+}
+
+/// Counts what the subscribers that subscribed were owed and lost: against what was published
+/// when the parent said, otherwise only the gaps between what they saw.
+fn count_losses<'a>(
+    subs: impl Iterator<Item = &'a Sub>,
+    published: Option<&crate::publish::Published>,
+    count: &mut Counters,
+) {
+    for sub in subs.filter(|s| s.subscribed) {
+        let c = sub.channel as usize;
+        match published {
+            Some(p) if c < p.sent.len() => {
+                count.expected += p.accepted(c);
+                count.events_lost += sub.track.lost(p.sent[c], &p.failed[c]);
+            }
+            _ => count.events_lost += sub.track.lost(0, &[]),
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //! totals and histograms as [value, count] pairs), shows the merged progress, forwards
 //! SIGINT/SIGTERM, and merges the finals into one summary. A shard writes those lines and
 //! dies with its parent: PR_SET_PDEATHSIG, a check of its parent pid, and a broken stdout.
+//! A run with a conductor (subscribe with a publisher, coord.rs) also gives the conductor a
+//! turn each time round and writes what it says to every shard's stdin.
 
 use crate::progress::Progress;
 use crate::report::{Counters, Phase, Stats};
@@ -42,14 +44,17 @@ fn emit(line: Value) {
     }
 }
 
-/// In a shard: a tick that writes a progress line every `every` (and checks the parent).
+/// In a shard: a tick that writes a progress line every `every`, and at once when the phase
+/// changes (and checks the parent).
 pub fn child_ticker(every: Duration) -> impl FnMut(&Counters, Phase) {
     let mut last = Instant::now();
+    let mut last_phase = Phase::Ramp;
     move |c, phase| {
-        if last.elapsed() < every {
+        if last.elapsed() < every && phase == last_phase {
             return;
         }
         last = Instant::now();
+        last_phase = phase;
         signals::exit_if_orphaned();
         let mut v = c.to_json();
         v["phase"] = phase.as_str().into();
@@ -75,8 +80,18 @@ pub struct Merged {
     pub gave_up: bool,
 }
 
+/// Something the parent runs beside its shards (the publisher of a subscribe run).
+pub trait Conductor {
+    /// One turn, given the shards' merged counters and earliest phase. It may wait a few ms
+    /// itself. Returns a line to write to every shard's stdin, if it has one now.
+    fn turn(&mut self, shards: &Counters, phase: Phase) -> Result<Option<String>, String>;
+    /// Its own counters, shown with the shards' in the progress line.
+    fn own(&self) -> Counters;
+}
+
 struct Shard {
     child: Child,
+    stdin: Option<std::process::ChildStdin>,
     connections: usize,
     latest: Counters,
     phase: Phase,
@@ -92,6 +107,7 @@ pub fn parent(
     mode: &'static str,
     every: Duration,
     deadline: Duration,
+    mut conductor: Option<&mut dyn Conductor>,
 ) -> Result<Merged, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find wsload itself: {e}"))?;
     let args: Vec<_> = std::env::args_os().skip(1).collect();
@@ -103,7 +119,11 @@ pub fn parent(
             .arg("--shard")
             .arg(format!("{i}/{k}"))
             .env(signals::PARENT_ENV, std::process::id().to_string())
-            .stdin(Stdio::null())
+            .stdin(if conductor.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             // Its own process group: a terminal's Ctrl-C reaches only the parent, which then
@@ -121,6 +141,7 @@ pub fn parent(
             }
         };
         let out = child.stdout.take().expect("piped stdout");
+        let stdin = child.stdin.take();
         let tx = tx.clone();
         let index = i as usize;
         std::thread::spawn(move || {
@@ -134,6 +155,7 @@ pub fn parent(
         });
         shards.push(Shard {
             child,
+            stdin,
             connections: share(total, i, k),
             latest: Counters::default(),
             phase: Phase::Ramp,
@@ -146,26 +168,36 @@ pub fn parent(
     let mut progress = Progress::new(total as u64, mode, every);
     let end_by = Instant::now() + deadline;
     let mut stopping = false;
+    let mut failure = None;
     while shards.iter().any(|s| s.open) {
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok((i, Some(line))) => {
-                let s = &mut shards[i];
-                match serde_json::from_str::<Value>(&line) {
-                    Ok(v) if v.get("progress").is_some() => {
-                        s.latest = Counters::from_json(&v["progress"]);
-                        s.phase = Phase::parse(v["progress"]["phase"].as_str().unwrap_or(""));
+        // A conductor waits in its own turn; without one, the shards' lines are all there is.
+        let wait = if conductor.is_some() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(50)
+        };
+        let mut got = rx.recv_timeout(wait);
+        loop {
+            match got {
+                Ok((i, Some(line))) => {
+                    let s = &mut shards[i];
+                    match serde_json::from_str::<Value>(&line) {
+                        Ok(v) if v.get("progress").is_some() => {
+                            s.latest = Counters::from_json(&v["progress"]);
+                            s.phase = Phase::parse(v["progress"]["phase"].as_str().unwrap_or(""));
+                        }
+                        Ok(v) if v.get("final").is_some() => {
+                            s.latest = Counters::from_json(&v["final"]);
+                            s.phase = Phase::Done;
+                            s.last = Some(v["final"].clone());
+                        }
+                        _ => eprintln!("wsload: shard {i} said {line:?}"),
                     }
-                    Ok(v) if v.get("final").is_some() => {
-                        s.latest = Counters::from_json(&v["final"]);
-                        s.phase = Phase::Done;
-                        s.last = Some(v["final"].clone());
-                    }
-                    _ => eprintln!("wsload: shard {i} said {line:?}"),
                 }
+                Ok((i, None)) => shards[i].open = false,
+                Err(_) => break,
             }
-            Ok((i, None)) => shards[i].open = false,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            got = rx.try_recv().map_err(|_| mpsc::RecvTimeoutError::Timeout);
         }
         if signals::stop_requested() && !stopping {
             stopping = true;
@@ -182,7 +214,33 @@ pub fn parent(
             sum.add(&s.latest);
         }
         let phase = shards.iter().map(|s| s.phase).min().unwrap_or(Phase::Done);
+        if let Some(c) = conductor.as_deref_mut() {
+            match c.turn(&sum, phase) {
+                Ok(Some(line)) => {
+                    for s in &mut shards {
+                        if let Some(mut stdin) = s.stdin.take() {
+                            let _ = writeln!(stdin, "{line}").and_then(|()| stdin.flush());
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Stop the shards; they still report what they saw.
+                    failure = Some(e);
+                    for s in &mut shards {
+                        s.stdin = None;
+                    }
+                    conductor = None;
+                }
+            }
+            if let Some(c) = conductor.as_deref() {
+                sum.add(&c.own());
+            }
+        }
         progress.tick(&sum, phase);
+    }
+    if let Some(e) = failure {
+        eprintln!("wsload: {e}");
     }
     progress.finish();
     reap(&mut shards);

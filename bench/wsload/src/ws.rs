@@ -5,11 +5,12 @@
 
 use crate::conn::{Conn, Ctx, Kind, State, find};
 use crate::frame::{self, OP_CLOSE, OP_PING, OP_PONG};
+use crate::pusher;
 use crate::report::record;
 use std::io;
 
 /// Client frames must be masked; the mask need not be secret for a load test.
-const MASK: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
+pub const MASK: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
 
 /// The upgrade request every connection sends.
 pub fn upgrade_request(path: &str, authority: &str) -> Vec<u8> {
@@ -34,7 +35,8 @@ impl Conn {
     /// Handles what arrived: the 101 while upgrading, then frames. Returns false once the
     /// closing handshake wsload started is complete; an error when the server closed first.
     pub(crate) fn ws_input(&mut self, cx: &mut Ctx) -> io::Result<bool> {
-        if self.state == State::Handshaking {
+        // A subscriber stays in the handshake after its 101, until it is subscribed.
+        if self.state == State::Handshaking && self.sub.as_ref().is_none_or(|s| !s.upgraded) {
             let Some(end) = find(&self.inbuf, b"\r\n\r\n") else {
                 return Ok(true);
             };
@@ -42,7 +44,10 @@ impl Conn {
                 return Err(io::Error::other("upgrade refused"));
             }
             self.inbuf.drain(..end + 4);
-            self.opened(cx);
+            match &mut self.sub {
+                Some(sub) => sub.upgraded = true,
+                None => self.opened(cx),
+            }
             if cx.plan.kind == Kind::Echo {
                 self.send_message(cx)?;
             }
@@ -82,6 +87,15 @@ impl Conn {
                     let reply = frame::client_frame(OP_CLOSE, code, MASK);
                     let _ = self.link.send(&reply);
                     return Err(io::Error::other("closed by the server"));
+                }
+                frame::OP_TEXT if self.sub.is_some() => {
+                    let text = &self.inbuf[payload];
+                    let msg =
+                        pusher::parse_ws(text, self.channel_name(cx)).map_err(io::Error::other)?;
+                    self.pusher_message(cx, msg)?;
+                }
+                0 if self.sub.is_some() => {
+                    return Err(io::Error::other("fragmented messages are not supported"));
                 }
                 _ if cx.plan.kind == Kind::Echo && self.state == State::Open => {
                     if payload.len() != cx.plan.message_len {

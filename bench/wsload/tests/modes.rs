@@ -374,6 +374,10 @@ fn bad_arguments_exit_2_with_one_line() {
         &["idle", "--url", "wss://127.0.0.1:1/ws"],
         &["idle", "--tls-version", "1.1"],
         &["echo", "--shards", "0"],
+        &["subscribe", "--channels", "0"],
+        &["subscribe", "--publish-rate", "10", "--events", "0"],
+        &["subscribe", "--sse", "--url", "ftp://127.0.0.1:1/"],
+        &["publish"],
         &[],
     ] {
         let run = wsload(args);
@@ -424,4 +428,74 @@ fn handshakes_counts_full_and_resumed_for_both_versions() {
             "{version}: {full} full, {resumed} resumed"
         );
     }
+}
+
+/// A publishing subscribe run against holdfast's channels (CHANNELS.md): every event reaches
+/// every subscriber of its channel once, in order. Ignored until holdfast serves /app/{key}.
+#[test]
+#[ignore = "needs holdfast's channels (CHANNELS.md), being built"]
+fn subscribe_counts_every_delivery() {
+    let server = Server::start(&["websocket.ping_interval=1s"]);
+    for (sse, url) in [
+        (false, server.url("ws", "/")),
+        (true, server.url("http", "/")),
+    ] {
+        let mut args = vec![
+            "subscribe",
+            "--url",
+            &url,
+            "-c",
+            "200",
+            "--shards",
+            "2",
+            "--channels",
+            "4",
+            "--publish-rate",
+            "400",
+            "--events",
+            "200",
+            "--json",
+        ];
+        if sse {
+            args.push("--sse");
+        }
+        let run = wsload(&args);
+        let j = run.json();
+        assert_eq!(run.code, 0, "{j} {}", run.stderr);
+        assert_eq!(outcome(&j), (200, 0, 0));
+        assert_eq!(count(&j, "events_published"), 200);
+        // 50 events on each channel, 50 subscribers on each.
+        assert_eq!(count(&j, "expected_deliveries"), 4 * 50 * 50, "{j}");
+        assert_eq!(count(&j, "deliveries"), 4 * 50 * 50, "{j}");
+        for key in ["events_lost", "duplicated", "out_of_order", "misrouted"] {
+            assert_eq!(count(&j, key), 0, "{key}: {j}");
+        }
+        assert_eq!(j["last_subscriber_us"]["count"], 200);
+    }
+}
+
+/// A publisher with the wrong secret gets 401s, counted as publish errors.
+#[test]
+#[ignore = "needs holdfast's channels (CHANNELS.md), being built"]
+fn publish_with_a_wrong_secret_fails() {
+    let server = Server::start(&[]);
+    let url = server.url("http", "/");
+    let run = wsload(&[
+        "publish",
+        "--url",
+        &url,
+        "--publish-rate",
+        "100",
+        "--events",
+        "10",
+        "--secret",
+        "wrong",
+        "--json",
+    ]);
+    let j = run.json();
+    assert_eq!(run.code, 1, "{j} {}", run.stderr);
+    assert_eq!(
+        (count(&j, "events_published"), count(&j, "publish_errors")),
+        (0, 10)
+    );
 }

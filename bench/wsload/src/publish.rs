@@ -1,0 +1,458 @@
+//! Owns the publisher: events sent as `POST /apps/{id}/events`, signed (sign.rs), over a few
+//! keep-alive HTTP/1.1 connections, at a fixed total rate, round robin over the channels with
+//! a sequence number per channel. Event i goes to channel i mod K as that channel's number
+//! i div K. Each channel is published on one connection (channel c on connection c mod P)
+//! with one request in flight, so a channel's events reach the server in publish order and
+//! any disorder a subscriber sees is the server's. A connection that is busy when its next
+//! event is due sends it as soon as the answer comes (the send time in the data is when it is
+//! actually sent). Answers other than 200, and requests whose connection broke, are publish
+//! errors, remembered per channel so the subscribers do not count those events as lost.
+//!
+//! It is driven from outside (`turn`), by the parent of the subscriber shards or by the publish
+//! mode's own loop, and ends by itself: all events answered, or the planned time plus
+//! `PUBLISH_SLACK`.
+
+use crate::cli::{self, ChannelArgs, Common, PublishArgs, Target};
+use crate::http;
+use crate::link::Link;
+use crate::pusher;
+use crate::report::{self, Stats, record};
+use crate::sign::Signer;
+use crate::signals;
+use crate::tls::{self, TlsPlan};
+use mio::{Events, Interest, Poll, Token};
+use std::io;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Beyond the planned publishing time, how long the publisher may run behind before it stops.
+pub const PUBLISH_SLACK: Duration = Duration::from_secs(30);
+/// Connections the publisher may reopen in one run (the server closing idle ones included).
+const MAX_REOPENS: u32 = 1000;
+
+pub struct PublishPlan {
+    pub target: SocketAddr,
+    pub authority: String,
+    pub tls: Option<TlsPlan>,
+    pub app_id: String,
+    pub signer: Signer,
+    pub channels: Vec<String>,
+    pub rate: f64,
+    pub events: u64,
+    pub size: usize,
+    pub publishers: usize,
+}
+
+impl PublishPlan {
+    /// How long publishing takes at the planned rate.
+    pub fn planned(&self) -> Duration {
+        if self.rate > 0.0 {
+            Duration::from_secs_f64(self.events as f64 / self.rate)
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Connecting,
+    Idle,
+    /// A request is in flight: its event's index, and when it was sent (µs since the epoch).
+    Busy(u64, u64),
+}
+
+struct PubConn {
+    link: Link,
+    state: State,
+    inbuf: Vec<u8>,
+    /// The next event index this connection publishes.
+    cursor: u64,
+}
+
+/// What was published, per channel: what the subscribers need to count what they lost.
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Events sent on each channel (sequence numbers 0..n).
+    pub sent: Vec<u64>,
+    /// Per channel, the sequence numbers the server did not accept (sorted).
+    pub failed: Vec<Vec<u64>>,
+}
+
+impl Published {
+    /// Events the server accepted on `channel`.
+    pub fn accepted(&self, channel: usize) -> u64 {
+        self.sent[channel] - self.failed[channel].len() as u64
+    }
+}
+
+pub struct Publisher {
+    plan: PublishPlan,
+    poll: Poll,
+    events: Events,
+    conns: Vec<Option<PubConn>>,
+    scratch: Vec<u8>,
+    epoch: Instant,
+    /// When publishing started (None: not yet).
+    started: Option<Instant>,
+    /// Set when it has stopped: everything answered, or out of time.
+    finished: Option<Instant>,
+    reopens: u32,
+    pub stats: Stats,
+    pub published: Published,
+    /// Wall-clock ns of the first send.
+    pub first_send_ns: u64,
+}
+
+impl Publisher {
+    /// Opens the connections now, so they are ready when publishing starts.
+    pub fn new(plan: PublishPlan) -> Result<Publisher, String> {
+        let k = plan.channels.len();
+        let p = plan.publishers.clamp(1, k);
+        let mut publisher = Publisher {
+            poll: Poll::new().map_err(|e| format!("epoll: {e}"))?,
+            events: Events::with_capacity(256),
+            conns: (0..p).map(|_| None).collect(),
+            scratch: vec![0u8; 64 * 1024],
+            epoch: Instant::now(),
+            started: None,
+            finished: None,
+            reopens: 0,
+            stats: Stats::new(),
+            published: Published {
+                sent: vec![0; k],
+                failed: vec![Vec::new(); k],
+            },
+            first_send_ns: 0,
+            plan,
+        };
+        for j in 0..p {
+            let first = publisher.owned_from(j, 0);
+            publisher.open(j, first)?;
+        }
+        Ok(publisher)
+    }
+
+    fn open(&mut self, j: usize, cursor: u64) -> Result<(), String> {
+        let mut link = Link::open(self.plan.target, None, self.plan.tls.as_ref())
+            .map_err(|e| format!("publisher: {e}"))?;
+        self.poll
+            .registry()
+            .register(
+                &mut link.stream,
+                Token(j),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|e| format!("register: {e}"))?;
+        self.conns[j] = Some(PubConn {
+            link,
+            state: State::Connecting,
+            inbuf: Vec::new(),
+            cursor,
+        });
+        Ok(())
+    }
+
+    /// The first event index at or after `i` that connection `j` publishes.
+    fn owned_from(&self, j: usize, mut i: u64) -> u64 {
+        let k = self.plan.channels.len() as u64;
+        let p = self.conns.len() as u64;
+        while (i % k) % p != j as u64 {
+            i += 1;
+        }
+        i
+    }
+
+    pub fn start(&mut self) {
+        self.started.get_or_insert_with(Instant::now);
+    }
+
+    pub fn finished(&self) -> Option<Instant> {
+        self.finished
+    }
+
+    /// When publishing started.
+    pub fn started(&self) -> Option<Instant> {
+        self.started
+    }
+
+    /// Sends what is due, then waits at most `wait` for answers and handles them.
+    pub fn turn(&mut self, wait: Duration) -> Result<(), String> {
+        // Done: answers still coming in count for nothing (they were counted as failed).
+        if self.finished.is_some() {
+            std::thread::sleep(wait);
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut timeout = wait;
+        if let (Some(start), None) = (self.started, self.finished) {
+            let elapsed = now - start;
+            let due = ((elapsed.as_secs_f64() * self.plan.rate) as u64 + 1).min(self.plan.events);
+            for j in 0..self.conns.len() {
+                self.send_due(j, due)?;
+            }
+            // Wake for the next event.
+            if due < self.plan.events {
+                let next = start + Duration::from_secs_f64(due as f64 / self.plan.rate);
+                timeout = timeout.min(next.saturating_duration_since(now));
+            }
+            let out_of_time = elapsed >= self.plan.planned() + PUBLISH_SLACK;
+            let all_sent = self
+                .conns
+                .iter()
+                .all(|c| c.as_ref().is_none_or(|c| c.cursor >= self.plan.events));
+            let idle = self.conns.iter().all(|c| {
+                c.as_ref()
+                    .is_none_or(|c| !matches!(c.state, State::Busy(..)))
+            });
+            if (all_sent && idle) || out_of_time {
+                if out_of_time && !(all_sent && idle) {
+                    eprintln!("wsload: publisher: out of time, stopping behind schedule");
+                    for c in self.conns.iter().flatten() {
+                        if let State::Busy(i, _) = c.state {
+                            self.stats.count.publish_errors += 1;
+                            let k = self.plan.channels.len() as u64;
+                            self.published.failed[(i % k) as usize].push(i / k);
+                        }
+                    }
+                }
+                self.finished = Some(now);
+                return Ok(());
+            }
+        }
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.events.clear(),
+            Err(e) => return Err(format!("epoll_wait: {e}")),
+        }
+        let ready: Vec<usize> = self.events.iter().map(|e| e.token().0).collect();
+        for j in ready {
+            if let Err(e) = self.drive(j) {
+                self.broken(j, &e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends connection `j`'s next event if it is idle and the event is due.
+    fn send_due(&mut self, j: usize, due: u64) -> Result<(), String> {
+        let Some(c) = &self.conns[j] else {
+            return Ok(());
+        };
+        if c.state != State::Idle || c.cursor >= due {
+            return Ok(());
+        }
+        let i = c.cursor;
+        let k = self.plan.channels.len() as u64;
+        let (channel, seq) = ((i % k) as usize, i / k);
+        let sent_ns = pusher::wall_ns();
+        if self.first_send_ns == 0 {
+            self.first_send_ns = sent_ns;
+        }
+        let data = pusher::event_data(seq, sent_ns, self.plan.size);
+        let body = pusher::publish_body(&self.plan.channels[channel], &data);
+        let path = format!("/apps/{}/events", self.plan.app_id);
+        let query = self
+            .plan
+            .signer
+            .query("POST", &path, &body, sent_ns / 1_000_000_000);
+        let mut request = format!(
+            "POST {path}?{query} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            self.plan.authority,
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+        self.published.sent[channel] = seq + 1;
+        let next = self.owned_from(j, i + 1);
+        let now_us = self.epoch.elapsed().as_micros() as u64;
+        let c = self.conns[j].as_mut().expect("checked above");
+        c.cursor = next;
+        c.state = State::Busy(i, now_us);
+        match c.link.send(&request) {
+            Ok(()) => Ok(()),
+            // Counted as failed, then reopened, by `broken`.
+            Err(e) => self.broken(j, &e),
+        }
+    }
+
+    fn drive(&mut self, j: usize) -> io::Result<()> {
+        let Some(c) = self.conns[j].as_mut() else {
+            return Ok(());
+        };
+        if c.state == State::Connecting {
+            if !c.link.connected()? {
+                return Ok(());
+            }
+            c.state = State::Idle;
+        }
+        c.link.flush()?;
+        let eof = c.link.recv(&mut self.scratch, &mut c.inbuf)?;
+        while let Some((status, len)) = http::response_head(&c.inbuf)? {
+            if c.inbuf.len() < len {
+                break;
+            }
+            c.inbuf.drain(..len);
+            let State::Busy(i, sent_us) = c.state else {
+                return Err(io::Error::other("a response to no request"));
+            };
+            c.state = State::Idle;
+            let now_us = self.epoch.elapsed().as_micros() as u64;
+            record(&mut self.stats.publish_us, now_us.saturating_sub(sent_us));
+            if status == 200 {
+                self.stats.count.published += 1;
+            } else {
+                self.stats.count.publish_errors += 1;
+                let k = self.plan.channels.len() as u64;
+                self.published.failed[(i % k) as usize].push(i / k);
+                say_status_once(status);
+            }
+        }
+        if eof {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(())
+    }
+
+    /// Connection `j` broke: its request in flight (if any) failed; it is reopened, within
+    /// `MAX_REOPENS` for the whole run.
+    fn broken(&mut self, j: usize, why: &io::Error) -> Result<(), String> {
+        let Some(mut c) = self.conns[j].take() else {
+            return Ok(());
+        };
+        let _ = self.poll.registry().deregister(&mut c.link.stream);
+        if let State::Busy(i, _) = c.state {
+            self.stats.count.publish_errors += 1;
+            let k = self.plan.channels.len() as u64;
+            self.published.failed[(i % k) as usize].push(i / k);
+            crate::conn::say_once(&FIRST_BREAK, "publisher: first broken request", why);
+        }
+        self.reopens += 1;
+        if self.reopens > MAX_REOPENS {
+            return Err(format!(
+                "publisher: more than {MAX_REOPENS} connections broke; last: {why}"
+            ));
+        }
+        self.open(j, c.cursor)
+    }
+
+    /// Gives up at once (a signal): nothing more is sent.
+    pub fn stop(&mut self) {
+        if self.finished.is_none() {
+            self.finished = Some(Instant::now());
+        }
+    }
+}
+
+static FIRST_BREAK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static FIRST_STATUS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn say_status_once(status: u16) {
+    if !FIRST_STATUS.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("wsload: publisher: first answer that is not 200: {status}");
+    }
+}
+
+/// How long publishing takes at the planned rate, from the flags.
+pub fn planned(args: &ChannelArgs) -> Duration {
+    if args.publish_rate > 0.0 {
+        Duration::from_secs_f64(args.events() as f64 / args.publish_rate)
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// The publisher's plan from the flags, towards the subscribers' server (TLS if they use it).
+pub fn plan(common: &Common, target: &Target, args: &ChannelArgs) -> Result<PublishPlan, String> {
+    if !(args.publish_rate > 0.0 && args.publish_rate.is_finite()) {
+        return Err("--publish-rate must be a number above 0".into());
+    }
+    if args.events() == 0 {
+        return Err("nothing to publish: --events or --publish-duration is 0".into());
+    }
+    let tls = target
+        .tls
+        .then(|| tls::plan(common, &target.host))
+        .transpose()?;
+    Ok(PublishPlan {
+        target: target.addr,
+        authority: target.authority.clone(),
+        tls,
+        app_id: args.app_id.clone(),
+        signer: Signer::new(&args.key, &args.secret),
+        channels: pusher::channel_names(&args.prefix, args.channels),
+        rate: args.publish_rate,
+        events: args.events(),
+        size: args.size,
+        publishers: args.publishers as usize,
+    })
+}
+
+/// The publish mode: publishes, prints the summary; exit 0 when every event was accepted.
+pub fn start(args: &PublishArgs) -> Result<ExitCode, String> {
+    let common = &args.common;
+    let target = cli::parse_url(
+        common.url.as_deref().unwrap_or("http://127.0.0.1:8080/"),
+        true,
+    )?;
+    let plan = plan(common, &target, &args.channel)?;
+    let events = plan.events;
+    signals::install();
+    let mut p = Publisher::new(plan)?;
+    p.start();
+    let mut last = Instant::now();
+    while p.finished().is_none() {
+        if signals::stop_requested() {
+            p.stop();
+            break;
+        }
+        p.turn(Duration::from_millis(20))?;
+        if last.elapsed() >= common.progress_every {
+            last = Instant::now();
+            let c = &p.stats.count;
+            eprintln!(
+                "wsload: published {}/{events} (errors {})",
+                c.published, c.publish_errors
+            );
+        }
+    }
+    let c = p.stats.count;
+    let seconds = match (p.started(), p.finished()) {
+        (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let rate = if seconds > 0.0 {
+        c.published as f64 / seconds
+    } else {
+        0.0
+    };
+    if common.json {
+        let v = serde_json::json!({
+            "mode": "publish",
+            "channels": args.channel.channels,
+            "events_planned": events,
+            "events_published": c.published,
+            "publish_errors": c.publish_errors,
+            "publish_seconds": (seconds * 1000.0).round() / 1000.0,
+            "publish_per_sec": rate.round(),
+            "publish_us": report::percentiles(&p.stats.publish_us),
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "publish: {} of {events} events on {} channel(s) in {seconds:.2}s ({rate:.0}/s), \
+             errors {}\nAPI round trip µs: {}",
+            c.published,
+            args.channel.channels,
+            c.publish_errors,
+            report::line(&p.stats.publish_us)
+        );
+    }
+    Ok(if c.published == events && c.publish_errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
