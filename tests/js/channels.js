@@ -332,6 +332,20 @@ async function privateChannels() {
   await bNote.count(1);
   checkEq('an API event reaches a private subscriber', bNote.got[0].data, { n: 1 });
 
+  // private-encrypted-: relayed as a private channel; the SDK encrypts, pusher-js decrypts with
+  // the shared_secret the endpoint handed it.
+  const { channel: aVault } = await subscribe(a, 'private-encrypted-vault');
+  const { channel: bVault } = await subscribe(b, 'private-encrypted-vault');
+  const aSealed = record(aVault, 'sealed');
+  const bSealed = record(bVault, 'sealed');
+  await api.trigger('private-encrypted-vault', 'sealed', { code: 1234 });
+  await aSealed.count(1);
+  await bSealed.count(1);
+  checkEq('an encrypted event is relayed and decrypts in pusher-js', [aSealed.got[0].data, bSealed.got[0].data], [
+    { code: 1234 },
+    { code: 1234 },
+  ]);
+
   // Client events: to the other subscriber, never back to the sender.
   const aTyping = record(aChat, 'client-typing');
   const bTyping = record(bChat, 'client-typing');

@@ -3,6 +3,7 @@
 // and the channel-authorization endpoint a real application would serve.
 'use strict';
 
+const crypto = require('crypto');
 const http = require('http');
 const PusherClient = require('pusher-js');
 const PusherServer = require('pusher');
@@ -26,6 +27,10 @@ const APP2 = {
   key: process.env.APP2_KEY || '',
   secret: process.env.APP2_SECRET || '',
 };
+
+// End-to-end encryption key of the SDKs in this process (publisher and auth endpoint alike), for
+// private-encrypted- channels, whose payload the server relays without reading.
+const MASTER_KEY = crypto.randomBytes(32).toString('base64');
 
 let passed = 0;
 let failed = 0;
@@ -110,6 +115,7 @@ function sdk(app = APP, overrides = {}) {
     port: String(PORT),
     useTLS: false,
     timeout: 5000,
+    encryptionMasterKeyBase64: MASTER_KEY,
     ...overrides,
   });
 }
