@@ -28,6 +28,20 @@ const APP2 = {
   secret: process.env.APP2_SECRET || '',
 };
 
+// Channel names carry this run's tag, so that runs sharing a server (by hand, or scenarios in
+// parallel) never see each other's channels, members or cached events.
+const RUN = process.env.RUN || crypto.randomBytes(4).toString('hex');
+const KINDS = ['private-encrypted-', 'private-cache-', 'presence-cache-', 'private-', 'presence-', 'cache-'];
+
+/** This run's name for the channel `name`: the tag after the kind prefix, which it keeps. */
+function n(name) {
+  const kind = KINDS.find((k) => name.startsWith(k)) || '';
+  return `${kind}${RUN}-${name.slice(kind.length)}`;
+}
+
+/** Whether a channel name is one of this run's. */
+const ours = (name) => name.includes(`${RUN}-`);
+
 // End-to-end encryption key of the SDKs in this process (publisher and auth endpoint alike), for
 // private-encrypted- channels, whose payload the server relays without reading.
 const MASTER_KEY = crypto.randomBytes(32).toString('base64');
@@ -299,6 +313,8 @@ async function barrier(api, channelName, channels) {
 }
 
 module.exports = {
+  n,
+  ours,
   APP,
   APP2,
   HOST,
