@@ -21,6 +21,66 @@ pub struct Config {
     pub tcp: TcpConfig,
     pub tls: TlsConfig,
     pub log: LogConfig,
+    pub channels: ChannelsConfig,
+    /// `[[apps]]` (CHANNELS.md §1); empty means the built-in default app, which only a server
+    /// listening on loopback alone may use (see [`Config::effective_apps`]).
+    pub apps: Vec<AppConfig>,
+}
+
+/// `[channels]`: the limits and timings of channel connections (CHANNELS.md §1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelsConfig {
+    /// Sent to clients in `connection_established`; their pings follow it.
+    pub activity_timeout: Duration,
+    pub max_channels_per_connection: usize,
+    /// Events kept per channel for recovery (0: none).
+    pub history_size: usize,
+    pub history_ttl: Duration,
+    /// A comment line on an SSE stream after this much silence.
+    pub sse_heartbeat: Duration,
+}
+
+/// One `[[apps]]` table: the credentials and limits of one application (CHANNELS.md §1).
+#[derive(Clone, PartialEq)]
+pub struct AppConfig {
+    pub id: String,
+    pub key: String,
+    /// Signs private/presence auth and API requests. Never printed: `Debug` leaves it out.
+    pub secret: String,
+    pub max_connections: usize,
+    pub client_events: bool,
+    pub max_presence_members: usize,
+    /// UTF-8 bytes of an event's data string.
+    pub max_event_bytes: usize,
+}
+
+impl std::fmt::Debug for AppConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppConfig")
+            .field("id", &self.id)
+            .field("key", &self.key)
+            .field("secret", &"(hidden)")
+            .field("max_connections", &self.max_connections)
+            .field("client_events", &self.client_events)
+            .field("max_presence_members", &self.max_presence_members)
+            .field("max_event_bytes", &self.max_event_bytes)
+            .finish()
+    }
+}
+
+impl AppConfig {
+    /// The app built in when no `[[apps]]` is configured: the credentials soketi users know.
+    pub fn builtin() -> AppConfig {
+        AppConfig {
+            id: "app-id".into(),
+            key: "app-key".into(),
+            secret: "app-secret".into(),
+            max_connections: 0,
+            client_events: true,
+            max_presence_members: 100,
+            max_event_bytes: 10 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -186,6 +246,14 @@ impl Default for Config {
                 access: AccessTarget::Off,
                 access_sample: 1.0,
             },
+            channels: ChannelsConfig {
+                activity_timeout: Duration::from_secs(30),
+                max_channels_per_connection: 100,
+                history_size: 100,
+                history_ttl: Duration::from_secs(300),
+                sse_heartbeat: Duration::from_secs(15),
+            },
+            apps: Vec::new(),
         }
     }
 }
@@ -206,6 +274,10 @@ impl Config {
                 err(&name, format!("line {line}: {}", one_line(e.message())))
             })?;
             for (section, body) in &table {
+                if section == "apps" {
+                    cfg.apps = apps(body, path)?;
+                    continue;
+                }
                 let toml::Value::Table(body) = body else {
                     return Err(unknown_key(section));
                 };
@@ -283,6 +355,13 @@ impl Config {
             "log.format" => self.log.format = log_format(v).map_err(e)?,
             "log.access" => self.log.access = AccessTarget::parse(&string(v).map_err(e)?),
             "log.access_sample" => self.log.access_sample = fraction(v).map_err(e)?,
+            "channels.activity_timeout" => self.channels.activity_timeout = dur(v).map_err(e)?,
+            "channels.max_channels_per_connection" => {
+                self.channels.max_channels_per_connection = int(v).map_err(e)? as usize
+            }
+            "channels.history_size" => self.channels.history_size = int(v).map_err(e)? as usize,
+            "channels.history_ttl" => self.channels.history_ttl = dur(v).map_err(e)?,
+            "channels.sse_heartbeat" => self.channels.sse_heartbeat = dur(v).map_err(e)?,
             _ => return Err(unknown_key(key)),
         }
         Ok(())
@@ -301,6 +380,38 @@ impl Config {
             !self.server.listen.is_empty(),
             "server.listen",
             "needs at least one address",
+        )?;
+        let loopback_only = self
+            .server
+            .listen
+            .iter()
+            .chain(&self.server.tls_listen)
+            .all(|a| a.ip().is_loopback());
+        check(
+            !self.apps.is_empty() || loopback_only,
+            "apps",
+            "no [[apps]] configured: the built-in app-key/app-secret app is only for a server \
+             listening on loopback; add an [[apps]] table with your own id, key and secret",
+        )?;
+        check(
+            (1..=1_000_000).contains(&self.channels.max_channels_per_connection),
+            "channels.max_channels_per_connection",
+            "must be from 1 to 1000000",
+        )?;
+        check(
+            self.channels.history_size <= 1_000_000,
+            "channels.history_size",
+            "must be at most 1000000",
+        )?;
+        check(
+            self.channels.activity_timeout.as_secs() >= 1,
+            "channels.activity_timeout",
+            "must be at least 1s",
+        )?;
+        check(
+            !self.channels.sse_heartbeat.is_zero(),
+            "channels.sse_heartbeat",
+            "must be more than 0",
         )?;
         check(
             self.server.workers <= 1024,
@@ -443,7 +554,125 @@ const KEYS: &[&str] = &[
     "log.format",
     "log.access",
     "log.access_sample",
+    "channels.activity_timeout",
+    "channels.max_channels_per_connection",
+    "channels.history_size",
+    "channels.history_ttl",
+    "channels.sse_heartbeat",
 ];
+
+impl Config {
+    /// The apps this server serves: the configured ones, or the built-in default app when
+    /// none is configured (validation allows that only on loopback).
+    pub fn effective_apps(&self) -> Vec<AppConfig> {
+        if self.apps.is_empty() {
+            vec![AppConfig::builtin()]
+        } else {
+            self.apps.clone()
+        }
+    }
+}
+
+/// The keys of one `[[apps]]` table.
+const APP_KEYS: &[&str] = &[
+    "id",
+    "key",
+    "secret",
+    "secret_file",
+    "max_connections",
+    "client_events",
+    "max_presence_members",
+    "max_event_bytes",
+];
+
+/// Parses `[[apps]]`: each table's keys checked, the secret read from `secret_file` when
+/// given, ids and keys unique. Errors name `apps[i].key`.
+fn apps(v: &toml::Value, file: &Path) -> Result<Vec<AppConfig>, ConfigError> {
+    let toml::Value::Array(tables) = v else {
+        return Err(err("apps", "must be an array of tables: [[apps]]".into()));
+    };
+    let mut out: Vec<AppConfig> = Vec::new();
+    for (i, t) in tables.iter().enumerate() {
+        let name = |k: &str| format!("apps[{i}].{k}");
+        let toml::Value::Table(t) = t else {
+            return Err(err(&format!("apps[{i}]"), "must be a table".into()));
+        };
+        let mut app = AppConfig::builtin();
+        app.secret.clear();
+        let mut secret_file = None;
+        for (k, v) in t {
+            let e = |reason: String| err(&name(k), reason);
+            match k.as_str() {
+                "id" => app.id = string(v).map_err(e)?,
+                "key" => app.key = string(v).map_err(e)?,
+                "secret" => app.secret = string(v).map_err(e)?,
+                "secret_file" => secret_file = path(v).map_err(e)?,
+                "max_connections" => app.max_connections = int(v).map_err(e)? as usize,
+                "client_events" => app.client_events = boolean(v).map_err(e)?,
+                "max_presence_members" => app.max_presence_members = int(v).map_err(e)? as usize,
+                "max_event_bytes" => app.max_event_bytes = size(v).map_err(e)? as usize,
+                _ => {
+                    let near = APP_KEYS.iter().find(|c| edit_distance(c, k) <= 2);
+                    let reason = match near {
+                        Some(c) => format!("unknown key (did you mean {c}?)"),
+                        None => "unknown key".into(),
+                    };
+                    return Err(err(&name(k), reason));
+                }
+            }
+        }
+        if let Some(f) = secret_file {
+            // A relative path is relative to the configuration file.
+            let f = file.parent().map_or(f.clone(), |d| d.join(&f));
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| err(&name("secret_file"), format!("{}: {e}", f.display())))?;
+            app.secret = text
+                .strip_suffix('\n')
+                .unwrap_or(&text)
+                .trim_end_matches('\r')
+                .into();
+        }
+        let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
+        if !valid(&app.id) {
+            return Err(err(
+                &name("id"),
+                "must be a non-empty string without spaces".into(),
+            ));
+        }
+        if !valid(&app.key) {
+            return Err(err(
+                &name("key"),
+                "must be a non-empty string without spaces".into(),
+            ));
+        }
+        if app.secret.is_empty() {
+            return Err(err(&name("secret"), "is required (or secret_file)".into()));
+        }
+        if app.max_presence_members == 0 {
+            return Err(err(
+                &name("max_presence_members"),
+                "must be at least 1".into(),
+            ));
+        }
+        if app.max_event_bytes == 0 {
+            return Err(err(&name("max_event_bytes"), "must be at least 1".into()));
+        }
+        if out.iter().any(|a| a.id == app.id) {
+            return Err(err(
+                &name("id"),
+                format!("{:?} is used by another app", app.id),
+            ));
+        }
+        if out.iter().any(|a| a.key == app.key) {
+            return Err(err(
+                &name("key"),
+                format!("{:?} is used by another app", app.key),
+            ));
+        }
+        out.push(app);
+    }
+    Ok(out)
+}
 
 fn err(key: &str, reason: String) -> ConfigError {
     ConfigError {

@@ -112,7 +112,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match holdfast::engine::run(cfg, tls, access) {
+            let app = std::sync::Arc::new(holdfast::app::Node::new(&cfg));
+            match holdfast::engine::run(cfg, tls, access, app) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     log::error!("{e}");

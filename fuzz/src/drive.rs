@@ -196,13 +196,15 @@ impl Driver<'_> {
                 }
                 Action::Upgrade => {
                     assert!(!self.session.is_ws(), "Upgrade from a WebSocket session");
-                    let rest = self.session.upgrade_to_ws(self.now, &self.env.config, SEED);
-                    self.ws_start = Some(self.sink.len());
-                    if rest.is_empty() {
-                        return;
-                    }
-                    self.piece_len = self.piece_len.max(rest.len());
-                    action = self.call(|s, cx, out| s.on_input(&rest, cx, out));
+                    // The WebSocket part of the stream starts after the 101, which the
+                    // upgrade writes ahead of the first frames.
+                    let before = self.sink.len();
+                    action = self.call(|s, cx, out| s.upgrade(SEED, cx, out));
+                    let head_end = self.sink[before..]
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map_or(self.sink.len(), |p| before + p + 4);
+                    self.ws_start = Some(head_end);
                 }
             }
         }

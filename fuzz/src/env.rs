@@ -75,6 +75,8 @@ impl Knobs {
 /// Owns a config and a worker's scratch buffers; lends them to protocol calls.
 pub struct Env {
     pub config: Config,
+    /// The built-in application (endpoints and the `/ws` echo), as a worker runs it.
+    pub app: holdfast::app::WorkerApp,
     pub ws_scratch: RefCell<ws::deflate::Scratch>,
     pub tls_scratch: RefCell<tls::Scratch>,
 }
@@ -83,6 +85,7 @@ impl Env {
     pub fn new(config: Config) -> Env {
         Env {
             config,
+            app: holdfast::app::WorkerApp::standalone(),
             ws_scratch: RefCell::default(),
             tls_scratch: RefCell::default(),
         }
@@ -111,6 +114,8 @@ impl Env {
             tls_scratch: &self.tls_scratch,
             access: None,
             peer: Peer::UNKNOWN,
+            app: &self.app,
+            conn: Default::default(),
         }
     }
 }

@@ -621,7 +621,7 @@ mod served {
                         client_no_context_takeover: c,
                         server_max_window_bits: 9 + bits % 7,
                     });
-                    let session = Session::Ws(WsConn::new(0, &env.config, SEED, params));
+                    let session = Session::Ws(WsConn::new(0, &env.config, SEED, params, holdfast::app::ROUTE_ECHO));
                     let events = [Event::Data(bytes.to_vec())];
                     let out = drive::run(&env, metrics, session, 0, &events, None);
                     a_whole_session(seed.name, &out.sink, out.close, params);

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::log;
 use crate::log::writer::AccessLog;
 use crate::metrics::Metrics;
+use crate::proto::handler::{Application, Waker, WorkerPlace};
 use crate::signals::{self, Signal};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -37,6 +38,7 @@ pub fn run(
     config: Config,
     tls: Option<crate::proto::tls::TlsShared>,
     access: Option<AccessLog>,
+    app: Arc<dyn Application>,
 ) -> Result<(), String> {
     let role = supervisor::child_role()?;
     let workers = match (&role, config.server.workers) {
@@ -107,20 +109,43 @@ pub fn run(
         access,
     });
     let mut wakers = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        wakers.push(Arc::new(
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC)
+                .map_err(|e| format!("eventfd: {e}"))?,
+        ));
+    }
+    // The application wakes a worker the way a signal does: through its eventfd.
+    app.start(
+        workers,
+        wakers
+            .iter()
+            .map(|w| {
+                let w = Arc::clone(w);
+                Arc::new(move || {
+                    let _ = w.write(1);
+                }) as Waker
+            })
+            .collect(),
+    );
+    let process = role.as_ref().map_or(0, |r| r.index);
     let mut handles = Vec::with_capacity(workers);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     for (index, fds) in per_worker.into_iter().enumerate() {
-        let wake = Arc::new(
-            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC)
-                .map_err(|e| format!("eventfd: {e}"))?,
-        );
-        wakers.push(Arc::clone(&wake));
+        let wake = Arc::clone(&wakers[index]);
         let shared = Arc::clone(&shared);
         let ready = ready_tx.clone();
+        let app = Arc::clone(&app);
         let handle = std::thread::Builder::new()
             .name(format!("holdfast-w{index}"))
             .spawn(move || {
-                let worker = match Worker::new(index, fds, wake, shared) {
+                let place = WorkerPlace {
+                    index,
+                    process,
+                    workers,
+                };
+                let handler = app.worker(place);
+                let worker = match Worker::new(index, fds, wake, shared, handler) {
                     Ok(w) => {
                         let _ = ready.send(Ok(()));
                         w

@@ -57,12 +57,14 @@ impl Stopper {
     }
 
     fn drain(&self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        // Wake first, log after: whoever reads the line (an operator, a test) and then sends a
+        // request must find every worker already told, its wake-up ahead of that request.
+        self.wake();
         log::info!(
             "draining (up to {:?})",
             self.shared.config.server.shutdown_timeout
         );
-        self.shared.shutdown.store(true, Ordering::Release);
-        self.wake();
     }
 
     fn wake(&self) {

@@ -14,6 +14,7 @@ use crate::log;
 use crate::log::access::{Peer, WorkerLog};
 use crate::log::writer::AccessLog;
 use crate::metrics::{Metrics, TimeoutKind};
+use crate::proto::handler::{ConnId, Handler, Work};
 use crate::proto::http1::Http1Conn;
 use crate::proto::tls::TlsSession;
 use crate::proto::{Action, CloseReason, Context, Session};
@@ -88,6 +89,30 @@ struct State {
     /// Each slot's client address, kept beside the slab (not in `Conn`) and only while the
     /// access log is on: an idle connection pays nothing for it otherwise, 18 bytes with it.
     peers: Vec<Peer>,
+    /// This worker's application.
+    app: Box<dyn Handler>,
+}
+
+/// The protocol context for a call about connection `$conn` (a `ConnId`), built from the
+/// worker state's fields one by one so that the slab can stay mutably borrowed beside it.
+macro_rules! context {
+    ($st:expr, $conn:expr, $peer:expr) => {
+        Context {
+            now: $st.now,
+            date: $st.date.get(),
+            config: &$st.shared.config,
+            metrics: &$st.shared.metrics.workers[$st.index],
+            all_metrics: &$st.shared.metrics,
+            draining: $st.draining.is_some(),
+            stopping: $st.stopping,
+            ws_scratch: &$st.ws_scratch,
+            tls_scratch: &$st.tls_scratch,
+            access: $st.access.as_ref(),
+            peer: $peer,
+            app: &*$st.app,
+            conn: $conn,
+        }
+    };
 }
 
 pub struct Worker {
@@ -104,6 +129,8 @@ pub struct Worker {
     cqes: Vec<(u64, i32, u32)>,
     forced_close: bool,
     sockopts: SockoptMode,
+    /// Cross-connection work taken from the application, kept to reuse its allocation.
+    work: Vec<Work>,
 }
 
 /// Whether accepted sockets inherit `[tcp]` from the listener (decided on the first one).
@@ -120,6 +147,7 @@ impl Worker {
         listeners: Vec<(OwnedFd, bool)>,
         wake: Arc<EventFd>,
         shared: Arc<Shared>,
+        app: Box<dyn Handler>,
     ) -> Result<Worker, String> {
         let (uring, flags) = ring::build()?;
         if index == 0 {
@@ -152,6 +180,7 @@ impl Worker {
                 tls_scratch: Default::default(),
                 access,
                 peers: Vec::new(),
+                app,
             },
             listeners: listeners
                 .into_iter()
@@ -171,6 +200,7 @@ impl Worker {
             cqes: Vec::with_capacity(4096),
             forced_close: false,
             sockopts: SockoptMode::Unchecked,
+            work: Vec::new(),
         })
     }
 
@@ -183,6 +213,7 @@ impl Worker {
             self.check_drain_deadline();
             self.arm_listeners();
             self.arm_wake();
+            self.run_app();
             self.flush();
             self.st.flush_access(self.finished());
             self.io.bufs.publish();
@@ -548,18 +579,11 @@ impl Worker {
                 }
             }
             Action::Upgrade => {
-                // The 101 is already queued; frames the client sent behind its handshake go
-                // to the WebSocket session now, so their answers queue after the 101.
+                // The 101, the application's first messages, and the answers to frames the
+                // client sent behind its handshake are queued in that order.
                 let seed = ws_seed(slot, conn.generation) ^ self.st.now as u32;
-                let rest = conn
-                    .proto
-                    .upgrade_to_ws(self.st.now, &self.st.shared.config, seed);
-                if rest.is_empty() {
-                    self.st.sync_timer(slot);
-                } else {
-                    let action = self.st.call(slot, |p, cx, out| p.on_input(&rest, cx, out));
-                    self.apply(slot, action);
-                }
+                let action = self.st.call(slot, |p, cx, out| p.upgrade(seed, cx, out));
+                self.apply(slot, action);
             }
         }
     }
@@ -609,6 +633,13 @@ impl Worker {
             return;
         }
         conn.phase = Phase::Closing;
+        let id = ConnId {
+            slot: slot as u32,
+            generation: conn.generation,
+        };
+        let st = &self.st;
+        st.app.closed(&context!(st, id, Peer::UNKNOWN), reason);
+        let conn = &mut self.st.conns[slot];
         let wm = &self.st.shared.metrics.workers[self.st.index];
         wm.closed(reason);
         if conn.proto.is_ws() {
@@ -681,6 +712,55 @@ impl Worker {
             }
         }
         self.fired = fired;
+    }
+
+    // ---- the application's cross-connection work --------------------------------------
+
+    /// Lets the application read its mailbox and applies the work it queued: frames fanned out
+    /// to subscribers, replies that waited for a fan-out. Work can cause more work (a
+    /// subscriber closed as too slow leaves its presence channels), so this goes round until
+    /// none is left, a bounded number of times per loop turn.
+    fn run_app(&mut self) {
+        for _ in 0..8 {
+            {
+                let st = &self.st;
+                st.app.poll(&context!(st, ConnId::default(), Peer::UNKNOWN));
+            }
+            let mut work = std::mem::take(&mut self.work);
+            self.st.app.take_work(&mut work);
+            if work.is_empty() {
+                self.work = work;
+                return;
+            }
+            for w in work.drain(..) {
+                match w {
+                    Work::Deliver {
+                        frame,
+                        to,
+                        slow_cap,
+                        slow_code,
+                    } => {
+                        for id in to {
+                            if let Some(slot) = self.st.live(id) {
+                                let action = self.st.call(slot, |p, cx, out| {
+                                    p.deliver(&frame, slow_cap, slow_code, cx, out)
+                                });
+                                self.apply(slot, action);
+                            }
+                        }
+                    }
+                    Work::Reply { to, reply } => {
+                        if let Some(slot) = self.st.live(to) {
+                            let action = self
+                                .st
+                                .call(slot, move |p, cx, out| p.on_reply(reply, cx, out));
+                            self.apply(slot, action);
+                        }
+                    }
+                }
+            }
+            self.work = work;
+        }
     }
 
     // ---- shutdown -----------------------------------------------------------------------
@@ -765,19 +845,11 @@ impl State {
             .take()
             .unwrap_or_else(|| self.pool.pop().unwrap_or_default());
         let metrics = &self.shared.metrics;
-        let cx = Context {
-            now: self.now,
-            date: self.date.get(),
-            config: &self.shared.config,
-            metrics: &metrics.workers[self.index],
-            all_metrics: metrics,
-            draining: self.draining.is_some(),
-            stopping: self.stopping,
-            ws_scratch: &self.ws_scratch,
-            tls_scratch: &self.tls_scratch,
-            access: self.access.as_ref(),
-            peer: self.peers.get(slot).copied().unwrap_or_default(),
+        let id = ConnId {
+            slot: slot as u32,
+            generation: conn.generation,
         };
+        let cx = context!(self, id, self.peers.get(slot).copied().unwrap_or_default());
         let proto = &mut conn.proto;
         let action = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             f(proto, &cx, &mut out)
@@ -805,6 +877,19 @@ impl State {
         }
         self.sync_timer(slot);
         action
+    }
+
+    /// The slot of connection `id` if it is still open and taking output.
+    fn live(&self, id: ConnId) -> Option<usize> {
+        let slot = id.slot as usize;
+        self.conns
+            .get(slot)
+            .filter(|c| {
+                c.generation == id.generation
+                    && c.phase == Phase::Open
+                    && c.close_after_flush.is_none()
+            })
+            .map(|_| slot)
     }
 
     fn set_peer(&mut self, slot: usize, addr: Option<std::net::SocketAddr>) {

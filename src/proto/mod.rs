@@ -3,7 +3,9 @@
 //! buffer, and returns an [`Action`]; the engine asks for the next deadline afterwards. This is
 //! what makes the protocols testable without sockets and fuzzable.
 
+pub mod handler;
 pub mod http1;
+pub mod text;
 pub mod tls;
 pub mod ws;
 
@@ -12,7 +14,9 @@ pub use crate::outcome::CloseReason;
 use crate::config::Config;
 use crate::log::access::{Peer, Request, WorkerLog};
 use crate::metrics::WorkerMetrics;
+use handler::{ConnId, Handler};
 use http1::Http1Conn;
+use http1::exchange::Reply;
 use tls::TlsSession;
 use ws::WsConn;
 
@@ -56,6 +60,10 @@ pub struct Context<'a> {
     pub access: Option<&'a WorkerLog>,
     /// The client's address (known only while the access log is on).
     pub peer: Peer,
+    /// This worker's application: what requests and messages mean.
+    pub app: &'a dyn Handler,
+    /// The connection this call is about (default for calls about no connection).
+    pub conn: ConnId,
 }
 
 impl Context<'_> {
@@ -179,15 +187,71 @@ impl Session {
         }
     }
 
-    /// After [`Action::Upgrade`]: becomes a WebSocket session and returns the bytes the client
-    /// sent after its handshake (its first frames, if it did not wait for the 101).
-    pub fn upgrade_to_ws(&mut self, now: u64, config: &Config, seed: u32) -> Vec<u8> {
-        let (rest, deflate) = match self {
-            Session::Http1(h) => (h.take_buffer(), h.take_ws_deflate()),
+    /// After [`Action::Upgrade`]: negotiates the WebSocket extensions, writes the 101, becomes
+    /// a WebSocket session for the route the application chose, lets the application open it,
+    /// and feeds it whatever the client sent after its handshake (its first frames, if it did
+    /// not wait for the 101). Done here, above both protocols, so that neither imports the
+    /// other.
+    pub fn upgrade(&mut self, seed: u32, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        let Session::Http1(h) = self else {
             // A TLS session upgrades inside itself and never returns Upgrade.
-            Session::Ws(_) | Session::Tls(_) => return Vec::new(),
+            return Action::Continue;
         };
-        *self = Session::Ws(WsConn::new(now, config, seed, deflate));
-        rest
+        let (Some(up), rest) = (h.take_upgrade(), h.take_buffer()) else {
+            return Action::Close {
+                reason: CloseReason::IoError,
+                linger: false,
+            };
+        };
+        let ws = &cx.config.websocket;
+        let deflate = if ws.permessage_deflate {
+            ws::deflate::negotiate(
+                up.extension_offers.iter().map(Vec::as_slice),
+                ws.deflate_context_takeover,
+            )
+        } else {
+            None
+        };
+        let before = out.len();
+        let extensions = deflate.as_ref().map_or("", |(_, h)| h.as_str());
+        http1::upgrade::write_switching_protocols(out, &up.accept, extensions);
+        up.log(cx, out.len() - before);
+        let mut conn = WsConn::new(cx.now, cx.config, seed, deflate.map(|(p, _)| p), up.route);
+        let action = conn.open(up.target(), cx, out);
+        *self = Session::Ws(conn);
+        if action != Action::Continue || rest.is_empty() {
+            return action;
+        }
+        self.on_input(&rest, cx, out)
+    }
+
+    /// The application's late reply to a request it answered with `Answer::Later`.
+    pub fn on_reply(
+        &mut self,
+        reply: Reply<'static>,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        match self {
+            Session::Http1(h) => h.on_reply(reply, cx, out),
+            Session::Tls(t) => t.on_reply(reply, cx, out),
+            Session::Ws(_) => Action::Continue,
+        }
+    }
+
+    /// A frame fanned out from elsewhere (see [`WsConn::deliver`]).
+    pub fn deliver(
+        &mut self,
+        frame: &[u8],
+        slow_cap: usize,
+        slow_code: u16,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        match self {
+            Session::Ws(w) => w.deliver(frame, slow_cap, slow_code, cx, out),
+            Session::Tls(t) => t.deliver(frame, slow_cap, slow_code, cx, out),
+            Session::Http1(_) => Action::Continue,
+        }
     }
 }

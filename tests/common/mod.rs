@@ -194,6 +194,11 @@ impl Server {
         }
     }
 
+    /// The whole `/metrics` exposition.
+    pub fn metrics_text(&self) -> String {
+        String::from_utf8(self.get("/metrics").body).unwrap()
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }

@@ -4,18 +4,15 @@
 //! and nowhere else. Sans-I/O: bytes and a `Context` in, response bytes and an `Action` out.
 
 use super::body::BodyDecoder;
+use super::exchange::{self, Answer, Reply, ReplyBody};
 use super::request::{
     BodyFraming, Limits, Method, RequestHead, Version, parse_head, path_and_query,
 };
 use super::response::{self, Body, Head, Persist};
-use crate::app::{self, ReplyBody};
+use super::upgrade;
 use crate::config::Config;
 use crate::log::access::Request;
-use crate::proto::ws::{deflate, handshake};
 use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP, feed_buffered, ms};
-
-/// The path that upgrades to the WebSocket echo.
-const WS_PATH: &[u8] = b"/ws";
 
 /// The longest request target we accept (nginx's default large header buffer is 8 KiB too).
 pub const MAX_TARGET_BYTES: usize = 8192;
@@ -79,6 +76,68 @@ impl Logged<'_> {
     }
 }
 
+/// What answering a request needs to know about it once its head bytes are gone: for a reply
+/// the application gives later, and for the access log line of an upgrade.
+struct Held {
+    version: Version,
+    head_only: bool,
+    wants_persist: bool,
+    /// The method token and then the request target.
+    line: Vec<u8>,
+    method_len: usize,
+    started: u64,
+}
+
+impl Held {
+    fn new(head: &RequestHead, method: &[u8], target: &[u8], started: u64) -> Held {
+        let mut line = Vec::with_capacity(method.len() + target.len());
+        line.extend_from_slice(method);
+        line.extend_from_slice(target);
+        Held {
+            version: head.version,
+            head_only: head.method == Method::Head,
+            wants_persist: wants_persist(head),
+            line,
+            method_len: method.len(),
+            started,
+        }
+    }
+
+    fn logged(&self) -> Logged<'_> {
+        Logged {
+            request: Some(Request {
+                method: &self.line[..self.method_len],
+                target: &self.line[self.method_len..],
+                version: self.version.as_str(),
+            }),
+            started: self.started,
+        }
+    }
+}
+
+/// A WebSocket upgrade the HTTP side has validated, waiting for the session layer above to
+/// negotiate the extensions, write the 101 and open the WebSocket (which HTTP knows nothing of).
+pub struct Upgraded {
+    pub accept: [u8; 28],
+    pub route: u16,
+    /// The values of every `Sec-WebSocket-Extensions` header, in order.
+    pub extension_offers: Vec<Vec<u8>>,
+    held: Held,
+}
+
+impl Upgraded {
+    /// The request target of the upgrade (the application reads its path and query).
+    pub fn target(&self) -> &[u8] {
+        &self.held.line[self.held.method_len..]
+    }
+
+    /// Logs the 101 once the layer above has written it (`bytes` long).
+    pub fn log(&self, cx: &Context<'_>, bytes: usize) {
+        let log = self.held.logged();
+        cx.log_access(log.request, 101, bytes, log.started);
+    }
+}
+
 pub struct Http1Conn {
     /// Input not yet consumed: only a partial request, or requests held back while output is
     /// over `OUTPUT_CAP`. Empty, with no allocation, on an idle connection.
@@ -94,8 +153,11 @@ pub struct Http1Conn {
     closing: bool,
     /// The peer sent EOF; close once buffered requests are answered.
     eof: bool,
-    /// permessage-deflate parameters negotiated by an upgrade, for the WebSocket session.
-    ws_deflate: Option<crate::proto::ws::deflate::Params>,
+    /// A validated upgrade, for the layer above (between `Action::Upgrade` and its take).
+    upgrade: Option<Box<Upgraded>>,
+    /// The application will answer the current request later (`Answer::Later`); nothing more
+    /// is read until it does.
+    awaiting: Option<Box<Held>>,
 }
 
 impl Http1Conn {
@@ -109,7 +171,8 @@ impl Http1Conn {
             paused: false,
             closing: false,
             eof: false,
-            ws_deflate: None,
+            upgrade: None,
+            awaiting: None,
         }
     }
 
@@ -123,11 +186,17 @@ impl Http1Conn {
         }
         self.paused = false;
         let mut pending = std::mem::take(&mut self.buf);
+        if self.awaiting.is_some() {
+            // Held until the application answers the request before these.
+            pending.extend_from_slice(input);
+            self.buf = pending;
+            return Action::Continue;
+        }
         let action = feed_buffered(&mut pending, input, keeps_input, |bytes| {
             self.process(bytes, cx, out)
         });
         self.buf = pending;
-        if action == Action::Continue && self.eof && !self.paused {
+        if action == Action::Continue && self.eof && !self.read_paused() {
             return self.on_eof(cx, out);
         }
         action
@@ -136,7 +205,7 @@ impl Http1Conn {
     /// The peer will send nothing more.
     pub fn on_eof(&mut self, _cx: &Context<'_>, _out: &mut Vec<u8>) -> Action {
         self.eof = true;
-        if self.paused {
+        if self.read_paused() {
             // Answer what is buffered first; `on_input(&[])` after the drain comes back here.
             return Action::Continue;
         }
@@ -150,7 +219,7 @@ impl Http1Conn {
     pub fn on_timeout(&mut self, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
         let now = cx.now;
         let http = &cx.config.http;
-        if self.closing || self.paused {
+        if self.closing || self.paused || self.awaiting.is_some() {
             // Output is not draining: the peer stopped reading.
             return if now >= self.last_activity + ms(http.keepalive_timeout) {
                 close(CloseReason::IdleTimeout, false)
@@ -187,9 +256,22 @@ impl Http1Conn {
         Action::Continue
     }
 
-    /// The permessage-deflate parameters the upgrade negotiated, if any.
-    pub fn take_ws_deflate(&mut self) -> Option<crate::proto::ws::deflate::Params> {
-        self.ws_deflate.take()
+    /// The upgrade validated by the last call (after `Action::Upgrade`).
+    pub fn take_upgrade(&mut self) -> Option<Box<Upgraded>> {
+        self.upgrade.take()
+    }
+
+    /// The application's reply to the request it answered with `Answer::Later`; requests
+    /// that arrived behind it are processed now.
+    pub fn on_reply(&mut self, reply: Reply<'_>, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        let Some(held) = self.awaiting.take() else {
+            return Action::Continue;
+        };
+        let action = self.write_reply(&held, reply, held.logged(), cx, out);
+        if action != Action::Continue {
+            return action;
+        }
+        self.on_input(&[], cx, out)
     }
 
     /// Unconsumed input, handed over after an upgrade.
@@ -202,15 +284,16 @@ impl Http1Conn {
         self.last_activity = now;
     }
 
-    /// True while requests are held back because too much output is queued.
+    /// True while requests are held back because too much output is queued, or because the
+    /// application has not yet answered the current one.
     pub fn read_paused(&self) -> bool {
-        self.paused
+        self.paused || self.awaiting.is_some()
     }
 
     /// The next time `on_timeout` has something to do.
     pub fn deadline(&self, config: &Config) -> u64 {
         let http = &config.http;
-        if self.closing || self.paused {
+        if self.closing || self.paused || self.awaiting.is_some() {
             return self.last_activity + ms(http.keepalive_timeout);
         }
         match &self.reading {
@@ -255,10 +338,19 @@ impl Http1Conn {
                 let Reading::Body(b) = std::mem::replace(&mut self.reading, Reading::Idle) else {
                     unreachable!("matched Body above")
                 };
-                let route = path_and_query(b.target());
-                let action = self.respond(&b.head, route, &b.body, b.logged(), cx, out);
-                if action != Action::Continue {
-                    return (data.len(), action);
+                let method = &b.line[..b.method_len];
+                let action = self.dispatch(
+                    &b.head,
+                    method,
+                    b.target(),
+                    None,
+                    &b.body,
+                    b.started,
+                    cx,
+                    out,
+                );
+                if let Some(stop) = self.stop_after(action, pos, data.len()) {
+                    return stop;
                 }
                 continue;
             }
@@ -301,17 +393,6 @@ impl Http1Conn {
                 }),
                 started,
             };
-            // Split once: the upgrade check and the router both need the path.
-            let (path, query) = path_and_query(target);
-            if path == WS_PATH {
-                let action = self.upgrade(&head, head_bytes, log, cx, out);
-                let consumed = if action == Action::Upgrade {
-                    pos
-                } else {
-                    data.len()
-                };
-                return (consumed, action);
-            }
             let framing = head.framing;
             if let BodyFraming::Length(n) = framing
                 && n > max_body
@@ -322,11 +403,15 @@ impl Http1Conn {
                 );
             }
             if framing == BodyFraming::None || framing == BodyFraming::Length(0) {
-                let action = self.respond(&head, (path, query), &[], log, cx, out);
-                if action != Action::Continue {
-                    return (data.len(), action);
+                let upgrade = Some(head_bytes);
+                let action = self.dispatch(&head, method, target, upgrade, &[], started, cx, out);
+                match action {
+                    // The rest of the input belongs to the WebSocket.
+                    Action::Upgrade => return (pos, action),
+                    Action::Continue if self.awaiting.is_some() => return (pos, action),
+                    Action::Continue => continue,
+                    _ => return (data.len(), action),
                 }
-                continue;
             }
             let mut decoder = BodyDecoder::new(framing, max_body);
             let mut body = Vec::new();
@@ -334,9 +419,10 @@ impl Http1Conn {
                 Err(e) => return (data.len(), self.error(e.status(), e.reason(), log, cx, out)),
                 Ok(d) if d.done => {
                     pos += d.consumed;
-                    let action = self.respond(&head, (path, query), &body, log, cx, out);
-                    if action != Action::Continue {
-                        return (data.len(), action);
+                    let action =
+                        self.dispatch(&head, method, target, None, &body, started, cx, out);
+                    if let Some(stop) = self.stop_after(action, pos, data.len()) {
+                        return stop;
                     }
                 }
                 Ok(d) => {
@@ -363,24 +449,85 @@ impl Http1Conn {
         }
     }
 
-    /// Answers one complete request and decides whether the connection persists.
-    fn respond(
+    /// Hands one complete request to the application and carries out its answer. `head_bytes`
+    /// is the head as received when it is still at hand (a bodiless request), which is what
+    /// an upgrade needs; a request with a body cannot be an upgrade.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch(
         &mut self,
         head: &RequestHead,
-        (path, query): (&[u8], Option<&[u8]>),
+        method: &[u8],
+        target: &[u8],
+        head_bytes: Option<&[u8]>,
         body: &[u8],
+        started: u64,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        let (path, query) = path_and_query(target);
+        let req = exchange::Request {
+            method: head.method,
+            version: head.version,
+            target,
+            path,
+            query,
+            body,
+        };
+        let log = Logged {
+            request: Some(Request {
+                method,
+                target,
+                version: head.version.as_str(),
+            }),
+            started,
+        };
+        match cx.app.request(&req, cx) {
+            Answer::Reply(reply) => {
+                let held = Held {
+                    version: head.version,
+                    head_only: head.method == Method::Head,
+                    wants_persist: wants_persist(head),
+                    line: Vec::new(),
+                    method_len: 0,
+                    started,
+                };
+                self.write_reply(&held, reply, log, cx, out)
+            }
+            Answer::Upgrade { route } => {
+                let held = Held::new(head, method, target, started);
+                self.upgrade(head, head_bytes, route, held, log, cx, out)
+            }
+            Answer::Later => {
+                self.awaiting = Some(Box::new(Held::new(head, method, target, started)));
+                Action::Continue
+            }
+        }
+    }
+
+    /// After a request was dispatched: where processing of the input stops, if it does. A
+    /// close discards the rest; a reply the application gives later keeps the rest (from
+    /// `pos`) for when it comes.
+    fn stop_after(&self, action: Action, pos: usize, len: usize) -> Option<(usize, Action)> {
+        match action {
+            Action::Continue if self.awaiting.is_none() => None,
+            Action::Continue => Some((pos, action)),
+            _ => Some((len, action)),
+        }
+    }
+
+    /// Writes the application's reply to a request and decides whether the connection
+    /// persists.
+    fn write_reply(
+        &mut self,
+        req: &Held,
+        reply: Reply<'_>,
         log: Logged<'_>,
         cx: &Context<'_>,
         out: &mut Vec<u8>,
     ) -> Action {
         let http = &cx.config.http;
         let before = out.len();
-        let wants_persist = match head.version {
-            Version::Http11 => !head.connection_close,
-            // The HTTP/1.0 keep-alive extension (RFC 9112 §9.3, Appendix C.2.2).
-            Version::Http10 => head.connection_keep_alive && !head.connection_close,
-        };
-        let close_reason = if !wants_persist {
+        let close_reason = if !req.wants_persist {
             Some(CloseReason::Requested)
         } else if self.requests >= http.keepalive_requests {
             Some(CloseReason::MaxRequests)
@@ -391,23 +538,22 @@ impl Http1Conn {
         } else {
             None
         };
-        let persist = match (close_reason, head.version) {
+        let persist = match (close_reason, req.version) {
             (Some(_), _) => Persist::Close,
             (None, Version::Http10) => Persist::KeepAlive10,
             (None, Version::Http11) => Persist::KeepAlive11,
         };
-        let reply = app::route(head.method, path, query, body, cx);
         let rhead = Head {
             status: reply.status,
             content_type: reply.content_type,
             extra_headers: reply.extra_headers,
             persist,
-            head_only: head.method == Method::Head,
+            head_only: req.head_only,
         };
         match &reply.body {
             ReplyBody::Bytes(b) => response::write_response(out, &rhead, &Body::Full(b), cx.date),
             // HTTP/1.0 has no chunked coding: send the same bytes with a length.
-            ReplyBody::Chunks(chunks) if head.version == Version::Http10 => {
+            ReplyBody::Chunks(chunks) if req.version == Version::Http10 => {
                 let joined = chunks.concat();
                 response::write_response(out, &rhead, &Body::Full(&joined), cx.date)
             }
@@ -467,12 +613,16 @@ impl Http1Conn {
         close(CloseReason::BadRequest, true)
     }
 
-    /// Answers a request for the WebSocket path: 101 and an upgrade, or the refusal the
-    /// handshake chose (400, or 426 with the version we speak) and a close.
+    /// Validates an upgrade the application asked for and keeps it for the layer above, which
+    /// writes the 101 and opens the WebSocket; a bad handshake gets the refusal chosen by
+    /// [`upgrade::check`] (400, or 426 with the version we speak) and a close.
+    #[allow(clippy::too_many_arguments)]
     fn upgrade(
         &mut self,
         head: &RequestHead,
-        head_bytes: &[u8],
+        head_bytes: Option<&[u8]>,
+        route: u16,
+        held: Held,
         log: Logged<'_>,
         cx: &Context<'_>,
         out: &mut Vec<u8>,
@@ -480,21 +630,22 @@ impl Http1Conn {
         if cx.draining {
             return self.error(503, "server shutting down", log, cx, out);
         }
-        match handshake::check(head, head_bytes) {
+        let Some(head_bytes) = head_bytes else {
+            return self.error(400, "a WebSocket upgrade has no body", log, cx, out);
+        };
+        match upgrade::check(head, head_bytes) {
             Ok(accept) => {
-                let deflate = if cx.config.websocket.permessage_deflate {
-                    deflate::negotiate(
-                        head.ws_extensions.iter().map(|r| &head_bytes[r.clone()]),
-                        cx.config.websocket.deflate_context_takeover,
-                    )
-                } else {
-                    None
-                };
-                let ext = deflate.as_ref().map_or("", |(_, h)| h.as_str());
-                let before = out.len();
-                handshake::write_switching_protocols(out, &accept, ext);
-                cx.log_access(log.request, 101, out.len() - before, log.started);
-                self.ws_deflate = deflate.map(|(p, _)| p);
+                let extension_offers = head
+                    .ws_extensions
+                    .iter()
+                    .map(|r| head_bytes[r.clone()].to_vec())
+                    .collect();
+                self.upgrade = Some(Box::new(Upgraded {
+                    accept,
+                    route,
+                    extension_offers,
+                    held,
+                }));
                 cx.metrics.ws_upgrades.inc();
                 cx.metrics.response(101);
                 self.closing = true;
@@ -526,6 +677,15 @@ impl Http1Conn {
         };
         cx.log_access(log.request, 408, out.len() - before, log.started);
         close(CloseReason::RequestTimeout, true)
+    }
+}
+
+/// Whether the client wants the connection to persist after this request.
+fn wants_persist(head: &RequestHead) -> bool {
+    match head.version {
+        Version::Http11 => !head.connection_close,
+        // The HTTP/1.0 keep-alive extension (RFC 9112 §9.3, Appendix C.2.2).
+        Version::Http10 => head.connection_keep_alive && !head.connection_close,
     }
 }
 
@@ -569,6 +729,8 @@ mod tests {
                 tls_scratch: &tls,
                 access: Some(&log),
                 peer: Peer::from("192.0.2.7:40000".parse::<std::net::SocketAddr>().unwrap()),
+                app: &crate::app::WorkerApp::standalone(),
+                conn: Default::default(),
             };
             let mut out = Vec::new();
             if bytes.is_empty() {

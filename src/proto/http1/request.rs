@@ -20,6 +20,7 @@
 
 use std::ops::Range;
 
+use crate::proto::text::trim_ows;
 use httparse::{EMPTY_HEADER, Header, Status};
 use memchr::{memchr_iter, memmem};
 
@@ -669,20 +670,6 @@ pub fn path_and_query(target: &[u8]) -> (&[u8], Option<&[u8]>) {
 
 // ---------------------------------------------------------------------------------------------
 // Fields
-
-/// OWS = *( SP / HTAB ) (RFC 9110 §5.6.3).
-/// Strips optional whitespace (OWS: spaces and tabs, RFC 9110 §5.6.3) from both ends.
-pub(crate) fn trim_ows(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|&b| b != b' ' && b != b'\t');
-    let Some(start) = start else {
-        return &[];
-    };
-    let end = s
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(start);
-    &s[start..=end]
-}
 
 /// Members of a comma-separated list (RFC 9110 §5.6.1), OWS-trimmed, empty members included
 /// (callers decide whether to ignore or refuse them).

@@ -124,6 +124,36 @@ impl TlsSession {
         self.step(&[], cx, out, true, |s, cx, o| s.on_drain(cx, o))
     }
 
+    /// The application's late reply to the inner HTTP session.
+    pub fn on_reply(
+        &mut self,
+        reply: crate::proto::http1::exchange::Reply<'static>,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        if self.handshaking || self.closing.is_some() {
+            return Action::Continue;
+        }
+        self.step(&[], cx, out, true, |s, cx, o| s.on_reply(reply, cx, o))
+    }
+
+    /// A frame fanned out to the inner WebSocket session: encrypted for this connection.
+    pub fn deliver(
+        &mut self,
+        frame: &[u8],
+        slow_cap: usize,
+        slow_code: u16,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        if self.handshaking || self.closing.is_some() {
+            return Action::Continue;
+        }
+        self.step(&[], cx, out, true, |s, cx, o| {
+            s.deliver(frame, slow_cap, slow_code, cx, o)
+        })
+    }
+
     /// One call from the engine after the handshake: optionally the inner session first (its
     /// plaintext staged), then rustls over `input`, with the worker's buffers lent for the call.
     fn step(
@@ -380,12 +410,7 @@ impl Inner {
         let mut action = f(&mut self.session, cx, out);
         if action == Action::Upgrade {
             let seed = self.ws_seed ^ cx.now as u32;
-            let rest = self.session.upgrade_to_ws(cx.now, cx.config, seed);
-            action = if rest.is_empty() {
-                Action::Continue
-            } else {
-                self.session.on_input(&rest, cx, out)
-            };
+            action = self.session.upgrade(seed, cx, out);
         }
         plain.extend_from_slice(&out[start..]);
         out.truncate(start);
@@ -597,6 +622,8 @@ mod tests {
                 tls_scratch: &self.tls,
                 access: None,
                 peer: Default::default(),
+                app: &crate::app::WorkerApp::standalone(),
+                conn: Default::default(),
             };
             let mut out = Vec::new();
             self.last = f(&mut self.server, &cx, &mut out);

@@ -1,15 +1,19 @@
 //! Owns one WebSocket connection after the upgrade: frame validation (RFC 6455 §5), message
-//! assembly across fragments with incremental UTF-8 checks, the echo of each message with its
-//! opcode, control frames (answered even between fragments), the close handshake (§7), server
-//! heartbeats (jittered pings, a pong deadline), the idle timeout, and backpressure. Sans-I/O:
-//! bytes and a `Context` in, frames and an `Action` out; the engine asks for `deadline()`.
+//! assembly across fragments with incremental UTF-8 checks, handing each complete message to
+//! the application's route, control frames (answered even between fragments), the close
+//! handshake (§7), server heartbeats (jittered pings, a pong deadline), the idle timeout, the
+//! drain, frames delivered from other connections, and backpressure. Sans-I/O: bytes and a
+//! `Context` in, frames and an `Action` out; the engine asks for `deadline()`.
 
-use super::deflate::{COMPRESS_THRESHOLD, Deflate, InflateError, Params, Scratch};
+use super::Sender;
+use super::deflate::{Deflate, InflateError, Params, Scratch};
 use super::frame::{
     self, FrameHeader, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
 };
+use super::sender::RSV1;
 use super::utf8::Utf8Validator;
 use crate::config::Config;
+use crate::proto::handler::{Drain, WsVerdict};
 use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP, feed_buffered, ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +53,11 @@ pub struct WsConn {
     msg_compressed: bool,
     /// permessage-deflate, when negotiated. Boxed: most connections do not use it.
     deflate: Option<Box<Deflate>>,
+    /// The application route that handles this connection's messages.
+    route: u16,
+    /// During a drain, the close the application asked for and when it is due (boxed: only
+    /// while draining).
+    drain: Option<Box<(u64, Drain)>>,
 }
 
 /// Rounds a heartbeat deadline up to a multiple of a slack of a 32nd of its `span`, at most
@@ -65,13 +74,16 @@ fn with_slack(deadline: u64, span: u64) -> u64 {
 /// trip.
 const PLAUSIBLE_RTT_MS: u64 = 3_600_000;
 
-/// RSV1 marks a compressed message (RFC 7692 §6).
-const RSV1: u8 = 0b100;
-
 impl WsConn {
-    /// A connection that has just been upgraded. `seed` makes jitter differ between
-    /// connections upgraded in the same millisecond.
-    pub fn new(now: u64, config: &Config, seed: u32, deflate: Option<Params>) -> WsConn {
+    /// A connection that has just been upgraded, its messages for `route`. `seed` makes
+    /// jitter differ between connections upgraded in the same millisecond.
+    pub fn new(
+        now: u64,
+        config: &Config,
+        seed: u32,
+        deflate: Option<Params>,
+        route: u16,
+    ) -> WsConn {
         let mut c = WsConn {
             buf: Vec::new(),
             msg: Vec::new(),
@@ -86,9 +98,60 @@ impl WsConn {
             rng: seed | 1,
             msg_compressed: false,
             deflate: deflate.map(|p| Box::new(Deflate::new(p))),
+            route,
+            drain: None,
         };
         c.schedule_ping(now, config);
         c
+    }
+
+    /// The handshake is done: the application says hello (or refuses) on the new connection.
+    /// `target` is the request target of the upgrade.
+    pub fn open(&mut self, target: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        let verdict = {
+            let mut tx = Sender::new(out, self.deflate.as_deref_mut(), cx.ws_scratch, cx.metrics);
+            cx.app.ws_open(self.route, target, cx, &mut tx)
+        };
+        self.verdict(verdict, cx, out)
+    }
+
+    /// Queues a frame framed once for many connections (an event fanned out), unless this
+    /// connection has more than `slow_cap` bytes unsent: then it is closed with `slow_code`,
+    /// since a subscriber that does not keep up must not hold the others back or grow without
+    /// bound.
+    pub fn deliver(
+        &mut self,
+        frame_bytes: &[u8],
+        slow_cap: usize,
+        slow_code: u16,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        if self.state != State::Open {
+            return Action::Continue;
+        }
+        if out.len() > slow_cap {
+            cx.metrics.ws_slow_reader_closes.inc();
+            return self.fail(
+                slow_code,
+                "client did not keep up",
+                CloseReason::SlowReader,
+                cx,
+                out,
+            );
+        }
+        out.extend_from_slice(frame_bytes);
+        cx.metrics.ws_messages_out.inc();
+        Action::Continue
+    }
+
+    fn verdict(&mut self, verdict: WsVerdict, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        match verdict {
+            WsVerdict::Continue => Action::Continue,
+            WsVerdict::Close { code, reason } => {
+                self.fail(code, &reason, CloseReason::WsClosed, cx, out)
+            }
+        }
     }
 
     pub fn on_input(&mut self, input: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
@@ -132,6 +195,13 @@ impl WsConn {
             State::Open => {}
             _ => return Action::Continue,
         }
+        if let Some(d) = self.drain.as_deref()
+            && now >= d.0
+        {
+            let Drain { code, reason, .. } = d.1;
+            self.drain = None;
+            return self.start_close(code, reason, cx, out);
+        }
         if self.paused && now >= self.paused_since + ms(ws.pong_timeout) {
             // RFC 6455 §7.4.1 1008: the peer breaks our policy by not reading.
             cx.metrics.ws_slow_reader_closes.inc();
@@ -171,11 +241,18 @@ impl WsConn {
         Action::Continue
     }
 
-    /// The server is draining: say 1001 and wait (boundedly) for the peer's close.
+    /// The server is draining: close with what the application says (the echo: 1001 now;
+    /// channels: 4200 at a moment spread over half the shutdown timeout), then wait
+    /// (boundedly) for the peer's close.
     pub fn on_drain(&mut self, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
-        if self.state == State::Open {
-            return self.start_close(1001, "server shutting down", cx, out);
+        if self.state != State::Open {
+            return Action::Continue;
         }
+        let drain = cx.app.ws_drain(self.route, cx);
+        if drain.after_ms == 0 {
+            return self.start_close(drain.code, drain.reason, cx, out);
+        }
+        self.drain = Some(Box::new((cx.now + drain.after_ms, drain)));
         Action::Continue
     }
 
@@ -196,6 +273,9 @@ impl WsConn {
                 }
                 if !ws.idle_timeout.is_zero() {
                     d = d.min(self.last_data + ms(ws.idle_timeout));
+                }
+                if let Some(drain) = self.drain.as_deref() {
+                    d = d.min(drain.0);
                 }
                 d
             }
@@ -323,26 +403,6 @@ impl WsConn {
         self.last_data = cx.now;
         let compressed = h.rsv & RSV1 != 0;
         let whole = h.fin && h.opcode != OP_CONTINUATION;
-        if whole && !compressed && (self.deflate.is_none() || payload.len() < COMPRESS_THRESHOLD) {
-            // The common case: unmask straight into the echo, no buffer in between.
-            cx.metrics.ws_messages_in.inc();
-            let start = out.len();
-            frame::write_header(out, true, 0, h.opcode, payload.len());
-            let body = out.len();
-            frame::unmask_into(out, payload, mask, 0);
-            if h.opcode == OP_TEXT && std::str::from_utf8(&out[body..]).is_err() {
-                out.truncate(start);
-                return self.fail(
-                    1007,
-                    "invalid UTF-8 in a text message",
-                    CloseReason::ProtocolError,
-                    cx,
-                    out,
-                );
-            }
-            cx.metrics.ws_messages_out.inc();
-            return Action::Continue;
-        }
         if whole {
             // A single-frame message that needs (de)compression: work in the worker's scratch
             // buffers so that the connection itself keeps nothing.
@@ -451,34 +511,12 @@ impl WsConn {
                 out,
             );
         }
-        self.echo(opcode, plain, cx, out);
-        cx.metrics.ws_messages_out.inc();
-        Action::Continue
-    }
-
-    /// Sends `plain` back as one frame, compressed when deflate is on, the message is long
-    /// enough, and compression actually made it smaller.
-    fn echo(&mut self, opcode: u8, plain: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) {
-        if let Some(d) = self.deflate.as_mut()
-            && plain.len() >= COMPRESS_THRESHOLD
-        {
-            let mut scratch = cx.ws_scratch.borrow_mut();
-            let mut packed = Scratch::lend(&mut scratch.packed);
-            d.deflate(&mut scratch, plain, &mut packed);
-            let smaller = packed.len() < plain.len();
-            if smaller {
-                frame::write_header(out, true, RSV1, opcode, packed.len());
-                out.extend_from_slice(&packed);
-            } else {
-                d.not_sent();
-            }
-            Scratch::keep(&mut scratch.packed, packed);
-            if smaller {
-                return;
-            }
-        }
-        frame::write_header(out, true, 0, opcode, plain.len());
-        out.extend_from_slice(plain);
+        let verdict = {
+            let mut tx = Sender::new(out, self.deflate.as_deref_mut(), cx.ws_scratch, cx.metrics);
+            cx.app
+                .ws_message(self.route, opcode == OP_TEXT, plain, cx, &mut tx)
+        };
+        self.verdict(verdict, cx, out)
     }
 
     /// RFC 6455 §5.5.1, §7.1.5, §7.4: validate the peer's close and answer it.
@@ -633,7 +671,7 @@ mod tests {
         fn new(tweak: impl FnOnce(&mut Config)) -> Harness {
             let mut config = Config::default();
             tweak(&mut config);
-            let conn = Some(WsConn::new(0, &config, 42, None));
+            let conn = Some(WsConn::new(0, &config, 42, None, crate::app::ROUTE_ECHO));
             Harness {
                 config,
                 metrics: Metrics::new(1),
@@ -659,6 +697,8 @@ mod tests {
                 tls_scratch: &self.tls_scratch,
                 access: None,
                 peer: Default::default(),
+                app: &crate::app::WorkerApp::standalone(),
+                conn: Default::default(),
             };
             let mut out = Vec::new();
             let r = f(self.conn.as_mut().unwrap(), &cx, &mut out);
@@ -684,7 +724,13 @@ mod tests {
 
     fn with_deflate(p: Params) -> Harness {
         let mut h = Harness::new(no_pings);
-        h.conn = Some(WsConn::new(0, &h.config, 42, Some(p)));
+        h.conn = Some(WsConn::new(
+            0,
+            &h.config,
+            42,
+            Some(p),
+            crate::app::ROUTE_ECHO,
+        ));
         h
     }
 
@@ -980,7 +1026,13 @@ mod tests {
         let config = Config::default();
         let mut per_batch = std::collections::HashMap::<u64, u32>::new();
         for s in 0..100_000u32 {
-            let c = WsConn::new(0, &config, s.wrapping_mul(2_654_435_761) ^ s, None);
+            let c = WsConn::new(
+                0,
+                &config,
+                s.wrapping_mul(2_654_435_761) ^ s,
+                None,
+                crate::app::ROUTE_ECHO,
+            );
             assert!((15_000..=30_000).contains(&c.next_ping));
             assert_eq!(c.next_ping % 100, 0, "on a slack boundary");
             *per_batch.entry(c.next_ping).or_default() += 1;

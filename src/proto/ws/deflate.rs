@@ -8,7 +8,7 @@
 //! client did not offer `*_no_context_takeover`) gets its own boxed inflater/deflater, whose
 //! windows are bounded by the negotiated window bits.
 
-use crate::proto::http1::request::trim_ows as trim;
+use crate::proto::text::trim_ows as trim;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// Messages shorter than this are sent uncompressed: deflate's framing would outweigh it.

@@ -1,10 +1,12 @@
-//! WebSocket (RFC 6455): the opening handshake, the frame codec, incremental UTF-8 validation,
-//! and the per-connection state machine with heartbeats and the close handshake.
+//! WebSocket (RFC 6455) after the handshake: the frame codec, permessage-deflate, incremental
+//! UTF-8 validation, the per-connection state machine with heartbeats and the close handshake,
+//! and the [`Sender`] through which applications write messages.
 
 pub mod conn;
 pub mod deflate;
 pub mod frame;
-pub mod handshake;
+pub mod sender;
 pub mod utf8;
 
 pub use conn::WsConn;
+pub use sender::Sender;

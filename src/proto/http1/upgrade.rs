@@ -1,8 +1,9 @@
-//! Owns the WebSocket opening handshake on the server side (RFC 6455 §4.2): deciding whether an
-//! HTTP request is a valid upgrade, and writing the 101 response with `Sec-WebSocket-Accept`.
-//! A bad upgrade is answered by the HTTP layer with the status chosen here.
+//! Owns the HTTP side of the WebSocket opening handshake (RFC 6455 §4.2): deciding whether a
+//! request is a valid upgrade, and writing the 101 response with `Sec-WebSocket-Accept`. It is
+//! HTTP's business (header fields, a status), so it lives here and the WebSocket session knows
+//! nothing of HTTP; a bad upgrade is answered by the HTTP layer with the status chosen here.
 
-use crate::proto::http1::request::{Method, RequestHead, Version};
+use super::request::{BodyFraming, Method, RequestHead, Version};
 
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -38,7 +39,7 @@ pub fn check(head: &RequestHead, buf: &[u8]) -> Result<[u8; 28], Refusal> {
     if !head.connection_upgrade {
         return Err(bad("missing Connection: Upgrade"));
     }
-    if head.framing != crate::proto::http1::request::BodyFraming::None {
+    if head.framing != BodyFraming::None {
         return Err(bad("a WebSocket upgrade has no body"));
     }
     // RFC 6455 §4.2.2 / §4.4: a version we do not speak gets 426 and the one we do.
@@ -113,8 +114,8 @@ fn base64_20(d: &[u8; 20]) -> [u8; 28] {
 
 #[cfg(test)]
 mod tests {
+    use super::super::request::{Limits, parse_head};
     use super::*;
-    use crate::proto::http1::request::{Limits, parse_head};
 
     const L: Limits = Limits {
         max_header_bytes: 16384,

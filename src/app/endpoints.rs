@@ -2,7 +2,9 @@
 //! (method, target, complete body) and returns a reply; framing, persistence and errors belong
 //! to the HTTP layer.
 
+use super::channels::Hub;
 use crate::proto::Context;
+use crate::proto::http1::exchange::{Reply, ReplyBody, Request};
 use crate::proto::http1::request::Method;
 use std::borrow::Cow;
 
@@ -10,47 +12,12 @@ use std::borrow::Cow;
 /// one request cannot make us build an unbounded response.
 pub const MAX_STREAM_CHUNKS: u32 = 100_000;
 
-pub enum ReplyBody<'a> {
-    Bytes(Cow<'a, [u8]>),
-    Chunks(Vec<Vec<u8>>),
-}
-
-pub struct Reply<'a> {
-    pub status: u16,
-    pub content_type: &'static str,
-    /// Extra header lines, each ending in CRLF (e.g. `Allow` on a 405).
-    pub extra_headers: &'static str,
-    pub body: ReplyBody<'a>,
-}
-
-impl<'a> Reply<'a> {
-    fn text(status: u16, body: &'static str) -> Reply<'a> {
-        Reply {
-            status,
-            content_type: "text/plain",
-            extra_headers: "",
-            body: ReplyBody::Bytes(Cow::Borrowed(body.as_bytes())),
-        }
-    }
-    fn not_allowed(allow: &'static str) -> Reply<'a> {
-        Reply {
-            extra_headers: allow,
-            ..Reply::text(405, "method not allowed\n")
-        }
-    }
-}
-
 const GET_HEAD: &str = "Allow: GET, HEAD\r\n";
 
 /// Answers one request, given its path and query (already split by the HTTP layer). `body` is
 /// the complete request body (empty when it had none).
-pub fn route<'a>(
-    method: Method,
-    path: &[u8],
-    query: Option<&[u8]>,
-    body: &'a [u8],
-    cx: &Context<'_>,
-) -> Reply<'a> {
+pub fn route<'a>(req: &Request<'a>, cx: &Context<'_>, channels: Option<&Hub>) -> Reply<'a> {
+    let (method, path, query, body) = (req.method, req.path, req.query, req.body);
     if method == Method::Other {
         // RFC 9110 §9.1: a method the server does not recognise is 501, not 405.
         return Reply::text(501, "method not implemented\n");
@@ -79,11 +46,20 @@ pub fn route<'a>(
             status: 200,
             content_type: "text/plain; version=0.0.4",
             extra_headers: "",
-            body: ReplyBody::Bytes(Cow::Owned(cx.all_metrics.render().into_bytes())),
+            body: ReplyBody::Bytes(Cow::Owned(metrics(cx, channels).into_bytes())),
         },
         b"/plaintext" | b"/healthz" | b"/stream" | b"/metrics" => Reply::not_allowed(GET_HEAD),
         _ => Reply::text(404, "not found\n"),
     }
+}
+
+/// The server's series, then the channels' (CHANNELS.md §6).
+fn metrics(cx: &Context<'_>, channels: Option<&Hub>) -> String {
+    let mut text = cx.all_metrics.render();
+    if let Some(hub) = channels {
+        hub.render_metrics(&mut text);
+    }
+    text
 }
 
 fn stream<'a>(query: Option<&[u8]>) -> Reply<'a> {

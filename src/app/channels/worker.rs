@@ -1,0 +1,721 @@
+//! Owns one worker's part of the channels: its connections' socket ids and subscriptions,
+//! its index of channel → local subscribers, the WebSocket protocol's handling of each client
+//! message, the HTTP API calls it receives, and the events its mailbox brings, turned into
+//! frames queued on its subscribers. Single-threaded: interior mutability, no locks except
+//! through the [`Hub`].
+
+use super::api::{self, Call, Publish};
+use super::auth;
+use super::hub::{Ack, AppIdx, Hub, JoinError, Mail, SocketId};
+use super::names::{self, Access};
+use super::pusher::{self, ClientMessage};
+use super::stats::AuthFailure;
+use crate::outcome::CloseReason;
+use crate::proto::Context;
+use crate::proto::handler::{ConnId, Drain, Work, WsVerdict};
+use crate::proto::http1::exchange::{Answer, Reply, Request};
+use crate::proto::ws::Sender;
+use crate::proto::ws::frame::{self, OP_TEXT};
+use indexmap::IndexMap;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Client events a connection may send per second (CHANNELS.md §2).
+pub const CLIENT_EVENTS_PER_SECOND: u32 = 10;
+/// Unsent output past which a subscriber is closed with 4201: a few MiB at most, so that a
+/// client that stopped reading costs bounded memory and never delays the channel.
+pub const SLOW_SUBSCRIBER_BYTES: usize = 2 * 1024 * 1024;
+
+/// Pusher's close and error codes used here.
+pub mod code {
+    pub const APP_UNKNOWN: u16 = 4001;
+    pub const OVER_QUOTA: u16 = 4004;
+    pub const PROTOCOL: u16 = 4007;
+    pub const RECONNECT: u16 = 4200;
+    pub const SLOW: u16 = 4201;
+    pub const RATE: u16 = 4301;
+}
+
+/// A channel's subscribers on this worker, each with the channel sequence it joined at.
+type Subscribers = IndexMap<ConnId, u64>;
+
+struct Sub {
+    channel: Arc<str>,
+    /// The presence user this subscription joined as.
+    user: Option<Box<str>>,
+}
+
+struct ConnState {
+    generation: u32,
+    app: AppIdx,
+    socket: u64,
+    subs: Vec<Sub>,
+    /// Client-event rate: the second counted, and how many were sent in it.
+    window: u64,
+    sent: u32,
+}
+
+pub struct ChannelsWorker {
+    hub: Arc<Hub>,
+    index: usize,
+    /// The first half of this worker's socket ids.
+    origin: u32,
+    next_socket: Cell<u64>,
+    conns: RefCell<HashMap<u32, ConnState>>,
+    /// (app, channel) → this worker's subscribers, each with the channel sequence it joined at.
+    subs: RefCell<HashMap<(AppIdx, Arc<str>), Subscribers>>,
+    work: RefCell<Vec<Work>>,
+    mail: RefCell<Vec<Mail>>,
+    /// Jitter for the drain's spread.
+    rng: Cell<u64>,
+}
+
+impl ChannelsWorker {
+    pub fn new(hub: Arc<Hub>, index: usize, process: usize) -> ChannelsWorker {
+        let origin = (process * 1024 + index + 1) as u32;
+        ChannelsWorker {
+            hub,
+            index,
+            origin,
+            next_socket: Cell::new(1),
+            conns: RefCell::default(),
+            subs: RefCell::default(),
+            work: RefCell::default(),
+            mail: RefCell::default(),
+            rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (origin as u64) << 32),
+        }
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    fn socket_id(&self, n: u64) -> SocketId {
+        SocketId {
+            origin: self.origin,
+            n,
+        }
+    }
+
+    // ---- WebSocket ---------------------------------------------------------------------
+
+    /// `/app/{key}?protocol=7…` is open: check the key, protocol and quota, then say hello.
+    pub fn open(&self, target: &[u8], cx: &Context<'_>, tx: &mut Sender<'_>) -> WsVerdict {
+        let (path, query) = split_target(target);
+        let key = path.strip_prefix("/app/").unwrap_or("");
+        let Some(app) = self.hub.app_by_key(key) else {
+            return refuse(
+                tx,
+                code::APP_UNKNOWN,
+                &format!("App key {key} not in this cluster"),
+            );
+        };
+        let protocol = query_param(query, "protocol").and_then(|p| p.parse::<u32>().ok());
+        if !matches!(protocol, Some(5..=7)) {
+            return refuse(tx, code::PROTOCOL, "Unsupported protocol version");
+        }
+        let stats = &self.hub.stats[usize::from(app)];
+        let max = self.hub.apps[usize::from(app)].max_connections;
+        let now_open = stats.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        if max > 0 && now_open as usize > max {
+            stats.connections.fetch_sub(1, Ordering::Relaxed);
+            return refuse(tx, code::OVER_QUOTA, "App is over its connection quota");
+        }
+        let n = self.next_socket.get();
+        self.next_socket.set(n + 1);
+        self.conns.borrow_mut().insert(
+            cx.conn.slot,
+            ConnState {
+                generation: cx.conn.generation,
+                app,
+                socket: n,
+                subs: Vec::new(),
+                window: 0,
+                sent: 0,
+            },
+        );
+        let activity = cx.config.channels.activity_timeout.as_secs();
+        tx.text(
+            pusher::connection_established(&self.socket_id(n).to_string(), activity).as_bytes(),
+        );
+        WsVerdict::Continue
+    }
+
+    pub fn message(
+        &self,
+        text: bool,
+        payload: &[u8],
+        cx: &Context<'_>,
+        tx: &mut Sender<'_>,
+    ) -> WsVerdict {
+        if !text {
+            tx.text(pusher::error(None, "messages are JSON text").as_bytes());
+            return WsVerdict::Continue;
+        }
+        let text = std::str::from_utf8(payload).unwrap_or("");
+        match pusher::parse(text) {
+            Err(why) => tx.text(pusher::error(None, &why).as_bytes()),
+            Ok(ClientMessage::Ping) => tx.text(pusher::pong().as_bytes()),
+            Ok(ClientMessage::Subscribe {
+                channel,
+                auth,
+                channel_data,
+            }) => self.subscribe(&channel, auth.as_deref(), channel_data.as_deref(), cx, tx),
+            Ok(ClientMessage::Unsubscribe { channel }) => self.unsubscribe(&channel, cx),
+            Ok(ClientMessage::ClientEvent {
+                event,
+                channel,
+                data,
+            }) => return self.client_event(&event, &channel, data.get(), cx, tx),
+        }
+        WsVerdict::Continue
+    }
+
+    fn subscribe(
+        &self,
+        channel: &str,
+        auth: Option<&str>,
+        channel_data: Option<&str>,
+        cx: &Context<'_>,
+        tx: &mut Sender<'_>,
+    ) {
+        let sub_error = |tx: &mut Sender<'_>, kind: &str, why: &str, status: u16| {
+            tx.text(pusher::subscription_error(channel, kind, why, status).as_bytes());
+        };
+        let kind = match names::classify(channel) {
+            Ok(k) => k,
+            Err(why) => return sub_error(tx, "InvalidChannel", why, 400),
+        };
+        let (app, socket, count) = {
+            let conns = self.conns.borrow();
+            let Some(c) = self.state(&conns, cx.conn) else {
+                return;
+            };
+            if c.subs.iter().any(|s| &*s.channel == channel) {
+                return; // already subscribed: Pusher ignores a repeat
+            }
+            (c.app, c.socket, c.subs.len())
+        };
+        if count >= cx.config.channels.max_channels_per_connection {
+            return sub_error(
+                tx,
+                "LimitReached",
+                "too many channels on this connection (channels.max_channels_per_connection)",
+                403,
+            );
+        }
+        let config = &self.hub.apps[usize::from(app)];
+        let stats = &self.hub.stats[usize::from(app)];
+        let socket_id = self.socket_id(socket).to_string();
+        let mut user: Option<(String, String)> = None;
+        match kind.access {
+            Access::Public => {}
+            Access::Private | Access::Presence => {
+                let presence = kind.access == Access::Presence;
+                let data = if presence { channel_data } else { None };
+                let ok = auth.is_some_and(|a| {
+                    (!presence || data.is_some())
+                        && auth::channel_auth_ok(
+                            &config.key,
+                            &config.secret,
+                            &socket_id,
+                            channel,
+                            data,
+                            a,
+                        )
+                });
+                if !ok {
+                    stats.auth_failed(if presence {
+                        AuthFailure::Presence
+                    } else {
+                        AuthFailure::Private
+                    });
+                    return sub_error(
+                        tx,
+                        "AuthError",
+                        "invalid or missing signature for this socket and channel",
+                        401,
+                    );
+                }
+                if presence {
+                    let parsed: Result<pusher::ChannelData, _> =
+                        serde_json::from_str(data.unwrap_or(""));
+                    let Ok(d) = parsed else {
+                        return sub_error(
+                            tx,
+                            "InvalidChannelData",
+                            "channel_data must be {\"user_id\":…,\"user_info\":…}",
+                            400,
+                        );
+                    };
+                    let info = d
+                        .user_info
+                        .map_or_else(|| "{}".to_string(), |i| i.get().to_string());
+                    user = Some((d.user_id.into_string(), info));
+                }
+            }
+        }
+        let channel_arc: Arc<str> = channel.into();
+        let me = self.socket_id(socket);
+        let joined = self.hub.join(
+            app,
+            &channel_arc,
+            user.as_ref().map(|(u, i)| (u.as_str(), i.as_str())),
+            config.max_presence_members,
+            me,
+            || {
+                let (u, i) = user.as_ref().expect("announced only for presence");
+                text_frame(&pusher::member_added(channel, u, i))
+            },
+            self.index,
+        );
+        let joined = match joined {
+            Ok(j) => j,
+            Err(JoinError::TooManyMembers) => {
+                return sub_error(
+                    tx,
+                    "LimitReached",
+                    "the presence channel is full (max_presence_members)",
+                    403,
+                );
+            }
+        };
+        self.subs
+            .borrow_mut()
+            .entry((app, Arc::clone(&channel_arc)))
+            .or_default()
+            .insert(cx.conn, joined.seq);
+        if let Some(c) = self.conns.borrow_mut().get_mut(&cx.conn.slot) {
+            c.subs.push(Sub {
+                channel: channel_arc,
+                user: user.as_ref().map(|(u, _)| u.as_str().into()),
+            });
+        }
+        stats.subscriptions.fetch_add(1, Ordering::Relaxed);
+        let data = if kind.access == Access::Presence {
+            pusher::presence_data(joined.members.iter().map(|(u, i)| (u.as_str(), i.as_str())))
+        } else {
+            "{}".to_string()
+        };
+        tx.text(pusher::subscription_succeeded(channel, &data).as_bytes());
+        if kind.cache {
+            match joined.cached {
+                Some(frame) => tx.frame(&frame),
+                None => tx.text(pusher::cache_miss(channel).as_bytes()),
+            }
+        }
+    }
+
+    fn unsubscribe(&self, channel: &str, cx: &Context<'_>) {
+        let sub = {
+            let mut conns = self.conns.borrow_mut();
+            let Some(c) = conns
+                .get_mut(&cx.conn.slot)
+                .filter(|c| c.generation == cx.conn.generation)
+            else {
+                return;
+            };
+            let Some(i) = c.subs.iter().position(|s| &*s.channel == channel) else {
+                return;
+            };
+            (c.app, c.subs.swap_remove(i))
+        };
+        self.leave(cx.conn, sub.0, sub.1);
+    }
+
+    fn leave(&self, conn: ConnId, app: AppIdx, sub: Sub) {
+        let key = (app, Arc::clone(&sub.channel));
+        {
+            let mut subs = self.subs.borrow_mut();
+            if let Some(set) = subs.get_mut(&key) {
+                set.swap_remove(&conn);
+                if set.is_empty() {
+                    subs.remove(&key);
+                }
+            }
+        }
+        self.hub.stats[usize::from(app)]
+            .subscriptions
+            .fetch_sub(1, Ordering::Relaxed);
+        let channel = &sub.channel;
+        let user = sub.user.as_deref();
+        self.hub.leave(
+            app,
+            channel,
+            user,
+            || text_frame(&pusher::member_removed(channel, user.unwrap_or(""))),
+            self.index,
+        );
+    }
+
+    fn client_event(
+        &self,
+        event: &str,
+        channel: &str,
+        data: &str,
+        cx: &Context<'_>,
+        tx: &mut Sender<'_>,
+    ) -> WsVerdict {
+        let refuse_event = |tx: &mut Sender<'_>, code: Option<u16>, why: &str| {
+            tx.text(pusher::error(code, why).as_bytes());
+            WsVerdict::Continue
+        };
+        let (app, socket, user) = {
+            let mut conns = self.conns.borrow_mut();
+            let Some(c) = conns
+                .get_mut(&cx.conn.slot)
+                .filter(|c| c.generation == cx.conn.generation)
+            else {
+                return WsVerdict::Continue;
+            };
+            let second = cx.now / 1000;
+            if c.window != second {
+                c.window = second;
+                c.sent = 0;
+            }
+            c.sent += 1;
+            if c.sent > CLIENT_EVENTS_PER_SECOND {
+                return refuse_event(
+                    tx,
+                    Some(code::RATE),
+                    "Client event rate limit exceeded: at most 10 per second",
+                );
+            }
+            let Some(sub) = c.subs.iter().find(|s| &*s.channel == channel) else {
+                return refuse_event(tx, None, "client events need a subscription to the channel");
+            };
+            (c.app, c.socket, sub.user.clone())
+        };
+        let config = &self.hub.apps[usize::from(app)];
+        if !config.client_events {
+            return refuse_event(tx, None, "client events are disabled for this app");
+        }
+        if !matches!(
+            names::classify(channel).map(|k| k.access),
+            Ok(Access::Private | Access::Presence)
+        ) {
+            return refuse_event(
+                tx,
+                None,
+                "client events are only for private and presence channels",
+            );
+        }
+        if data.len() > config.max_event_bytes {
+            return refuse_event(tx, None, "the event's data is over max_event_bytes");
+        }
+        let frame = text_frame(&pusher::event(event, channel, data, user.as_deref()));
+        let kind = names::classify(channel).expect("checked above");
+        self.hub.stats[usize::from(app)]
+            .events_client
+            .fetch_add(1, Ordering::Relaxed);
+        self.hub.publish(
+            app,
+            channel,
+            frame,
+            kind.cache,
+            Some(self.socket_id(socket)),
+            None,
+            self.index,
+        );
+        WsVerdict::Continue
+    }
+
+    /// Channel connections are asked to reconnect (4200), each at a moment spread with
+    /// jitter over half the shutdown timeout, so that their clients do not all come back in
+    /// the same second.
+    pub fn drain(&self, cx: &Context<'_>) -> Drain {
+        let span = (cx.config.server.shutdown_timeout.as_millis() as u64 / 2).max(1);
+        let mut x = self.rng.get() ^ u64::from(cx.conn.slot).wrapping_mul(0x2545_F491_4F6C_DD1D);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        Drain {
+            code: code::RECONNECT,
+            reason: "server restarting: reconnect",
+            // At least 1 ms: 0 means "now" to the WebSocket layer, which is fine too, but the
+            // spread should include the start.
+            after_ms: x % span + 1,
+        }
+    }
+
+    /// A connection is gone: leave its channels, forget it.
+    pub fn closed(&self, cx: &Context<'_>, reason: CloseReason) {
+        let state = {
+            let mut conns = self.conns.borrow_mut();
+            match conns.get(&cx.conn.slot) {
+                Some(c) if c.generation == cx.conn.generation => conns.remove(&cx.conn.slot),
+                _ => None,
+            }
+        };
+        let Some(state) = state else { return };
+        let stats = &self.hub.stats[usize::from(state.app)];
+        stats.connections.fetch_sub(1, Ordering::Relaxed);
+        if reason == CloseReason::SlowReader {
+            stats.slow_closes.fetch_add(1, Ordering::Relaxed);
+        }
+        for sub in state.subs {
+            self.leave(cx.conn, state.app, sub);
+        }
+    }
+
+    fn state<'m>(&self, conns: &'m HashMap<u32, ConnState>, id: ConnId) -> Option<&'m ConnState> {
+        conns
+            .get(&id.slot)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    // ---- the mailbox ------------------------------------------------------------------
+
+    /// Turns mail into work: each event into one delivery of its shared frame to this
+    /// worker's subscribers that joined before it (and are not excluded), each finished
+    /// acknowledgement into the reply its API request waits for.
+    pub fn poll(&self) {
+        if !self.hub.has_mail(self.index) {
+            return;
+        }
+        let mut mail = std::mem::take(&mut *self.mail.borrow_mut());
+        self.hub.take_mail(self.index, &mut mail);
+        let mut work = self.work.borrow_mut();
+        let subs = self.subs.borrow();
+        let conns = self.conns.borrow();
+        for m in mail.drain(..) {
+            match m {
+                Mail::Event(ev) => {
+                    let stats = &self.hub.stats[usize::from(ev.app)];
+                    if let Some(set) = subs.get(&(ev.app, Arc::clone(&ev.channel))) {
+                        let excluded = ev.exclude.filter(|s| s.origin == self.origin).map(|s| s.n);
+                        let to: Vec<ConnId> = set
+                            .iter()
+                            .filter(|&(id, &joined)| {
+                                ev.seq > joined
+                                    && excluded.is_none_or(|n| {
+                                        self.state(&conns, *id).is_none_or(|c| c.socket != n)
+                                    })
+                            })
+                            .map(|(id, _)| *id)
+                            .collect();
+                        if !to.is_empty() {
+                            stats
+                                .deliveries
+                                .fetch_add(to.len() as u64, Ordering::Relaxed);
+                            work.push(Work::Deliver {
+                                frame: Arc::clone(&ev.frame),
+                                to,
+                                slow_cap: SLOW_SUBSCRIBER_BYTES,
+                                slow_code: code::SLOW,
+                            });
+                        }
+                    }
+                    stats.fanout_time(ev.posted.elapsed().as_micros() as u64);
+                    if let Some(ack) = &ev.ack {
+                        self.hub.acked(ack, self.index);
+                    }
+                }
+                Mail::Acked { conn, body } => work.push(Work::Reply {
+                    to: conn,
+                    reply: Reply::json(200, body.into_bytes()),
+                }),
+            }
+        }
+        *self.mail.borrow_mut() = mail;
+    }
+
+    pub fn take_work(&self, into: &mut Vec<Work>) {
+        into.append(&mut self.work.borrow_mut());
+    }
+
+    // ---- the HTTP API -----------------------------------------------------------------
+
+    pub fn api<'b>(&self, req: &Request<'b>, cx: &Context<'_>) -> Answer<'b> {
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let hub = &self.hub;
+        let parsed = api::parse(
+            req,
+            |id| hub.app_by_id(id).map(|i| (i, &hub.apps[usize::from(i)])),
+            now_unix,
+        );
+        let (app, call) = match parsed {
+            Ok(ok) => ok,
+            Err(e) => {
+                let path = std::str::from_utf8(req.path).unwrap_or("");
+                let id = path
+                    .trim_start_matches("/apps/")
+                    .split('/')
+                    .next()
+                    .unwrap_or("");
+                if let Some(i) = hub.app_by_id(id) {
+                    hub.stats[usize::from(i)].api_answered(e.status);
+                    if e.status == 401 {
+                        hub.stats[usize::from(i)].auth_failed(AuthFailure::Api);
+                    }
+                }
+                return Answer::Reply(Reply::json(e.status, e.body()));
+            }
+        };
+        let stats = &hub.stats[usize::from(app)];
+        stats.api_answered(200);
+        match call {
+            Call::Events(p) => {
+                let body = info_body(hub, app, std::slice::from_ref(&p), false);
+                self.publish_all(app, &[p], body, cx)
+            }
+            Call::Batch(events) => {
+                let body = info_body(hub, app, &events, true);
+                self.publish_all(app, &events, body, cx)
+            }
+            Call::Channels { prefix, info } => {
+                let list: Vec<String> = hub
+                    .channels(app, &prefix)
+                    .into_iter()
+                    .map(|(name, o)| {
+                        format!(
+                            "{}:{}",
+                            pusher::quote(&name),
+                            occupancy_json(&o, info, None)
+                        )
+                    })
+                    .collect();
+                Answer::Reply(Reply::json(
+                    200,
+                    format!(r#"{{"channels":{{{}}}}}"#, list.join(",")).into_bytes(),
+                ))
+            }
+            Call::Channel { name, info } => {
+                let o = hub.occupancy(app, &name);
+                let occupied = o.subscription_count > 0;
+                Answer::Reply(Reply::json(
+                    200,
+                    occupancy_json(&o, info, Some(occupied)).into_bytes(),
+                ))
+            }
+            Call::Users { name } => {
+                let users: Vec<String> = hub
+                    .users(app, &name)
+                    .iter()
+                    .map(|u| format!(r#"{{"id":{}}}"#, pusher::quote(u)))
+                    .collect();
+                Answer::Reply(Reply::json(
+                    200,
+                    format!(r#"{{"users":[{}]}}"#, users.join(",")).into_bytes(),
+                ))
+            }
+        }
+    }
+
+    /// Publishes every (event, channel) and answers once every worker has them queued.
+    fn publish_all<'b>(
+        &self,
+        app: AppIdx,
+        events: &[Publish],
+        body: String,
+        cx: &Context<'_>,
+    ) -> Answer<'b> {
+        let stats = &self.hub.stats[usize::from(app)];
+        let count: usize = events.iter().map(|e| e.channels.len()).sum();
+        let ack = Ack::new(count, self.hub.workers(), self.index, cx.conn, body);
+        for e in events {
+            for channel in &e.channels {
+                let kind = names::classify(channel).expect("checked by api::parse");
+                let frame = text_frame(&pusher::event(&e.name, channel, &e.data_json, None));
+                stats.events_api.fetch_add(1, Ordering::Relaxed);
+                self.hub.publish(
+                    app,
+                    channel,
+                    frame,
+                    kind.cache,
+                    e.exclude,
+                    Some(Arc::clone(&ack)),
+                    self.index,
+                );
+            }
+        }
+        Answer::Later
+    }
+}
+
+/// The body of a publish's 200: `{}`, or the occupancy the events asked for with `info`.
+fn info_body(hub: &Hub, app: AppIdx, events: &[Publish], batch: bool) -> String {
+    if !events.iter().any(|e| e.info != api::Info::default()) {
+        return "{}".into();
+    }
+    let one = |e: &Publish| -> String {
+        let parts: Vec<String> = e
+            .channels
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}:{}",
+                    pusher::quote(c),
+                    occupancy_json(&hub.occupancy(app, c), e.info, None)
+                )
+            })
+            .collect();
+        format!("{{{}}}", parts.join(","))
+    };
+    if batch {
+        let items: Vec<String> = events
+            .iter()
+            .map(|e| {
+                if e.info == api::Info::default() {
+                    "{}".into()
+                } else {
+                    let c = &e.channels[0];
+                    occupancy_json(&hub.occupancy(app, c), e.info, None)
+                }
+            })
+            .collect();
+        format!(r#"{{"batch":[{}]}}"#, items.join(","))
+    } else {
+        format!(r#"{{"channels":{}}}"#, one(&events[0]))
+    }
+}
+
+fn occupancy_json(o: &super::hub::Occupancy, info: api::Info, occupied: Option<bool>) -> String {
+    let mut parts = Vec::new();
+    if let Some(b) = occupied {
+        parts.push(format!(r#""occupied":{b}"#));
+    }
+    if info.subscription_count {
+        parts.push(format!(r#""subscription_count":{}"#, o.subscription_count));
+    }
+    if info.user_count {
+        parts.push(format!(r#""user_count":{}"#, o.user_count));
+    }
+    format!("{{{}}}", parts.join(","))
+}
+
+/// One text frame, framed once for every recipient.
+fn text_frame(message: &str) -> Arc<[u8]> {
+    let mut f = Vec::with_capacity(message.len() + 10);
+    frame::write_header(&mut f, true, 0, OP_TEXT, message.len());
+    f.extend_from_slice(message.as_bytes());
+    f.into()
+}
+
+/// Sends `pusher:error` with `code` and closes with the same code, as Pusher does for a
+/// connection it will not serve.
+fn refuse(tx: &mut Sender<'_>, code: u16, message: &str) -> WsVerdict {
+    tx.text(pusher::error(Some(code), message).as_bytes());
+    WsVerdict::Close {
+        code,
+        reason: message.to_string().into(),
+    }
+}
+
+fn split_target(target: &[u8]) -> (&str, &str) {
+    let t = std::str::from_utf8(target).unwrap_or("");
+    t.split_once('?').unwrap_or((t, ""))
+}
+
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}

@@ -1,0 +1,114 @@
+//! Owns the interface between the protocols and the applications above them (DESIGN §2a). The
+//! sans-I/O protocols parse; what a request or a message means is decided by a [`Handler`] the
+//! engine gives them in the [`Context`](super::Context). The traits are defined here, below the
+//! applications that implement them, so that nothing in `proto` or `engine` imports an
+//! application: the built-in endpoints, the echo and the channels plug in from above.
+//!
+//! Work that crosses connections (an event fanned out to subscribers, a reply that waited for
+//! that fan-out) is not done inside a protocol call, where one connection is borrowed: the
+//! handler queues it as [`Work`] and the engine applies it between calls.
+
+use super::http1::exchange::{Answer, Reply, Request};
+use super::ws::Sender;
+use super::{CloseReason, Context};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// A connection as the engine names it: its slab slot and the generation of that slot, so that
+/// work addressed to a connection that has since closed (and whose slot was reused) is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ConnId {
+    pub slot: u32,
+    pub generation: u32,
+}
+
+/// What a WebSocket application wants after a message or an open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsVerdict {
+    Continue,
+    /// Send a close frame with this code and reason and close.
+    Close {
+        code: u16,
+        reason: Cow<'static, str>,
+    },
+}
+
+/// What a WebSocket connection does when the server drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    pub code: u16,
+    pub reason: &'static str,
+    /// Milliseconds from the start of the drain until the close is sent: channel connections
+    /// are spread out so that their clients do not all reconnect in the same second.
+    pub after_ms: u64,
+}
+
+/// Cross-connection work for the engine.
+pub enum Work {
+    /// Queue `frame` (bytes ready for the wire, framed once for every recipient) on each
+    /// connection. A connection whose unsent output is past `slow_cap` bytes is closed with
+    /// `slow_code` instead: it did not keep up, and the others must not wait for it.
+    Deliver {
+        frame: Arc<[u8]>,
+        to: Vec<ConnId>,
+        slow_cap: usize,
+        slow_code: u16,
+    },
+    /// The reply to a request that answered [`Answer::Later`].
+    Reply { to: ConnId, reply: Reply<'static> },
+}
+
+/// One worker's application: called by the protocols with a [`Context`], and by the engine
+/// between calls. Single-threaded (one per worker), so implementations use interior
+/// mutability rather than `&mut self`, which lets a protocol hold it while it is borrowed.
+pub trait Handler {
+    /// A complete HTTP request.
+    fn request<'b>(&self, req: &Request<'b>, cx: &Context<'_>) -> Answer<'b>;
+    /// A WebSocket the application accepted (`Answer::Upgrade`) is open; `target` is the
+    /// request target of the upgrade. Its first messages go to `tx`.
+    fn ws_open(
+        &self,
+        route: u16,
+        target: &[u8],
+        cx: &Context<'_>,
+        tx: &mut Sender<'_>,
+    ) -> WsVerdict;
+    /// A complete, valid message (text is valid UTF-8, already inflated).
+    fn ws_message(
+        &self,
+        route: u16,
+        text: bool,
+        payload: &[u8],
+        cx: &Context<'_>,
+        tx: &mut Sender<'_>,
+    ) -> WsVerdict;
+    /// How a WebSocket connection of `route` ends when the server drains.
+    fn ws_drain(&self, route: u16, cx: &Context<'_>) -> Drain;
+    /// The connection `cx.conn` is gone (for `reason`): forget it.
+    fn closed(&self, cx: &Context<'_>, reason: CloseReason);
+    /// Called by the engine once per loop turn and after each wake-up: read the mailbox,
+    /// run what is due, and queue the resulting work.
+    fn poll(&self, cx: &Context<'_>);
+    /// Moves the queued work out.
+    fn take_work(&self, into: &mut Vec<Work>);
+}
+
+/// Wakes one worker's event loop (its eventfd, read on its ring).
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// Where a worker sits: its index in its process, the process's index under the supervisor,
+/// and the number of workers per process.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerPlace {
+    pub index: usize,
+    pub process: usize,
+    pub workers: usize,
+}
+
+/// The node-wide application: makes each worker's [`Handler`].
+pub trait Application: Send + Sync {
+    /// Called once before the workers start; `wakers[i]` wakes worker `i` of this process.
+    fn start(&self, workers: usize, wakers: Vec<Waker>);
+    /// Called on the worker's own thread.
+    fn worker(&self, place: WorkerPlace) -> Box<dyn Handler>;
+}

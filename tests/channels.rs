@@ -1,0 +1,716 @@
+//! The Pusher protocol and HTTP API of CHANNELS.md §2–3 held over real sockets: tungstenite
+//! as the WebSocket client, raw HTTP/1.1 for the API, signatures computed here with `ring` and
+//! `md-5` from the contract's formulas (not with holdfast's own code), and the server started
+//! as a process with two workers so that fan-out crosses worker mailboxes.
+
+mod common;
+
+use common::{Server, read_response};
+use md5::{Digest, Md5};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tungstenite::{Message, WebSocket};
+
+type Ws = WebSocket<TcpStream>;
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn hmac(secret: &str, msg: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    hex(ring::hmac::sign(&key, msg.as_bytes()).as_ref())
+}
+
+fn connect(srv: &Server, target: &str) -> Ws {
+    let stream = srv.connect();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let url = format!("ws://{}{}", srv.addr, target);
+    let (ws, _) = tungstenite::client(url, stream).expect("upgrade");
+    ws
+}
+
+/// The next text message as JSON (pings and pongs skipped).
+fn next(ws: &mut Ws) -> Value {
+    loop {
+        match ws.read().expect("a message") {
+            Message::Text(t) => return serde_json::from_str(&t).expect("JSON"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Opens a Pusher connection; returns it with its socket_id.
+fn pusher(srv: &Server) -> (Ws, String) {
+    let mut ws = connect(srv, "/app/app-key?protocol=7&client=js&version=8.4.0");
+    let hello = next(&mut ws);
+    assert_eq!(hello["event"], "pusher:connection_established");
+    let data: Value =
+        serde_json::from_str(hello["data"].as_str().expect("data is a string")).unwrap();
+    assert_eq!(data["activity_timeout"], 30);
+    (ws, data["socket_id"].as_str().unwrap().to_string())
+}
+
+fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::text(v.to_string())).unwrap();
+}
+
+fn subscribe(ws: &mut Ws, channel: &str, auth: Option<&str>, channel_data: Option<&str>) -> Value {
+    let mut data = json!({ "channel": channel });
+    if let Some(a) = auth {
+        data["auth"] = json!(a);
+    }
+    if let Some(d) = channel_data {
+        data["channel_data"] = json!(d);
+    }
+    send(ws, json!({"event": "pusher:subscribe", "data": data}));
+    next(ws)
+}
+
+fn auth_for(socket: &str, channel: &str, data: Option<&str>) -> String {
+    let msg = match data {
+        Some(d) => format!("{socket}:{channel}:{d}"),
+        None => format!("{socket}:{channel}"),
+    };
+    format!("app-key:{}", hmac("app-secret", &msg))
+}
+
+/// A signed API request, as the SDKs sign it; returns (status, body as JSON).
+fn api(
+    srv: &Server,
+    method: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    api_signed(srv, method, path, params, body, "app-key", "app-secret", 0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn api_signed(
+    srv: &Server,
+    method: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    body: &str,
+    key: &str,
+    secret: &str,
+    skew: i64,
+) -> (u16, Value) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + skew;
+    let mut q: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    q.push(("auth_key".into(), key.into()));
+    q.push(("auth_timestamp".into(), now.to_string()));
+    q.push(("auth_version".into(), "1.0".into()));
+    if !body.is_empty() {
+        q.push(("body_md5".into(), hex(&Md5::digest(body.as_bytes()))));
+    }
+    q.sort();
+    let qs = q
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let sig = hmac(secret, &format!("{method}\n{path}\n{qs}"));
+    raw_api(
+        srv,
+        method,
+        &format!("{path}?{qs}&auth_signature={sig}"),
+        body,
+    )
+}
+
+fn raw_api(srv: &Server, method: &str, target: &str, body: &str) -> (u16, Value) {
+    let (mut r, mut w) = srv.pair();
+    write!(
+        w,
+        "{method} {target} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let resp = read_response(&mut r).unwrap();
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    (
+        resp.status,
+        serde_json::from_slice(&resp.body).expect("a JSON body"),
+    )
+}
+
+fn publish(
+    srv: &Server,
+    channel: &str,
+    name: &str,
+    data: &str,
+    socket: Option<&str>,
+) -> (u16, Value) {
+    let mut body = json!({"name": name, "channel": channel, "data": data});
+    if let Some(s) = socket {
+        body["socket_id"] = json!(s);
+    }
+    api(srv, "POST", "/apps/app-id/events", &[], &body.to_string())
+}
+
+/// `/metrics` has this sample line.
+fn has_metric(srv: &Server, line: &str) {
+    let m = srv.metrics_text();
+    assert!(m.lines().any(|l| l == line), "{line} missing in:\n{m}");
+}
+
+fn close_code(ws: &mut Ws) -> Option<u16> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match ws.read() {
+            Ok(Message::Close(Some(f))) => return Some(f.code.into()),
+            Ok(Message::Close(None)) => return None,
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Nothing more arrives within `wait` (beyond pings).
+fn quiet(ws: &mut Ws, wait: Duration) -> bool {
+    ws.get_mut().set_read_timeout(Some(wait)).unwrap();
+    let r = loop {
+        match ws.read() {
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(m) => break Some(m),
+            Err(_) => break None,
+        }
+    };
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    match r {
+        None => true,
+        Some(m) => panic!("unexpected {m:?}"),
+    }
+}
+
+#[test]
+fn connection_established_ping_and_refusals() {
+    let srv = Server::start(&[]);
+    let (mut ws, socket) = pusher(&srv);
+    let parts: Vec<&str> = socket.split('.').collect();
+    assert!(
+        parts.len() == 2
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())),
+        "{socket}"
+    );
+    send(&mut ws, json!({"event": "pusher:ping", "data": {}}));
+    assert_eq!(next(&mut ws), json!({"event": "pusher:pong", "data": {}}));
+    // Anything else gets pusher:error and the connection stays up.
+    ws.send(Message::text("not json")).unwrap();
+    assert_eq!(next(&mut ws)["event"], "pusher:error");
+    send(&mut ws, json!({"event": "pusher:ping", "data": {}}));
+    assert_eq!(next(&mut ws)["event"], "pusher:pong");
+
+    let (_, other) = pusher(&srv);
+    assert_ne!(socket, other, "socket ids are unique");
+
+    for (target, code) in [
+        ("/app/nope?protocol=7", 4001),
+        ("/app/app-key", 4007),
+        ("/app/app-key?protocol=4", 4007),
+        ("/app/app-key?protocol=8", 4007),
+    ] {
+        let mut ws = connect(&srv, target);
+        let e = next(&mut ws);
+        assert_eq!(e["event"], "pusher:error", "{target}");
+        assert_eq!(e["data"]["code"], code, "{target}");
+        assert_eq!(close_code(&mut ws), Some(code), "{target}");
+    }
+    let mut ws = connect(&srv, "/app/app-key?protocol=5");
+    assert_eq!(next(&mut ws)["event"], "pusher:connection_established");
+}
+
+#[test]
+fn public_channels_get_api_events_in_order_and_socket_id_excludes() {
+    let srv = Server::start(&[]);
+    let (mut a, sa) = pusher(&srv);
+    let (mut b, _) = pusher(&srv);
+    for ws in [&mut a, &mut b] {
+        let ok = subscribe(ws, "news", None, None);
+        assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+        assert_eq!(ok["channel"], "news");
+    }
+    for i in 0..20 {
+        let (status, body) = publish(&srv, "news", "headline", &format!("n{i}"), None);
+        assert_eq!((status, body), (200, json!({})));
+    }
+    for ws in [&mut a, &mut b] {
+        for i in 0..20 {
+            assert_eq!(
+                next(ws),
+                json!({"event": "headline", "channel": "news", "data": format!("n{i}")})
+            );
+        }
+    }
+    // The publisher's own socket is left out.
+    assert_eq!(publish(&srv, "news", "x", "only b", Some(&sa)).0, 200);
+    assert_eq!(next(&mut b)["data"], "only b");
+    assert!(quiet(&mut a, Duration::from_millis(300)));
+    // Several channels in one call.
+    subscribe(&mut a, "sport", None, None);
+    let body = json!({"name": "e", "channels": ["news", "sport"], "data": "both"}).to_string();
+    assert_eq!(api(&srv, "POST", "/apps/app-id/events", &[], &body).0, 200);
+    let got: Vec<String> = (0..2)
+        .map(|_| next(&mut a)["channel"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, ["news", "sport"]);
+    // Unsubscribed: nothing more.
+    send(
+        &mut a,
+        json!({"event": "pusher:unsubscribe", "data": {"channel": "news"}}),
+    );
+    send(&mut a, json!({"event": "pusher:ping", "data": {}}));
+    assert_eq!(next(&mut a)["event"], "pusher:pong");
+    assert_eq!(publish(&srv, "news", "x", "after", None).0, 200);
+    assert_eq!(next(&mut b)["data"], "both");
+    assert_eq!(next(&mut b)["data"], "after");
+    assert!(quiet(&mut a, Duration::from_millis(300)));
+}
+
+#[test]
+fn private_channels_need_this_sockets_signature() {
+    let srv = Server::start(&[]);
+    let (mut ws, socket) = pusher(&srv);
+    let (_, other) = pusher(&srv);
+    for auth in [
+        None,
+        Some("app-key:00".to_string()),
+        Some(auth_for(&other, "private-a", None)),
+        Some(auth_for(&socket, "private-b", None)),
+    ] {
+        let e = subscribe(&mut ws, "private-a", auth.as_deref(), None);
+        assert_eq!(e["event"], "pusher:subscription_error", "{auth:?}");
+        assert_eq!(e["channel"], "private-a");
+        assert_eq!(e["data"]["status"], 401);
+    }
+    let ok = subscribe(
+        &mut ws,
+        "private-a",
+        Some(&auth_for(&socket, "private-a", None)),
+        None,
+    );
+    assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+    assert_eq!(publish(&srv, "private-a", "secret", "s", None).0, 200);
+    assert_eq!(next(&mut ws)["data"], "s");
+    has_metric(
+        &srv,
+        "holdfast_channel_auth_failures_total{app=\"app-id\",kind=\"private\"} 4",
+    );
+}
+
+#[test]
+fn presence_members_join_and_leave_once_per_user() {
+    let srv = Server::start(&[]);
+    let ch = "presence-room";
+    let join = |user: &str| {
+        let (mut ws, socket) = pusher(&srv);
+        let data = json!({"user_id": user, "user_info": {"name": user}}).to_string();
+        let ok = subscribe(
+            &mut ws,
+            ch,
+            Some(&auth_for(&socket, ch, Some(&data))),
+            Some(&data),
+        );
+        assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+        let presence: Value = serde_json::from_str(ok["data"].as_str().unwrap()).unwrap();
+        (ws, presence["presence"].clone())
+    };
+    let (mut a, p) = join("alice");
+    assert_eq!(p["count"], 1);
+    assert_eq!(p["ids"], json!(["alice"]));
+    let (mut b, p) = join("bob");
+    assert_eq!(p["count"], 2);
+    assert_eq!(p["hash"]["alice"]["name"], "alice");
+    let added = next(&mut a);
+    assert_eq!(added["event"], "pusher_internal:member_added");
+    let d: Value = serde_json::from_str(added["data"].as_str().unwrap()).unwrap();
+    assert_eq!(d, json!({"user_id": "bob", "user_info": {"name": "bob"}}));
+    // Bob's second connection is the same member: no member_added.
+    let (b2, p) = join("bob");
+    assert_eq!(p["count"], 2);
+    assert!(quiet(&mut a, Duration::from_millis(300)));
+    let (status, users) = api(
+        &srv,
+        "GET",
+        "/apps/app-id/channels/presence-room/users",
+        &[],
+        "",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(users, json!({"users": [{"id": "alice"}, {"id": "bob"}]}));
+    let (_, info) = api(
+        &srv,
+        "GET",
+        "/apps/app-id/channels/presence-room",
+        &[("info", "user_count,subscription_count")],
+        "",
+    );
+    assert_eq!(
+        info,
+        json!({"occupied": true, "subscription_count": 3, "user_count": 2})
+    );
+    let (_, list) = api(
+        &srv,
+        "GET",
+        "/apps/app-id/channels",
+        &[("filter_by_prefix", "presence-"), ("info", "user_count")],
+        "",
+    );
+    assert_eq!(
+        list,
+        json!({"channels": {"presence-room": {"user_count": 2}}})
+    );
+    drop(b2);
+    assert!(
+        quiet(&mut a, Duration::from_millis(300)),
+        "bob still has a connection"
+    );
+    b.close(None).unwrap();
+    let removed = next(&mut a);
+    assert_eq!(removed["event"], "pusher_internal:member_removed");
+    let d: Value = serde_json::from_str(removed["data"].as_str().unwrap()).unwrap();
+    assert_eq!(d, json!({"user_id": "bob"}));
+}
+
+#[test]
+fn client_events_reach_the_others_not_the_sender_and_are_rate_limited() {
+    let srv = Server::start(&[]);
+    let ch = "private-chat";
+    let (mut a, sa) = pusher(&srv);
+    let (mut b, sb) = pusher(&srv);
+    subscribe(&mut a, ch, Some(&auth_for(&sa, ch, None)), None);
+    subscribe(&mut b, ch, Some(&auth_for(&sb, ch, None)), None);
+    send(
+        &mut a,
+        json!({"event": "client-typing", "channel": ch, "data": {"who": "a"}}),
+    );
+    assert_eq!(
+        next(&mut b),
+        json!({"event": "client-typing", "channel": ch, "data": {"who": "a"}})
+    );
+    assert!(
+        quiet(&mut a, Duration::from_millis(300)),
+        "not echoed to the sender"
+    );
+    // On a public channel: refused, connection stays.
+    subscribe(&mut a, "lobby", None, None);
+    send(
+        &mut a,
+        json!({"event": "client-x", "channel": "lobby", "data": {}}),
+    );
+    assert_eq!(next(&mut a)["event"], "pusher:error");
+    // More than 10 in a second: 4301 and dropped.
+    for i in 0..15 {
+        send(
+            &mut a,
+            json!({"event": "client-n", "channel": ch, "data": {"i": i}}),
+        );
+    }
+    let mut errors = 0;
+    ws_drain(&mut a, |m| {
+        if m["event"] == "pusher:error" {
+            assert_eq!(m["data"]["code"], 4301);
+            errors += 1;
+        }
+    });
+    assert!(errors >= 4, "{errors}");
+    let mut got = 0;
+    ws_drain(&mut b, |m| {
+        if m["event"] == "client-n" {
+            got += 1;
+        }
+    });
+    assert!((1..=11).contains(&got), "{got}");
+}
+
+/// Reads everything that arrives within half a second.
+fn ws_drain(ws: &mut Ws, mut f: impl FnMut(Value)) {
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    while let Ok(m) = ws.read() {
+        if let Message::Text(t) = m {
+            f(serde_json::from_str(&t).unwrap());
+        }
+    }
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+}
+
+#[test]
+fn cache_channels_send_the_last_event_or_a_miss() {
+    let srv = Server::start(&[]);
+    let (mut a, _) = pusher(&srv);
+    subscribe(&mut a, "cache-price", None, None);
+    assert_eq!(
+        next(&mut a),
+        json!({"event": "pusher:cache_miss", "channel": "cache-price"})
+    );
+    publish(&srv, "cache-price", "tick", "1", None);
+    publish(&srv, "cache-price", "tick", "2", None);
+    let (mut b, _) = pusher(&srv);
+    assert_eq!(
+        subscribe(&mut b, "cache-price", None, None)["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    assert_eq!(
+        next(&mut b),
+        json!({"event": "tick", "channel": "cache-price", "data": "2"})
+    );
+}
+
+#[test]
+fn api_refusals_have_their_status_and_a_json_error() {
+    let srv = Server::start(&[]);
+    let body = json!({"name": "e", "channel": "a", "data": "x"}).to_string();
+    let status = |r: (u16, Value)| {
+        assert!(r.1["error"].is_string(), "{:?}", r.1);
+        r.0
+    };
+    assert_eq!(
+        status(api_signed(
+            &srv,
+            "POST",
+            "/apps/app-id/events",
+            &[],
+            &body,
+            "app-key",
+            "wrong",
+            0
+        )),
+        401
+    );
+    assert_eq!(
+        status(api_signed(
+            &srv,
+            "POST",
+            "/apps/app-id/events",
+            &[],
+            &body,
+            "other-key",
+            "app-secret",
+            0
+        )),
+        401
+    );
+    assert_eq!(
+        status(api_signed(
+            &srv,
+            "POST",
+            "/apps/app-id/events",
+            &[],
+            &body,
+            "app-key",
+            "app-secret",
+            700
+        )),
+        401
+    );
+    assert_eq!(
+        status(raw_api(&srv, "POST", "/apps/app-id/events", &body)),
+        401
+    );
+    assert_eq!(
+        status(api(&srv, "POST", "/apps/other/events", &[], &body)),
+        404
+    );
+    let big = json!({"name": "e", "channel": "a", "data": "x".repeat(10 * 1024 + 1)}).to_string();
+    assert_eq!(
+        status(api(&srv, "POST", "/apps/app-id/events", &[], &big)),
+        413
+    );
+    for bad in [
+        "{",
+        r#"{"name":"e","channel":"bad name","data":"x"}"#,
+        r#"{"name":"e","data":"x"}"#,
+    ] {
+        assert_eq!(
+            status(api(&srv, "POST", "/apps/app-id/events", &[], bad)),
+            400,
+            "{bad}"
+        );
+    }
+    let batch = json!({"batch": (0..11).map(|_| json!({"name": "e", "channel": "a", "data": "x"})).collect::<Vec<_>>()}).to_string();
+    assert_eq!(
+        status(api(&srv, "POST", "/apps/app-id/batch_events", &[], &batch)),
+        400
+    );
+    assert_eq!(
+        status(api(
+            &srv,
+            "GET",
+            "/apps/app-id/channels/news/users",
+            &[],
+            ""
+        )),
+        400
+    );
+    assert_eq!(
+        status(api(
+            &srv,
+            "GET",
+            "/apps/app-id/channels",
+            &[("info", "user_count")],
+            ""
+        )),
+        400
+    );
+    // A body that does not match its body_md5: the signature covers the MD5, not the bytes.
+    let (mut r, mut w) = srv.pair();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let md5 = hex(&Md5::digest(body.as_bytes()));
+    let qs = format!("auth_key=app-key&auth_timestamp={now}&auth_version=1.0&body_md5={md5}");
+    let sig = hmac("app-secret", &format!("POST\n/apps/app-id/events\n{qs}"));
+    let tampered = body.replace("\"x\"", "\"y\"");
+    write!(w, "POST /apps/app-id/events?{qs}&auth_signature={sig} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{tampered}", tampered.len()).unwrap();
+    assert_eq!(read_response(&mut r).unwrap().status, 401);
+    // A good batch.
+    let batch = json!({"batch": [{"name": "e", "channel": "a", "data": "1"}, {"name": "e", "channel": "b", "data": "2"}]}).to_string();
+    assert_eq!(
+        api(&srv, "POST", "/apps/app-id/batch_events", &[], &batch),
+        (200, json!({}))
+    );
+    has_metric(
+        &srv,
+        "holdfast_channel_api_requests_total{app=\"app-id\",status=\"401\"} 5",
+    );
+}
+
+/// 1,000 subscribers on one channel over two workers: every one gets every event, in order.
+#[test]
+fn a_thousand_subscribers_each_get_every_event_in_order() {
+    let srv = Server::start(&[]);
+    let n = 1000;
+    let mut subs: Vec<Ws> = (0..n)
+        .map(|_| {
+            let (mut ws, _) = pusher(&srv);
+            send(
+                &mut ws,
+                json!({"event": "pusher:subscribe", "data": {"channel": "all"}}),
+            );
+            ws
+        })
+        .collect();
+    for ws in &mut subs {
+        assert_eq!(next(ws)["event"], "pusher_internal:subscription_succeeded");
+    }
+    let events = 30;
+    for i in 0..events {
+        assert_eq!(publish(&srv, "all", "tick", &i.to_string(), None).0, 200);
+    }
+    for ws in &mut subs {
+        for i in 0..events {
+            assert_eq!(next(ws)["data"], i.to_string());
+        }
+    }
+    let (_, info) = api(
+        &srv,
+        "GET",
+        "/apps/app-id/channels/all",
+        &[("info", "subscription_count")],
+        "",
+    );
+    assert_eq!(info, json!({"occupied": true, "subscription_count": n}));
+}
+
+#[test]
+fn drain_asks_channel_clients_to_reconnect_with_4200_spread_out() {
+    let mut srv = Server::start(&["server.shutdown_timeout=4s"]);
+    let mut conns: Vec<Ws> = (0..20).map(|_| pusher(&srv).0).collect();
+    let started = Instant::now();
+    srv.signal("TERM");
+    let mut at = Vec::new();
+    for ws in &mut conns {
+        assert_eq!(close_code(ws), Some(4200));
+        at.push(started.elapsed());
+    }
+    let last = at.iter().max().unwrap();
+    assert!(
+        *last < Duration::from_millis(2500),
+        "all within half the shutdown timeout: {at:?}"
+    );
+    assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn apps_come_from_the_config_and_the_default_app_is_for_loopback_only() {
+    let dir = std::env::temp_dir().join(format!("holdfast-apps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("secret"), "s3cret\n").unwrap();
+    let cfg = dir.join("apps.toml");
+    std::fs::write(
+        &cfg,
+        "[[apps]]\nid = \"42\"\nkey = \"k42\"\nsecret_file = \"secret\"\nmax_connections = 2\n",
+    )
+    .unwrap();
+    let srv = Server::start_with(&[], |c| {
+        c.arg("--config").arg(&cfg);
+    });
+    let mut a = connect(&srv, "/app/k42?protocol=7");
+    assert_eq!(next(&mut a)["event"], "pusher:connection_established");
+    let mut b = connect(&srv, "/app/k42?protocol=7");
+    assert_eq!(next(&mut b)["event"], "pusher:connection_established");
+    let mut c = connect(&srv, "/app/k42?protocol=7");
+    assert_eq!(next(&mut c)["data"]["code"], 4004);
+    assert_eq!(close_code(&mut c), Some(4004));
+    // The default app is gone once apps are configured.
+    let mut d = connect(&srv, "/app/app-key?protocol=7");
+    assert_eq!(next(&mut d)["data"]["code"], 4001);
+    let body = json!({"name": "e", "channel": "a", "data": "x"}).to_string();
+    assert_eq!(
+        api_signed(
+            &srv,
+            "POST",
+            "/apps/42/events",
+            &[],
+            &body,
+            "k42",
+            "s3cret",
+            0
+        )
+        .0,
+        200
+    );
+    assert!(
+        !srv.log_text().contains("s3cret"),
+        "the secret is never logged"
+    );
+
+    let empty = dir.join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["config", "check"])
+        .arg(&empty)
+        .args(["--set", "server.listen=0.0.0.0:8080"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("apps"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
