@@ -119,8 +119,8 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Two apps from a config file: the second's secret read from a file with a trailing newline,
-/// and a numeric id, as the PyPI SDK wants.
+/// Apps from a config file: the second's secret read from a file with a trailing newline, and a
+/// numeric id, as the PyPI SDK wants; a third capped at one connection.
 fn two_app_config(dir: &Path) -> PathBuf {
     let secret = dir.join("second.secret");
     std::fs::write(&secret, "second-secret\n").unwrap();
@@ -129,7 +129,9 @@ fn two_app_config(dir: &Path) -> PathBuf {
         &config,
         format!(
             "[[apps]]\nid = \"first-app\"\nkey = \"first-key\"\nsecret = \"first-secret\"\n\n\
-             [[apps]]\nid = \"12345\"\nkey = \"second-key\"\nsecret_file = \"{}\"\n",
+             [[apps]]\nid = \"12345\"\nkey = \"second-key\"\nsecret_file = \"{}\"\n\n\
+             [[apps]]\nid = \"capped\"\nkey = \"capped-key\"\nsecret = \"capped-secret\"\n\
+             max_connections = 1\n",
             secret.display()
         ),
     )
@@ -229,7 +231,12 @@ fn pusher_js_presence_members_join_leave_and_client_events() {
 fn two_apps_from_a_config_file_are_isolated() {
     let dir = scratch("apps");
     let srv = start_with_config(&two_app_config(&dir));
-    let env: Vec<(&str, &str)> = FIRST_APP.iter().chain(&SECOND_APP).copied().collect();
+    let env: Vec<(&str, &str)> = FIRST_APP
+        .iter()
+        .chain(&SECOND_APP)
+        .chain(&[("CAPPED_KEY", "capped-key")])
+        .copied()
+        .collect();
     scenario(
         &srv,
         "apps",
@@ -238,6 +245,7 @@ fn two_apps_from_a_config_file_are_isolated() {
             "app 1 subscriber sees only app 1 events",
             "app 2 subscriber sees only app 2 events",
             "unknown key: pusher:error 4001",
+            "over max_connections: pusher:error 4004",
         ],
     );
     // The second app (secret from a file) carries the whole public scenario too.

@@ -573,6 +573,29 @@ async function twoApps() {
   );
   checkEq('app 1 id signed with app 2 credentials: 401', mixed.status, 401);
 
+  // An app at its max_connections: the next connection is refused with 4004 (CHANNELS.md §2;
+  // §1 says 4100), and pusher-js does not retry; the one already in is untouched.
+  if (process.env.CAPPED_KEY) {
+    const capped = { id: 'capped', key: process.env.CAPPED_KEY, secret: 'unused' };
+    const first = await connect({ app: capped });
+    const extra = new PusherClient(capped.key, {
+      wsHost: HOST,
+      wsPort: PORT,
+      forceTLS: false,
+      enabledTransports: ['ws'],
+      disableStats: true,
+      cluster: 'mt1',
+    });
+    const over = await within(
+      'an error for a connection over max_connections',
+      new Promise((resolve) => extra.connection.bind('error', resolve)),
+    );
+    extra.disconnect();
+    const overError = over && over.type === 'WebSocketError' ? over.error : over;
+    checkEq('over max_connections: pusher:error 4004', overError && overError.data && overError.data.code, 4004);
+    checkEq('over max_connections: the first connection stays', first.connection.state, 'connected');
+  }
+
   // The built-in app-key exists only without [[apps]].
   const stranger = new PusherClient('app-key', {
     wsHost: HOST,
