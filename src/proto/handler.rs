@@ -105,10 +105,21 @@ pub struct WorkerPlace {
     pub workers: usize,
 }
 
+/// Where a server process sits on its node: its index among `count` processes started by one
+/// supervisor, and a number (the supervisor's pid) that tells this node's processes from
+/// another server's on the same host.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessPlace {
+    pub index: usize,
+    pub count: usize,
+    pub group: u32,
+}
+
 /// The node-wide application: makes each worker's [`Handler`].
 pub trait Application: Send + Sync {
     /// Called once before the workers start; `wakers[i]` wakes worker `i` of this process.
-    fn start(&self, workers: usize, wakers: Vec<Waker>);
+    /// An error stops the server with that line.
+    fn start(&self, place: ProcessPlace, workers: usize, wakers: Vec<Waker>) -> Result<(), String>;
     /// Called on the worker's own thread.
     fn worker(&self, place: WorkerPlace) -> Box<dyn Handler>;
 }
