@@ -5,8 +5,8 @@
 
 mod common;
 
+use common::pusher::{hmac, md5, signed_query};
 use common::{Server, read_response};
-use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::net::TcpStream;
@@ -14,15 +14,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tungstenite::{Message, WebSocket};
 
 type Ws = WebSocket<TcpStream>;
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn hmac(secret: &str, msg: &str) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    hex(ring::hmac::sign(&key, msg.as_bytes()).as_ref())
-}
 
 fn connect(srv: &Server, target: &str) -> Ws {
     let stream = srv.connect();
@@ -102,34 +93,8 @@ fn api_signed(
     secret: &str,
     skew: i64,
 ) -> (u16, Value) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        + skew;
-    let mut q: Vec<(String, String)> = params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    q.push(("auth_key".into(), key.into()));
-    q.push(("auth_timestamp".into(), now.to_string()));
-    q.push(("auth_version".into(), "1.0".into()));
-    if !body.is_empty() {
-        q.push(("body_md5".into(), hex(&Md5::digest(body.as_bytes()))));
-    }
-    q.sort();
-    let qs = q
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    let sig = hmac(secret, &format!("{method}\n{path}\n{qs}"));
-    raw_api(
-        srv,
-        method,
-        &format!("{path}?{qs}&auth_signature={sig}"),
-        body,
-    )
+    let qs = signed_query(method, path, params, body, (key, secret), skew);
+    raw_api(srv, method, &format!("{path}?{qs}"), body)
 }
 
 fn raw_api(srv: &Server, method: &str, target: &str, body: &str) -> (u16, Value) {
@@ -581,7 +546,7 @@ fn api_refusals_have_their_status_and_a_json_error() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let md5 = hex(&Md5::digest(body.as_bytes()));
+    let md5 = md5(&body);
     let qs = format!("auth_key=app-key&auth_timestamp={now}&auth_version=1.0&body_md5={md5}");
     let sig = hmac("app-secret", &format!("POST\n/apps/app-id/events\n{qs}"));
     let tampered = body.replace("\"x\"", "\"y\"");
