@@ -552,6 +552,18 @@ fn api_refusals_have_their_status_and_a_json_error() {
     let tampered = body.replace("\"x\"", "\"y\"");
     write!(w, "POST /apps/app-id/events?{qs}&auth_signature={sig} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{tampered}", tampered.len()).unwrap();
     assert_eq!(read_response(&mut r).unwrap().status, 401);
+    // A body over http.max_body_bytes is refused by the HTTP layer, in JSON too.
+    let (mut r, mut w) = srv.pair();
+    write!(
+        w,
+        "POST /apps/app-id/events HTTP/1.1\r\nHost: t\r\nContent-Length: 2097152\r\n\r\n"
+    )
+    .unwrap();
+    let resp = read_response(&mut r).unwrap();
+    assert_eq!(resp.status, 413);
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    let v: Value = serde_json::from_slice(&resp.body).unwrap();
+    assert!(v["error"].is_string(), "{v}");
     // A good batch.
     let batch = json!({"batch": [{"name": "e", "channel": "a", "data": "1"}, {"name": "e", "channel": "b", "data": "2"}]}).to_string();
     assert_eq!(

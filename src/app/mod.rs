@@ -139,4 +139,9 @@ impl Handler for WorkerApp {
     fn take_work(&self, into: &mut Vec<Work>) {
         self.channels.take_work(into);
     }
+
+    /// The Pusher HTTP API answers every refusal in JSON (CHANNELS.md §3).
+    fn json_errors(&self, path: &[u8]) -> bool {
+        channels::api::is_api(path)
+    }
 }

@@ -91,6 +91,12 @@ pub trait Handler {
     fn poll(&self, cx: &Context<'_>);
     /// Moves the queued work out.
     fn take_work(&self, into: &mut Vec<Work>);
+    /// Whether the HTTP layer's own refusals (400, 408, 413…) on `path` are JSON
+    /// (`{"error":"…"}`) rather than text, as an API whose every answer is JSON needs.
+    fn json_errors(&self, path: &[u8]) -> bool {
+        let _ = path;
+        false
+    }
 }
 
 /// Wakes one worker's event loop (its eventfd, read on its ring).
