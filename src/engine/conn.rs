@@ -3,7 +3,7 @@
 //! state. The rules here are what make it safe to free a slot: never while the kernel may still
 //! read a buffer of it or post a completion for it.
 
-use super::outq::{OutQueue, Seg};
+use super::outq::{OutQueue, Seg, Spare};
 use crate::proto::CloseReason;
 use crate::proto::Session;
 use std::os::fd::RawFd;
@@ -109,9 +109,12 @@ impl Conn {
         }
     }
 
-    /// Queues a frame shared with other connections behind everything queued so far.
-    pub fn queue_shared(&mut self, frame: Arc<[u8]>) {
-        let q = self.queue.get_or_insert_with(OutQueue::new);
+    /// Queues a frame shared with other connections behind everything queued so far; a new
+    /// queue comes from `spare` (the worker's drained ones) when it has one.
+    pub fn queue_shared(&mut self, frame: Arc<[u8]>, spare: &mut Spare) {
+        let q = self
+            .queue
+            .get_or_insert_with(|| spare.pop().unwrap_or_else(OutQueue::new));
         if let Some(p) = self.pending.take_if(|p| !p.is_empty()) {
             q.push(Seg::Owned(p));
         }

@@ -14,6 +14,11 @@ use std::sync::Arc;
 /// Segments gathered by one `sendmsg`; more wait for the next.
 pub const MAX_IOV: usize = 32;
 
+/// Drained queues kept for reuse. Boxed on purpose (clippy's `vec_box` notwithstanding): a
+/// queue's `msghdr` is handed to the kernel by address, so a queue must never move.
+#[allow(clippy::vec_box)]
+pub type Spare = Vec<Box<OutQueue>>;
+
 pub enum Seg {
     Owned(Vec<u8>),
     Shared(Arc<[u8]>),

@@ -6,7 +6,7 @@
 use super::bufring::BufRing;
 use super::clock::DateCache;
 use super::conn::{Conn, Phase};
-use super::outq::Seg;
+use super::outq::{Seg, Spare};
 use super::ring;
 use super::sockopt;
 use super::token::{GEN_MASK, Op, Token};
@@ -38,6 +38,8 @@ const BUFFER_GROUP: u16 = 0;
 /// Write buffers kept for reuse; larger ones are freed rather than hoarded.
 const POOL_MAX: usize = 1024;
 const POOL_BUF_MAX_CAPACITY: usize = 64 * 1024;
+/// Drained output queues kept for reuse.
+const QUEUES_KEPT: usize = 4096;
 /// After EMFILE/ENFILE on accept, wait this long before accepting again instead of spinning.
 const ACCEPT_BACKOFF_MS: u64 = 100;
 
@@ -75,6 +77,8 @@ struct State {
     conns: Slab<Conn>,
     wheel: Wheel,
     pool: Vec<Vec<u8>>,
+    /// Drained output queues (see `QUEUES_KEPT`).
+    queues: Spare,
     dirty: Vec<usize>,
     shared: Arc<Shared>,
     index: usize,
@@ -170,6 +174,7 @@ impl Worker {
                 conns: Slab::with_capacity(1024),
                 wheel: Wheel::new(0),
                 pool: Vec::new(),
+                queues: Vec::new(),
                 dirty: Vec::new(),
                 shared,
                 index,
@@ -492,7 +497,7 @@ impl Worker {
             };
             conn.dirty = false;
             if conn.phase == Phase::Open && !conn.send_inflight {
-                start_send(&mut self.io.ring, conn, slot);
+                start_send(&mut self.io.ring, conn, slot, &mut self.st.queues);
             }
         }
     }
@@ -544,7 +549,7 @@ impl Worker {
                 }
             }
         }
-        if start_send(&mut self.io.ring, conn, slot) {
+        if start_send(&mut self.io.ring, conn, slot, &mut self.st.queues) {
             return;
         }
         // All output is out.
@@ -760,7 +765,7 @@ impl Worker {
                             if conn.proto.takes_shared(unsent, slow_cap) {
                                 // The same bytes for every subscriber: no copy, and several
                                 // events for one connection go out in one sendmsg.
-                                conn.queue_shared(Arc::clone(&frame));
+                                conn.queue_shared(Arc::clone(&frame), &mut self.st.queues);
                                 if !conn.dirty {
                                     conn.dirty = true;
                                     self.st.dirty.push(slot);
@@ -1030,7 +1035,7 @@ fn cancel_recv(ring: &mut IoUring, conn: &mut Conn, slot: usize) {
 /// Moves pending output into flight: a `sendmsg` over the queue when the connection has one
 /// (shared frames are waiting), else a `send` of its own buffer. Returns false when there was
 /// nothing to send.
-fn start_send(ring: &mut IoUring, conn: &mut Conn, slot: usize) -> bool {
+fn start_send(ring: &mut IoUring, conn: &mut Conn, slot: usize, spare: &mut Spare) -> bool {
     if let Some(q) = conn.queue.as_mut() {
         if let Some(p) = conn.pending.take_if(|p| !p.is_empty()) {
             q.push(Seg::Owned(p));
@@ -1044,8 +1049,13 @@ fn start_send(ring: &mut IoUring, conn: &mut Conn, slot: usize) -> bool {
             conn.send_inflight = true;
             return true;
         }
-        // Drained: an idle subscriber keeps no queue.
-        conn.queue = None;
+        // Drained: an idle subscriber keeps no queue (the worker keeps a few for reuse: a
+        // fan-out to ten thousand subscribers would otherwise allocate ten thousand).
+        if let Some(q) = conn.queue.take()
+            && spare.len() < QUEUES_KEPT
+        {
+            spare.push(q);
+        }
     }
     match conn.pending.take() {
         Some(p) if !p.is_empty() => {
