@@ -6,7 +6,8 @@
 //! The rule that makes it safe: while a send is in flight the kernel reads the `msghdr`, the
 //! `iovec` array (both inside this boxed queue, so they do not move) and the segments' heap
 //! bytes (which do not move when the deque reallocates, since only their handles live in it).
-//! Segments are popped, and the queue dropped, only after the send's completion.
+//! Segments are popped, and the queue dropped, only after the send's completion. A queue of one
+//! segment is sent with a plain `send` of its bytes, under the same rule.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -73,6 +74,16 @@ impl OutQueue {
 
     pub fn unsent(&self) -> usize {
         self.bytes
+    }
+
+    /// When one segment is all there is to send: its unsent bytes, for a plain `send` (cheaper
+    /// in the kernel than a `sendmsg`, which copies the header and iovecs in first). The usual
+    /// case for a subscriber that keeps up: one event at a time.
+    pub fn single(&self) -> Option<&[u8]> {
+        match self.segs.len() {
+            1 => Some(&self.segs[0].bytes()[self.offset..]),
+            _ => None,
+        }
     }
 
     /// Points the message at the unsent bytes (up to `MAX_IOV` segments) and returns it for a

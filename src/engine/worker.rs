@@ -1041,10 +1041,15 @@ fn start_send(ring: &mut IoUring, conn: &mut Conn, slot: usize, spare: &mut Spar
             q.push(Seg::Owned(p));
         }
         if !q.is_empty() {
-            let sqe = opcode::SendMsg::new(Fd(conn.fd), q.prepare())
-                .flags(libc::MSG_NOSIGNAL as u32)
-                .build()
-                .user_data(Token::new(Op::Send, slot, conn.generation).encode());
+            let sqe = match q.single() {
+                Some(bytes) => opcode::Send::new(Fd(conn.fd), bytes.as_ptr(), bytes.len() as u32)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build(),
+                None => opcode::SendMsg::new(Fd(conn.fd), q.prepare())
+                    .flags(libc::MSG_NOSIGNAL as u32)
+                    .build(),
+            }
+            .user_data(Token::new(Op::Send, slot, conn.generation).encode());
             push(ring, sqe);
             conn.send_inflight = true;
             return true;
