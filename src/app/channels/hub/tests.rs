@@ -1,0 +1,111 @@
+//! The hub's property tests: presence against a model of connections, and sequencing.
+
+use super::*;
+use proptest::prelude::*;
+
+fn frame(s: &str) -> Arc<[u8]> {
+    Arc::from(s.as_bytes())
+}
+
+/// A member event's frame, as `mail` shows it.
+fn member_frame(message: &str) -> String {
+    String::from_utf8_lossy(&pusher::frame(message)).into_owned()
+}
+
+/// Mail of worker 0, as the frames' text.
+fn mail(hub: &Hub) -> Vec<String> {
+    let mut m = Vec::new();
+    hub.take_mail(0, &mut m);
+    m.into_iter()
+        .filter_map(|m| match m {
+            Mail::Event(e) => Some(String::from_utf8_lossy(&e.frame).into_owned()),
+            Mail::Acked { .. } => None,
+        })
+        .collect()
+}
+
+proptest! {
+    /// Against a model of who is connected: members are users with at least one
+    /// connection, `member_added` comes exactly when a user's first connection joins and
+    /// `member_removed` when the last leaves (to whoever is still subscribed), and the
+    /// counts return to zero.
+    #[test]
+    fn presence_follows_the_first_and_last_connection_of_each_user(
+        ops in proptest::collection::vec((0u8..4, any::<bool>()), 1..200)
+    ) {
+        let hub = Hub::new(vec![AppConfig::builtin()], 1);
+        let ch: Arc<str> = "presence-p".into();
+        let mut conns: Vec<Vec<u8>> = vec![Vec::new(); 4];
+        let me = SocketId { origin: 1, n: 1 };
+        for (user, join) in ops {
+            let u = format!("u{user}");
+            let before = conns[user as usize].len();
+            if join {
+                let r = hub.join(0, &ch, Some((&u, "{}")), 100, me, 0);
+                prop_assert!(r.is_ok());
+                conns[user as usize].push(0);
+                let m = mail(&hub);
+                if before == 0 {
+                    prop_assert_eq!(m, vec![member_frame(&pusher::member_added("presence-p", &u, "{}"))]);
+                } else {
+                    prop_assert!(m.is_empty());
+                }
+            } else if before > 0 {
+                hub.leave(0, &ch, Some(&u), 0);
+                conns[user as usize].pop();
+                let m = mail(&hub);
+                let others = conns.iter().map(Vec::len).sum::<usize>() > 0;
+                if before == 1 && others {
+                    prop_assert_eq!(m, vec![member_frame(&pusher::member_removed("presence-p", &u))]);
+                } else {
+                    prop_assert!(m.is_empty());
+                }
+            }
+            let mut expected: Vec<String> = (0..4).filter(|&i| !conns[i].is_empty()).map(|i| format!("u{i}")).collect();
+            let mut users = hub.users(0, "presence-p");
+            users.sort();
+            expected.sort();
+            prop_assert_eq!(&users, &expected);
+            let total: usize = conns.iter().map(Vec::len).sum();
+            prop_assert_eq!(hub.occupancy(0, "presence-p").subscription_count, total as u64);
+            prop_assert_eq!(hub.stats[0].presence_members.load(Ordering::Relaxed), expected.len() as i64);
+        }
+        for (i, c) in conns.iter().enumerate() {
+            for _ in 0..c.len() {
+                hub.leave(0, &ch, Some(&format!("u{i}")), 0);
+            }
+        }
+        prop_assert!(hub.channels(0, "").is_empty());
+        prop_assert_eq!(hub.stats[0].occupied_channels.load(Ordering::Relaxed), 0);
+    }
+
+    /// Events posted in any interleaving of channels keep each channel's sequence
+    /// increasing in every mailbox, and a subscription sees only events after it joined.
+    #[test]
+    fn each_channel_is_sequenced_in_every_mailbox(
+        posts in proptest::collection::vec(0u8..3, 1..100)
+    ) {
+        let hub = Hub::new(vec![AppConfig::builtin()], 2);
+        let me = SocketId { origin: 1, n: 1 };
+        let names: Vec<Arc<str>> = (0..3).map(|i| Arc::from(format!("c{i}"))).collect();
+        let mut joined = Vec::new();
+        for n in &names {
+            joined.push(hub.join(0, n, None, 100, me, 0).ok().unwrap().seq);
+        }
+        for &c in &posts {
+            hub.publish(0, &names[c as usize], frame("e"), false, None, None, 0);
+        }
+        for w in 0..2 {
+            let mut m = Vec::new();
+            hub.take_mail(w, &mut m);
+            prop_assert_eq!(m.len(), posts.len());
+            let mut last = joined.clone();
+            for (mail, &c) in m.iter().zip(&posts) {
+                let Mail::Event(e) = mail else { panic!() };
+                prop_assert_eq!(&*e.channel, &*names[c as usize]);
+                prop_assert_eq!(e.seq, last[c as usize] + 1);
+                last[c as usize] = e.seq;
+            }
+        }
+    }
+}
