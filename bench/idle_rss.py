@@ -14,13 +14,16 @@ by rep; medians. Modes:
                           echoing one compressed message; holdfast runs with
                           websocket.deflate_context_takeover=true, so it keeps contexts
     ws-deflate-nct        the same with server_ and client_no_context_takeover (no state kept)
+    pusher                a Pusher channels subscriber (holdfast only): /app/app-key, then one
+                          public channel (of 100) and one presence channel (of 100) as its own
+                          user, signed as CHANNELS.md says: the issue-15 memory target's shape
 
     python3 bench/idle_rss.py [--mode http] [--conns 10000] [--reps 3]
 
 Needs: release builds (cargo build --release; for ws, cd bench/peers && cargo build
 --release), nginx for http, and `ulimit -n` above N (the script raises its soft limit).
 """
-import argparse, os, resource, shutil, socket, ssl, statistics, struct, subprocess, sys, tempfile, time, zlib
+import argparse, hashlib, hmac, itertools, json, os, resource, shutil, socket, ssl, statistics, struct, subprocess, sys, tempfile, time, zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQ = b"GET /plaintext HTTP/1.1\r\nHost: bench\r\n\r\n"
@@ -96,6 +99,26 @@ def ws_exchange(s, mode):
         recv_until(s, lambda g: len(g) >= 2 and len(g) >= 2 + (g[1] & 0x7f))
 
 
+SUBSCRIBERS = itertools.count()
+
+
+def pusher_exchange(s):
+    """Upgrade to /app/app-key, then subscribe to a public and a presence channel."""
+    i = next(SUBSCRIBERS)
+    s.sendall(("GET /app/app-key?protocol=7 HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    got = recv_until(s, lambda g: b"connection_established" in g and g.rstrip().endswith(b"}"))
+    socket_id = json.loads(json.loads(got[got.index(b'{"event"'):])["data"])["socket_id"]
+    public, presence = f"idle-{i % 100}", f"presence-idle-{i % 100}"
+    data = json.dumps({"user_id": str(i)})
+    sig = hmac.new(b"app-secret", f"{socket_id}:{presence}:{data}".encode(), hashlib.sha256).hexdigest()
+    for sub in ({"channel": public},
+                {"channel": presence, "auth": f"app-key:{sig}", "channel_data": data}):
+        s.sendall(ws_frame(1, json.dumps({"event": "pusher:subscribe", "data": sub}).encode()))
+    recv_until(s, lambda g: g.count(b"subscription_succeeded") >= 2)
+
+
 TLS_CLIENT = ssl.create_default_context()
 TLS_CLIENT.check_hostname = False
 TLS_CLIENT.verify_mode = ssl.CERT_NONE
@@ -108,6 +131,8 @@ def exchange(s, mode):
     elif mode == "tls":
         s = TLS_CLIENT.wrap_socket(s, server_hostname="localhost")
         one_request(s)
+    elif mode == "pusher":
+        pusher_exchange(s)
     else:
         ws_exchange(s, mode)
     return s
@@ -185,6 +210,7 @@ SERVERS = {
     "ws-deflate": ["holdfast"],
     "ws-deflate-nct": ["holdfast"],
     "tls": ["nginx", "holdfast"],
+    "pusher": ["holdfast"],
 }
 
 
