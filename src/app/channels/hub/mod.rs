@@ -34,6 +34,11 @@ pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
 
 const SHARDS: usize = 64;
 
+/// A publish whose sibling processes have not all answered within this long (one died or
+/// restarted with the event in flight) is answered anyway: a process that is gone has no
+/// subscribers left to wait for.
+const ACK_GIVE_UP: Duration = Duration::from_secs(10);
+
 /// A connection's socket_id, `origin.n`: `origin` names the worker (and process) that holds
 /// it, `n` counts that worker's connections, so ids are unique on the node without
 /// coordination.
@@ -95,6 +100,8 @@ enum AckTarget {
 /// one tells whoever waits.
 pub struct Ack {
     remaining: AtomicUsize,
+    /// When it was made: one a sibling never answers is given up after `ACK_GIVE_UP`.
+    made: Instant,
     /// The id sibling processes acknowledge by (0: not sent to any).
     id: u64,
     target: AckTarget,
@@ -451,6 +458,7 @@ impl Hub {
         let siblings = self.link().map_or(0, |l| l.processes - 1);
         let ack = Arc::new(Ack {
             remaining: AtomicUsize::new((events * (self.workers() + siblings)).max(1)),
+            made: Instant::now(),
             id: if siblings > 0 {
                 self.next_ack.fetch_add(1, Ordering::Relaxed)
             } else {
@@ -594,6 +602,34 @@ impl Hub {
                     l.peers.send_to(*process, Msg::Acked { id: *id });
                 }
             }
+        }
+    }
+
+    /// Forgets what would otherwise stay forever: cache channels whose last event expired and
+    /// that nobody is subscribed to, and acknowledgements a sibling will never send. Called
+    /// now and then (worker 0, about once a minute); touches each shard once.
+    pub fn sweep(&self, now: Instant) {
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            for ch in shard.values_mut() {
+                if ch
+                    .cache
+                    .as_ref()
+                    .is_some_and(|(_, at)| now.saturating_duration_since(*at) >= CACHE_TTL)
+                {
+                    ch.cache = None;
+                }
+            }
+            shard.retain(|_, ch| !ch.vacant());
+        }
+        let stale: Vec<Arc<Ack>> = lock(&self.owed)
+            .values()
+            .filter(|a| now.saturating_duration_since(a.made) >= ACK_GIVE_UP)
+            .cloned()
+            .collect();
+        for ack in stale {
+            ack.remaining.store(1, Ordering::Release);
+            self.acked(&ack, usize::MAX);
         }
     }
 

@@ -7,6 +7,7 @@ use crate::app::channels::bus::Msg;
 use crate::app::channels::pusher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 impl Hub {
     /// Applies what sibling process `from` said.
@@ -43,6 +44,7 @@ impl Hub {
                     let ack = ack.map(|id| {
                         Arc::new(Ack {
                             remaining: AtomicUsize::new(self.workers()),
+                            made: Instant::now(),
                             id,
                             target: AckTarget::Remote { process: from, id },
                         })

@@ -109,3 +109,38 @@ proptest! {
         }
     }
 }
+
+/// Expired caches of channels nobody is subscribed to are forgotten; live ones are not.
+#[test]
+fn the_sweep_forgets_expired_caches_only() {
+    let hub = Hub::new(vec![AppConfig::builtin()], 1);
+    let me = SocketId { origin: 1, n: 1 };
+    let held: Arc<str> = "cache-held".into();
+    hub.join(0, &held, None, 100, me, 0).ok().unwrap();
+    for name in ["cache-held", "cache-alone"] {
+        hub.publish(0, name, frame("e"), true, None, None, 0);
+    }
+    let later = Instant::now() + CACHE_TTL + Duration::from_secs(1);
+    hub.sweep(Instant::now());
+    assert_eq!(
+        lock(&hub.shards[0]).len()
+            + hub
+                .shards
+                .iter()
+                .skip(1)
+                .map(|s| lock(s).len())
+                .sum::<usize>(),
+        2
+    );
+    hub.sweep(later);
+    let left: Vec<String> = hub
+        .shards
+        .iter()
+        .flat_map(|s| lock(s).keys().map(|k| k.1.to_string()).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(
+        left,
+        ["cache-held"],
+        "the subscribed channel stays, its cache gone"
+    );
+}

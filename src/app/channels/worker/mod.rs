@@ -19,12 +19,15 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 /// Client events a connection may send per second (CHANNELS.md §2).
 pub const CLIENT_EVENTS_PER_SECOND: u32 = 10;
 /// Unsent output past which a subscriber is closed with 4201: a few MiB at most, so that a
 /// client that stopped reading costs bounded memory and never delays the channel.
 pub const SLOW_SUBSCRIBER_BYTES: usize = 2 * 1024 * 1024;
+/// How often worker 0 has the hub forget expired caches and unanswerable acknowledgements.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Pusher's close and error codes used here.
 pub mod code {
@@ -70,6 +73,8 @@ pub struct ChannelsWorker {
     mail: RefCell<Vec<Mail>>,
     /// Jitter for the drain's spread.
     rng: Cell<u64>,
+    /// When worker 0 last had the hub forget expired state.
+    last_sweep: Cell<Instant>,
 }
 
 impl ChannelsWorker {
@@ -84,6 +89,7 @@ impl ChannelsWorker {
             subs: RefCell::default(),
             work: RefCell::default(),
             mail: RefCell::default(),
+            last_sweep: Cell::new(Instant::now()),
             rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (origin as u64) << 32),
         }
     }
@@ -462,6 +468,10 @@ impl ChannelsWorker {
     /// worker's subscribers that joined before it (and are not excluded), each finished
     /// acknowledgement into the reply its API request waits for.
     pub fn poll(&self) {
+        if self.index == 0 && self.last_sweep.get().elapsed() >= SWEEP_EVERY {
+            self.last_sweep.set(Instant::now());
+            self.hub.sweep(Instant::now());
+        }
         if !self.hub.has_mail(self.index) {
             return;
         }
