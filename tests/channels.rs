@@ -616,19 +616,33 @@ fn a_thousand_subscribers_each_get_every_event_in_order() {
 #[test]
 fn drain_asks_channel_clients_to_reconnect_with_4200_spread_out() {
     let mut srv = Server::start(&["server.shutdown_timeout=4s"]);
-    let mut conns: Vec<Ws> = (0..20).map(|_| pusher(&srv).0).collect();
+    let conns: Vec<Ws> = (0..20).map(|_| pusher(&srv).0).collect();
     let started = Instant::now();
     srv.signal("TERM");
+    // Each connection read on its own thread, so each close is timed as it arrives.
+    let readers: Vec<_> = conns
+        .into_iter()
+        .map(|mut ws| {
+            std::thread::spawn(move || {
+                let code = close_code(&mut ws);
+                (code, started.elapsed())
+            })
+        })
+        .collect();
     let mut at = Vec::new();
-    for ws in &mut conns {
-        assert_eq!(close_code(ws), Some(4200));
-        at.push(started.elapsed());
+    for r in readers {
+        let (code, when) = r.join().unwrap();
+        assert_eq!(code, Some(4200));
+        at.push(when);
     }
     let last = at.iter().max().unwrap();
+    let first = at.iter().min().unwrap();
     assert!(
         *last < Duration::from_millis(2500),
         "all within half the shutdown timeout: {at:?}"
     );
+    // Spread with jitter, not all at once (20 uniform draws over 2 s).
+    assert!(*last - *first > Duration::from_millis(300), "{at:?}");
     assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
 }
 
