@@ -180,17 +180,29 @@ fn flush(
         buf.clear();
         return;
     }
-    let messages = bus::decode(buf).map_or(0, |(_, m)| m.len() as u64);
+    let msgs = bus::decode(buf).map_or_else(Vec::new, |(_, m)| m);
     match sock.send_to_addr(buf, addr) {
         Ok(_) => {
-            hub.bus_out.fetch_add(messages, Ordering::Relaxed);
+            hub.bus_out.fetch_add(msgs.len() as u64, Ordering::Relaxed);
         }
         Err(e) => {
-            hub.bus_errors.fetch_add(messages, Ordering::Relaxed);
-            log::limited!(
-                Warn,
-                "channel bus: process {me} could not reach a sibling: {e}"
-            );
+            // A sibling that is not up yet (they start one after another) or is restarting
+            // will say Hello and be sent the state then: only a lost event or presence change
+            // is worth a line and a count.
+            let mattered = msgs.iter().any(|m| {
+                matches!(
+                    m,
+                    Msg::Event { .. } | Msg::Present { .. } | Msg::Absent { .. }
+                )
+            });
+            if mattered {
+                hub.bus_errors
+                    .fetch_add(msgs.len() as u64, Ordering::Relaxed);
+                log::limited!(
+                    Warn,
+                    "channel bus: process {me} could not reach a sibling: {e}"
+                );
+            }
             for id in acks.iter() {
                 hub.acked_by_id(*id);
             }
