@@ -8,6 +8,9 @@
 //! actually sent). Answers other than 200, and requests whose connection broke, are publish
 //! errors, remembered per channel so the subscribers do not count those events as lost.
 //!
+//! A response saying `Connection: close` (holdfast's `http.keepalive_requests`, say) has its
+//! connection reopened before the next request, which is not an error.
+//!
 //! Against nchan (`--peer nchan`) the same events go out as `POST /pub/{channel}` with the
 //! data as the body, unsigned (nchan.rs), and 201 or 202 is success.
 //!
@@ -74,6 +77,8 @@ struct PubConn {
     inbuf: Vec<u8>,
     /// The next event index this connection publishes.
     cursor: u64,
+    /// The server said `Connection: close`: reopen before sending again.
+    closing: bool,
 }
 
 /// What was published, per channel: what the subscribers need to count what they lost.
@@ -155,6 +160,7 @@ impl Publisher {
             state: State::Connecting,
             inbuf: Vec::new(),
             cursor,
+            closing: false,
         });
         Ok(())
     }
@@ -235,6 +241,8 @@ impl Publisher {
         for j in ready {
             if let Err(e) = self.drive(j) {
                 self.broken(j, &e)?;
+            } else if self.conns[j].as_ref().is_some_and(|c| c.closing) {
+                self.reopen(j)?;
             }
         }
         Ok(())
@@ -310,6 +318,7 @@ impl Publisher {
             if c.inbuf.len() < len {
                 break;
             }
+            c.closing |= http::closes(&c.inbuf);
             c.inbuf.drain(..len);
             let State::Busy(i, sent_us) = c.state else {
                 return Err(io::Error::other("a response to no request"));
@@ -355,6 +364,15 @@ impl Publisher {
                 "publisher: more than {MAX_REOPENS} connections broke; last: {why}"
             ));
         }
+        self.open(j, c.cursor)
+    }
+
+    /// Connection `j` is idle and the server is closing it: a new one takes its place.
+    fn reopen(&mut self, j: usize) -> Result<(), String> {
+        let Some(mut c) = self.conns[j].take() else {
+            return Ok(());
+        };
+        let _ = self.poll.registry().deregister(&mut c.link.stream);
         self.open(j, c.cursor)
     }
 
