@@ -15,18 +15,19 @@ COLUMNS = [
     "server", "scenario", "kind", "rep", "rate", "connected", "deliveries_per_s", "lost",
     "duplicated", "out_of_order", "publish_errors", "clean", "last_p50_ms", "last_p99_ms",
     "last_max_ms", "delivery_p50_ms", "delivery_p99_ms", "cpu_us", "kernel_pct",
-    "kib_per_sub", "deliveries", "expected", "published",
+    "kib_per_sub", "deliveries", "expected", "published", "host_busy_pct",
 ]
 
 
-def line(server, scenario, kind, rep, rate, subs, text):
+def line(server, scenario, kind, rep, rate, subs, text, busy="0"):
     try:
         j = json.loads(text)
     except ValueError:
         j = None
     if not j:
         v = dict.fromkeys(COLUMNS, 0)
-        v.update(server=server, scenario=scenario, kind=kind, rep=rep, rate=rate)
+        v.update(server=server, scenario=scenario, kind=kind, rep=rep, rate=rate,
+                 host_busy_pct=busy)
         return "\t".join(str(v[c]) for c in COLUMNS)
     s = j.get("server") or {}
     cpu = s.get("publish_cpu_user_s", 0) + s.get("publish_cpu_sys_s", 0)
@@ -56,7 +57,7 @@ def line(server, scenario, kind, rep, rate, subs, text):
         "kernel_pct": round(100 * s.get("publish_cpu_sys_s", 0) / cpu) if cpu else 0,
         "kib_per_sub": round(rss / int(subs), 2),
         "deliveries": deliveries, "expected": j["expected_deliveries"],
-        "published": j["events_published"],
+        "published": j["events_published"], "host_busy_pct": busy,
     }
     return "\t".join(str(v[c]) for c in COLUMNS)
 
@@ -80,19 +81,21 @@ def med(xs):
 
 
 def saturation(rows, server, scenario, rep):
-    """The best clean step of one ladder, and what stopped it."""
+    """The best clean step of one ladder, and how the ladder went past it."""
     steps = [r for r in rows if (r["server"], r["scenario"], r["kind"], r["rep"])
              == (server, scenario, "step", rep)]
     steps.sort(key=lambda r: r["rate"])
-    best, why = None, "top rate"
-    for r in steps:
-        if not r["clean"]:
-            why = f"loss/errors at {r['rate']:.0f}/s"
-            break
-        if best and r["deliveries_per_s"] < 1.03 * best["deliveries_per_s"]:
-            why = f"plateau at {r['rate']:.0f}/s"
-            break
-        best = r
+    if not steps:
+        return None, "no steps"
+    clean = [r for r in steps if r["clean"]]
+    best = max(clean, key=lambda r: r["deliveries_per_s"]) if clean else None
+    dirty = [r for r in steps if not r["clean"]]
+    if dirty:
+        why = f"loss/errors at {dirty[0]['rate']:.0f}/s"
+    elif best is steps[-1]:
+        why = "still growing at the top rate"
+    else:
+        why = f"peak at {best['rate']:.0f}/s"
     return best, why
 
 
@@ -107,7 +110,7 @@ def table(path):
     print("| scenario | server | saturated deliveries/s | at events/s | µs CPU/delivery saturated "
           "| µs CPU/delivery (latency run) | kernel % | to last subscriber p50 / p99 / max ms "
           "| delivery p50 / p99 ms | KiB per idle subscriber | lost / duplicated (all runs) "
-          "| saturation stopped by |")
+          "| saturation ladder, per rep |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     ratios = []
     for sc in scenarios:
@@ -161,8 +164,8 @@ def table(path):
     print()
     print("| rep | scenario | kind | server | events/s | subscribed | deliveries/s | lost | dup "
           "| ooo | publish errors | clean | last p50/p99/max ms | delivery p50/p99 ms "
-          "| µs CPU/delivery | kernel % | KiB/sub |")
-    print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+          "| µs CPU/delivery | kernel % | KiB/sub | host busy before % |")
+    print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['rep']:.0f} | {r['scenario']} | {r['kind']} | {r['server']} | {r['rate']:.0f} "
               f"| {r['connected']:.0f} | {r['deliveries_per_s']:,.0f} | {r['lost']:.0f} "
@@ -170,13 +173,13 @@ def table(path):
               f"| {'yes' if r['clean'] else 'NO'} "
               f"| {r['last_p50_ms']:.1f} / {r['last_p99_ms']:.1f} / {r['last_max_ms']:.1f} "
               f"| {r['delivery_p50_ms']:.1f} / {r['delivery_p99_ms']:.1f} | {r['cpu_us']:.2f} "
-              f"| {r['kernel_pct']:.0f} | {r['kib_per_sub']:.2f} |")
+              f"| {r['kernel_pct']:.0f} | {r['kib_per_sub']:.2f} | {r['host_busy_pct']:.0f} |")
     print()
     print("</details>")
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "line":
-        print(line(*sys.argv[2:9]))
+        print(line(*sys.argv[2:10]))
     elif sys.argv[1] == "table":
         table(sys.argv[2])
