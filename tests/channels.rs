@@ -5,8 +5,8 @@
 
 mod common;
 
+use common::pusher::{hmac, md5, signed_query};
 use common::{Server, read_response};
-use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::net::TcpStream;
@@ -14,15 +14,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tungstenite::{Message, WebSocket};
 
 type Ws = WebSocket<TcpStream>;
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn hmac(secret: &str, msg: &str) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    hex(ring::hmac::sign(&key, msg.as_bytes()).as_ref())
-}
 
 fn connect(srv: &Server, target: &str) -> Ws {
     let stream = srv.connect();
@@ -102,34 +93,8 @@ fn api_signed(
     secret: &str,
     skew: i64,
 ) -> (u16, Value) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        + skew;
-    let mut q: Vec<(String, String)> = params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    q.push(("auth_key".into(), key.into()));
-    q.push(("auth_timestamp".into(), now.to_string()));
-    q.push(("auth_version".into(), "1.0".into()));
-    if !body.is_empty() {
-        q.push(("body_md5".into(), hex(&Md5::digest(body.as_bytes()))));
-    }
-    q.sort();
-    let qs = q
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    let sig = hmac(secret, &format!("{method}\n{path}\n{qs}"));
-    raw_api(
-        srv,
-        method,
-        &format!("{path}?{qs}&auth_signature={sig}"),
-        body,
-    )
+    let qs = signed_query(method, path, params, body, (key, secret), skew);
+    raw_api(srv, method, &format!("{path}?{qs}"), body)
 }
 
 fn raw_api(srv: &Server, method: &str, target: &str, body: &str) -> (u16, Value) {
@@ -581,12 +546,24 @@ fn api_refusals_have_their_status_and_a_json_error() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let md5 = hex(&Md5::digest(body.as_bytes()));
+    let md5 = md5(&body);
     let qs = format!("auth_key=app-key&auth_timestamp={now}&auth_version=1.0&body_md5={md5}");
     let sig = hmac("app-secret", &format!("POST\n/apps/app-id/events\n{qs}"));
     let tampered = body.replace("\"x\"", "\"y\"");
     write!(w, "POST /apps/app-id/events?{qs}&auth_signature={sig} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{tampered}", tampered.len()).unwrap();
     assert_eq!(read_response(&mut r).unwrap().status, 401);
+    // A body over http.max_body_bytes is refused by the HTTP layer, in JSON too.
+    let (mut r, mut w) = srv.pair();
+    write!(
+        w,
+        "POST /apps/app-id/events HTTP/1.1\r\nHost: t\r\nContent-Length: 2097152\r\n\r\n"
+    )
+    .unwrap();
+    let resp = read_response(&mut r).unwrap();
+    assert_eq!(resp.status, 413);
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    let v: Value = serde_json::from_slice(&resp.body).unwrap();
+    assert!(v["error"].is_string(), "{v}");
     // A good batch.
     let batch = json!({"batch": [{"name": "e", "channel": "a", "data": "1"}, {"name": "e", "channel": "b", "data": "2"}]}).to_string();
     assert_eq!(
@@ -713,4 +690,222 @@ fn apps_come_from_the_config_and_the_default_app_is_for_loopback_only() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A masked client text frame (RFC 6455 §5.3), for the raw-socket subscriber.
+fn masked_text(payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut f = vec![0x81];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// A subscriber that stops reading is closed with 4201 once it is a few MiB behind; the
+/// other subscribers of the channel get every event without waiting for it.
+#[test]
+fn a_subscriber_that_stops_reading_gets_4201_and_delays_nobody() {
+    // The close of a peer that reads nothing ends after the close wait (the pong timeout): the
+    // stalled client starts reading within it, and then finds the close behind what the
+    // kernel already held for it.
+    let srv = Server::start(&["websocket.pong_timeout=5s"]);
+    let (mut good, _) = pusher(&srv);
+    subscribe(&mut good, "firehose", None, None);
+    // The stalled one: a small receive buffer, subscribed, then never read.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&srv.addr.into()).unwrap();
+    let mut stalled: TcpStream = sock.into();
+    write!(
+        stalled,
+        "GET /app/app-key?protocol=7 HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    stalled
+        .write_all(&masked_text(
+            br#"{"event":"pusher:subscribe","data":{"channel":"firehose"}}"#,
+        ))
+        .unwrap();
+    // Wait until the server counts both subscriptions.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while api(
+        &srv,
+        "GET",
+        "/apps/app-id/channels/firehose",
+        &[("info", "subscription_count")],
+        "",
+    )
+    .1["subscription_count"]
+        != 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled subscriber never subscribed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // 10 KiB events, ten per call, until well past the cap and the kernel's buffers.
+    let data = "x".repeat(10 * 1024 - 16);
+    let reader = std::thread::spawn(move || {
+        let mut got = 0;
+        while got < 1500 {
+            if next(&mut good)["event"] == "big" {
+                got += 1;
+            }
+        }
+        got
+    });
+    for i in 0..150 {
+        let batch: Vec<Value> = (0..10)
+            .map(
+                |j| json!({"name": "big", "channel": "firehose", "data": format!("{i}-{j}{data}")}),
+            )
+            .collect();
+        let (status, _) = api(
+            &srv,
+            "POST",
+            "/apps/app-id/batch_events",
+            &[],
+            &json!({ "batch": batch }).to_string(),
+        );
+        assert_eq!(status, 200);
+    }
+    // What the stalled client finally reads ends with close 4201.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut all = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stalled, &mut all);
+    let close = all
+        .windows(4)
+        .rposition(|w| w[0] == 0x88 && w[2..4] == 4201u16.to_be_bytes());
+    assert_eq!(
+        reader.join().unwrap(),
+        1500,
+        "the reading subscriber got every event"
+    );
+    assert_eq!(
+        srv.wait_metric(
+            "holdfast_channel_slow_subscribers_total{app=\"app-id\"}",
+            Duration::from_secs(10),
+            |v| v == 1
+        ),
+        Ok(1)
+    );
+    assert!(close.is_some(), "no close 4201 in the last bytes");
+}
+
+/// Under `server.processes = 2` an event published at either process reaches the subscribers
+/// of both, channel counts are the node's, and presence is one list across processes.
+#[test]
+fn events_counts_and_presence_cross_server_processes() {
+    let srv = Server::start(&["server.processes=2", "server.workers=1"]);
+    let origin = |s: &str| s.split('.').next().unwrap().to_string();
+    let mut conns: Vec<(Ws, String)> = Vec::new();
+    while conns.len() < 60 {
+        conns.push(pusher(&srv));
+        let origins: std::collections::HashSet<String> =
+            conns.iter().map(|(_, s)| origin(s)).collect();
+        if origins.len() == 2 && conns.len() >= 10 {
+            break;
+        }
+    }
+    let origins: std::collections::HashSet<String> = conns.iter().map(|(_, s)| origin(s)).collect();
+    assert_eq!(
+        origins.len(),
+        2,
+        "SO_REUSEPORT put connections on both processes"
+    );
+    for (ws, _) in &mut conns {
+        assert_eq!(
+            subscribe(ws, "everywhere", None, None)["event"],
+            "pusher_internal:subscription_succeeded"
+        );
+    }
+    let n = conns.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // Each API call lands on either process; both must count every subscriber.
+        let (_, info) = api(
+            &srv,
+            "GET",
+            "/apps/app-id/channels/everywhere",
+            &[("info", "subscription_count")],
+            "",
+        );
+        if info["subscription_count"] == n {
+            let (_, again) = api(
+                &srv,
+                "GET",
+                "/apps/app-id/channels/everywhere",
+                &[("info", "subscription_count")],
+                "",
+            );
+            if again["subscription_count"] == n {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "counts never agreed: {info}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 0..10 {
+        assert_eq!(
+            publish(&srv, "everywhere", "e", &i.to_string(), None).0,
+            200
+        );
+    }
+    for (ws, _) in &mut conns {
+        for i in 0..10 {
+            assert_eq!(next(ws)["data"], i.to_string());
+        }
+    }
+    // Presence across the two processes.
+    let first = conns.iter().position(|(_, s)| origin(s) == "1").unwrap();
+    let other = conns.iter().position(|(_, s)| origin(s) != "1").unwrap();
+    let ch = "presence-wide";
+    let join = |ws: &mut Ws, socket: &str, user: &str| {
+        let data = json!({"user_id": user}).to_string();
+        let ok = subscribe(
+            ws,
+            ch,
+            Some(&auth_for(socket, ch, Some(&data))),
+            Some(&data),
+        );
+        let p: Value = serde_json::from_str(ok["data"].as_str().unwrap()).unwrap();
+        p["presence"]["count"].as_u64().unwrap()
+    };
+    let (a, rest) = conns.split_at_mut(first.max(other));
+    let (low, high) = (&mut a[first.min(other)], &mut rest[0]);
+    let (alice, bob) = if first < other {
+        (low, high)
+    } else {
+        (high, low)
+    };
+    assert_eq!(join(&mut alice.0, &alice.1.clone(), "alice"), 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        join(&mut bob.0, &bob.1.clone(), "bob"),
+        2,
+        "bob's process knows alice"
+    );
+    let added = next(&mut alice.0);
+    assert_eq!(added["event"], "pusher_internal:member_added");
+    bob.0.close(None).unwrap();
+    let removed = next(&mut alice.0);
+    assert_eq!(removed["event"], "pusher_internal:member_removed");
+    // /metrics, answered by either process, counts the node's publishes (siblings report
+    // every second).
+    let events = "holdfast_channel_events_total{app=\"app-id\",source=\"api\"} 10";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(0..4).all(|_| srv.metrics_text().lines().any(|l| l == events)) {
+        assert!(Instant::now() < deadline, "{}", srv.metrics_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

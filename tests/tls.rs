@@ -636,6 +636,53 @@ fn wss_echo_over_tls() {
     assert_eq!(server.metric("holdfast_responses_total{code=\"1xx\"}"), 1);
 }
 
+/// Pusher channels on the TLS listener: subscribers over wss get events published through the
+/// API (each frame encrypted per connection), in order, and a publish over TLS works too.
+#[test]
+fn pusher_channels_over_tls() {
+    let certs = Certs::new("wss-channels");
+    let server = start(&certs, &[]);
+    let config = default_client(&certs);
+    let tls = server.tls_addr.unwrap();
+    let mut subs: Vec<_> = (0..3)
+        .map(|_| {
+            let stream = connect(tls, &config).unwrap();
+            let url = format!("wss://localhost:{}/app/app-key?protocol=7", tls.port());
+            let (mut ws, _) = tungstenite::client(url.as_str(), stream).expect("upgrade");
+            let hello = ws.read().unwrap().into_text().unwrap();
+            assert!(hello.contains("pusher:connection_established"), "{hello}");
+            ws.send(tungstenite::Message::text(
+                r#"{"event":"pusher:subscribe","data":{"channel":"secure-news"}}"#,
+            ))
+            .unwrap();
+            let ok = ws.read().unwrap().into_text().unwrap();
+            assert!(ok.contains("subscription_succeeded"), "{ok}");
+            ws
+        })
+        .collect();
+    let mut api = connect(tls, &config).unwrap();
+    for i in 0..20 {
+        let body = format!(r#"{{"name":"e","channel":"secure-news","data":"{i}"}}"#);
+        let path = "/apps/app-id/events";
+        let q =
+            common::pusher::signed_query("POST", path, &[], &body, ("app-key", "app-secret"), 0);
+        let req = format!(
+            "POST {path}?{q} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        assert_eq!(request(&mut api, &req).0, 200);
+    }
+    for ws in &mut subs {
+        for i in 0..20 {
+            let m = ws.read().unwrap().into_text().unwrap();
+            assert_eq!(
+                m.as_str(),
+                format!(r#"{{"event":"e","channel":"secure-news","data":"{i}"}}"#)
+            );
+        }
+    }
+}
+
 #[test]
 fn sighup_reloads_the_certificate_without_dropping_connections() {
     let certs = Certs::new("reload");

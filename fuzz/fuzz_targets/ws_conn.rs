@@ -57,7 +57,15 @@ fuzz_target!(|input: WsInput<'_>| {
     };
     let scale = [1, 7, 64, 1024][usize::from(scale % 4)];
     let (m_whole, m_split) = metrics_pair();
-    let new = || Session::Ws(WsConn::new(0, &env.config, SEED, params, holdfast::app::ROUTE_ECHO));
+    let new = || {
+        Session::Ws(WsConn::new(
+            0,
+            &env.config,
+            SEED,
+            params,
+            holdfast::app::ROUTE_ECHO,
+        ))
+    };
     let whole = drive::run(&env, m_whole, new(), 0, &events, None);
     let split = drive::run(&env, m_split, new(), 0, &events, Some((cuts, scale)));
     assert!(whole.sink == split.sink, "output differs whole vs pieces");

@@ -122,3 +122,15 @@ pub enum WsInput<'a> {
         bytes: &'a [u8],
     },
 }
+
+/// `channels`: which parser of `app::channels` gets the bytes.
+#[derive(Arbitrary, Debug)]
+pub enum ChannelsInput<'a> {
+    /// A client's WebSocket message (`pusher::parse`), and a channel name (`names::classify`).
+    Message(&'a [u8]),
+    /// A datagram between server processes (`bus::decode`).
+    Datagram(&'a [u8]),
+    /// An HTTP API request (`api::parse`): a method byte, a byte whose low bit asks for a valid
+    /// signature (so the checks behind it are reached), then `path LF query LF body`.
+    Api(&'a [u8]),
+}

@@ -123,6 +123,66 @@ fn deflate_frames(takeover: bool) -> Vec<u8> {
     .concat()
 }
 
+/// A `channels` seed: the enum variant, then its fields as `arbitrary` reads them (the last
+/// field takes the rest).
+fn channels(name: &'static str, variant_index: u64, fields: Vec<u8>, carries: &[u8]) -> Seed {
+    let mut bytes = variant(variant_index, 3).to_vec();
+    bytes.extend(fields);
+    Seed {
+        target: "channels",
+        name,
+        bytes,
+        carries: vec![carries.to_vec()],
+    }
+}
+
+fn channels_seeds() -> Vec<Seed> {
+    let message = br#"{"event":"pusher:subscribe","data":{"channel":"presence-room","auth":"k:00","channel_data":"{\"user_id\":\"1\"}"}}"#;
+    let client = br#"{"event":"client-typing","channel":"private-chat","data":{"who":"a"}}"#;
+    let mut datagram = Vec::new();
+    holdfast::app::channels::bus::start(&mut datagram, 1);
+    for m in [
+        holdfast::app::channels::bus::Msg::Hello,
+        holdfast::app::channels::bus::Msg::Subs {
+            app: 0,
+            channel: "news".into(),
+            count: 3,
+        },
+        holdfast::app::channels::bus::Msg::Acked { id: 9 },
+    ] {
+        holdfast::app::channels::bus::encode(&mut datagram, &m);
+    }
+    let api = |method: u8, path: &str, query: &str, body: &[u8]| {
+        let mut f = vec![method, 1];
+        f.extend_from_slice(format!("{path}\n{query}\n").as_bytes());
+        f.extend_from_slice(body);
+        f
+    };
+    let publish = br#"{"name":"e","channels":["a","b"],"data":"{\"x\":1}","socket_id":"1.2","info":"subscription_count"}"#;
+    vec![
+        channels("subscribe", 0, message.to_vec(), message),
+        channels("client_event", 0, client.to_vec(), client),
+        channels("datagram", 1, datagram.clone(), &datagram),
+        {
+            let a = api(1, "/apps/app-id/events", "", publish);
+            channels("publish", 2, a.clone(), &a)
+        },
+        {
+            let a = api(
+                0,
+                "/apps/app-id/channels",
+                "filter_by_prefix=presence-&info=user_count",
+                b"",
+            );
+            channels("channel_list", 2, a.clone(), &a)
+        },
+        {
+            let a = api(0, "/apps/app-id/channels/presence-room/users", "", b"");
+            channels("users", 2, a.clone(), &a)
+        },
+    ]
+}
+
 fn head(name: &'static str, cuts: [u16; 3], request: &str) -> Seed {
     let mut bytes = vec![0, 0, 0, 0, 0];
     bytes.extend(cuts.iter().flat_map(|c| c.to_le_bytes()));
@@ -303,6 +363,7 @@ pub fn all() -> Vec<Seed> {
     // the first); deflating; negotiating.
     let mut h16 = frame(0x2, false, true, &[9; 300]);
     h16.truncate(8);
+    seeds.extend(channels_seeds());
     seeds.push(frames(
         "header_16",
         0,
@@ -387,7 +448,9 @@ pub fn all() -> Vec<Seed> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inputs::{ChunkedInput, Compressed, FramesInput, HeadInput, Http1Input, WsInput};
+    use crate::inputs::{
+        ChannelsInput, ChunkedInput, Compressed, FramesInput, HeadInput, Http1Input, WsInput,
+    };
     use arbitrary::{Arbitrary, Unstructured};
     use std::path::PathBuf;
 
@@ -461,6 +524,11 @@ mod tests {
                     messages,
                 } => (messages, format!("{snct} {cnct} {bits}")),
                 FramesInput::Negotiate { allow, values } => (values, format!("{allow}")),
+            },
+            "channels" => match decode(b) {
+                ChannelsInput::Message(b) | ChannelsInput::Datagram(b) | ChannelsInput::Api(b) => {
+                    (vec![b.to_vec()], String::new())
+                }
             },
             t => panic!("unknown target {t}"),
         }
@@ -621,7 +689,13 @@ mod served {
                         client_no_context_takeover: c,
                         server_max_window_bits: 9 + bits % 7,
                     });
-                    let session = Session::Ws(WsConn::new(0, &env.config, SEED, params, holdfast::app::ROUTE_ECHO));
+                    let session = Session::Ws(WsConn::new(
+                        0,
+                        &env.config,
+                        SEED,
+                        params,
+                        holdfast::app::ROUTE_ECHO,
+                    ));
                     let events = [Event::Data(bytes.to_vec())];
                     let out = drive::run(&env, metrics, session, 0, &events, None);
                     a_whole_session(seed.name, &out.sink, out.close, params);

@@ -10,7 +10,9 @@ pub mod endpoints;
 use crate::config::Config;
 use crate::outcome::CloseReason;
 use crate::proto::Context;
-use crate::proto::handler::{Application, Drain, Handler, Waker, Work, WorkerPlace, WsVerdict};
+use crate::proto::handler::{
+    Application, Drain, Handler, ProcessPlace, Waker, Work, WorkerPlace, WsVerdict,
+};
 use crate::proto::http1::exchange::{Answer, Request};
 use crate::proto::ws::Sender;
 use channels::{ChannelsWorker, Hub};
@@ -39,10 +41,14 @@ impl Node {
 }
 
 impl Application for Node {
-    fn start(&self, workers: usize, wakers: Vec<Waker>) {
-        let hub = Hub::new(self.apps.clone(), workers);
+    fn start(&self, place: ProcessPlace, workers: usize, wakers: Vec<Waker>) -> Result<(), String> {
+        let hub = Arc::new(Hub::new(self.apps.clone(), workers));
         hub.set_wakers(&wakers);
-        let _ = self.hub.set(Arc::new(hub));
+        if place.count > 1 {
+            channels::peers::start(&hub, place.group, place.index as u16, place.count)?;
+        }
+        let _ = self.hub.set(hub);
+        Ok(())
     }
 
     fn worker(&self, place: WorkerPlace) -> Box<dyn Handler> {
@@ -132,5 +138,10 @@ impl Handler for WorkerApp {
 
     fn take_work(&self, into: &mut Vec<Work>) {
         self.channels.take_work(into);
+    }
+
+    /// The Pusher HTTP API answers every refusal in JSON (CHANNELS.md §3).
+    fn json_errors(&self, path: &[u8]) -> bool {
+        channels::api::is_api(path)
     }
 }

@@ -3,9 +3,11 @@
 //! state. The rules here are what make it safe to free a slot: never while the kernel may still
 //! read a buffer of it or post a completion for it.
 
+use super::outq::{OutQueue, Seg, Spare};
 use crate::proto::CloseReason;
 use crate::proto::Session;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -36,6 +38,9 @@ pub struct Conn {
     pub sent: usize,
     /// Output produced while a send is in flight (or before the end-of-turn flush).
     pub pending: Option<Vec<u8>>,
+    /// Output queued ahead of `pending` that includes frames shared with other connections;
+    /// present only while there is some. While it exists, sends are `sendmsg`s over it.
+    pub queue: Option<Box<OutQueue>>,
     /// In the flush list for this loop turn.
     pub dirty: bool,
     /// What to do once all output is sent.
@@ -60,6 +65,7 @@ impl Conn {
             sending: None,
             sent: 0,
             pending: None,
+            queue: None,
             dirty: false,
             close_after_flush: None,
             armed_deadline: u64::MAX,
@@ -81,7 +87,38 @@ impl Conn {
     }
 
     pub fn has_output(&self) -> bool {
-        self.send_inflight || self.pending.as_ref().is_some_and(|p| !p.is_empty())
+        self.send_inflight
+            || self.pending.as_ref().is_some_and(|p| !p.is_empty())
+            || self.queue.as_ref().is_some_and(|q| !q.is_empty())
+    }
+
+    /// Bytes queued and not yet acknowledged by the kernel: what a slow reader has let pile up.
+    pub fn unsent(&self) -> usize {
+        let sending = self.sending.as_ref().map_or(0, |b| b.len() - self.sent);
+        let pending = self.pending.as_ref().map_or(0, Vec::len);
+        sending + pending + self.queue.as_ref().map_or(0, |q| q.unsent())
+    }
+
+    /// Drops queued output of which nothing is on its way to the kernel: for a subscriber being
+    /// closed as too slow, whose close frame should come next.
+    pub fn discard_unsent(&mut self) {
+        self.pending = None;
+        let inflight = self.send_inflight && self.sending.is_none();
+        if let Some(q) = self.queue.as_mut() {
+            q.discard_unstarted(inflight);
+        }
+    }
+
+    /// Queues a frame shared with other connections behind everything queued so far; a new
+    /// queue comes from `spare` (the worker's drained ones) when it has one.
+    pub fn queue_shared(&mut self, frame: Arc<[u8]>, spare: &mut Spare) {
+        let q = self
+            .queue
+            .get_or_insert_with(|| spare.pop().unwrap_or_else(OutQueue::new));
+        if let Some(p) = self.pending.take_if(|p| !p.is_empty()) {
+            q.push(Seg::Owned(p));
+        }
+        q.push(Seg::Shared(frame));
     }
 }
 

@@ -6,6 +6,7 @@ mod bufring;
 mod clock;
 mod conn;
 mod listener;
+mod outq;
 mod ring;
 mod shm;
 mod sockopt;
@@ -20,7 +21,7 @@ use crate::config::Config;
 use crate::log;
 use crate::log::writer::AccessLog;
 use crate::metrics::Metrics;
-use crate::proto::handler::{Application, Waker, WorkerPlace};
+use crate::proto::handler::{Application, ProcessPlace, Waker, WorkerPlace};
 use crate::signals::{self, Signal};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -116,7 +117,20 @@ pub fn run(
         ));
     }
     // The application wakes a worker the way a signal does: through its eventfd.
+    let place = match &role {
+        Some(r) => ProcessPlace {
+            index: r.index,
+            count: r.count,
+            group: r.supervisor as u32,
+        },
+        None => ProcessPlace {
+            index: 0,
+            count: 1,
+            group: std::process::id(),
+        },
+    };
     app.start(
+        place,
         workers,
         wakers
             .iter()
@@ -127,8 +141,8 @@ pub fn run(
                 }) as Waker
             })
             .collect(),
-    );
-    let process = role.as_ref().map_or(0, |r| r.index);
+    )?;
+    let process = place.index;
     let mut handles = Vec::with_capacity(workers);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     for (index, fds) in per_worker.into_iter().enumerate() {

@@ -6,6 +6,7 @@
 use super::bufring::BufRing;
 use super::clock::DateCache;
 use super::conn::{Conn, Phase};
+use super::outq::{Seg, Spare};
 use super::ring;
 use super::sockopt;
 use super::token::{GEN_MASK, Op, Token};
@@ -37,6 +38,8 @@ const BUFFER_GROUP: u16 = 0;
 /// Write buffers kept for reuse; larger ones are freed rather than hoarded.
 const POOL_MAX: usize = 1024;
 const POOL_BUF_MAX_CAPACITY: usize = 64 * 1024;
+/// Drained output queues kept for reuse.
+const QUEUES_KEPT: usize = 4096;
 /// After EMFILE/ENFILE on accept, wait this long before accepting again instead of spinning.
 const ACCEPT_BACKOFF_MS: u64 = 100;
 
@@ -74,6 +77,8 @@ struct State {
     conns: Slab<Conn>,
     wheel: Wheel,
     pool: Vec<Vec<u8>>,
+    /// Drained output queues (see `QUEUES_KEPT`).
+    queues: Spare,
     dirty: Vec<usize>,
     shared: Arc<Shared>,
     index: usize,
@@ -169,6 +174,7 @@ impl Worker {
                 conns: Slab::with_capacity(1024),
                 wheel: Wheel::new(0),
                 pool: Vec::new(),
+                queues: Vec::new(),
                 dirty: Vec::new(),
                 shared,
                 index,
@@ -491,7 +497,7 @@ impl Worker {
             };
             conn.dirty = false;
             if conn.phase == Phase::Open && !conn.send_inflight {
-                start_send(&mut self.io.ring, conn, slot);
+                start_send(&mut self.io.ring, conn, slot, &mut self.st.queues);
             }
         }
     }
@@ -507,13 +513,13 @@ impl Worker {
             return;
         };
         conn.send_inflight = false;
-        let buf = conn
-            .sending
-            .take()
-            .expect("a send completion always has its buffer");
+        // A send from the connection's own buffer, or (none) a sendmsg over its queue.
+        let buf = conn.sending.take();
         // A send that moved nothing would be resubmitted forever: treat it as a dead socket.
         if res <= 0 || conn.phase == Phase::Closing {
-            give_back(&mut self.st.pool, buf);
+            if let Some(buf) = buf {
+                give_back(&mut self.st.pool, buf);
+            }
             if conn.phase != Phase::Closing {
                 self.begin_close(slot, CloseReason::IoError);
             } else {
@@ -524,16 +530,26 @@ impl Worker {
         self.st.shared.metrics.workers[self.st.index]
             .bytes_out
             .add(res as u64);
-        conn.sent += res as usize;
-        if conn.sent < buf.len() {
-            // A partial send: continue from the offset with the same buffer.
-            conn.sending = Some(buf);
-            resubmit_send(&mut self.io.ring, conn, slot);
-            return;
+        match buf {
+            Some(buf) => {
+                conn.sent += res as usize;
+                if conn.sent < buf.len() {
+                    // A partial send: continue from the offset with the same buffer.
+                    conn.sending = Some(buf);
+                    resubmit_send(&mut self.io.ring, conn, slot);
+                    return;
+                }
+                conn.sent = 0;
+                give_back(&mut self.st.pool, buf);
+            }
+            None => {
+                if let Some(q) = conn.queue.as_mut() {
+                    let pool = &mut self.st.pool;
+                    q.advance(res as usize, |v| give_back(pool, v));
+                }
+            }
         }
-        conn.sent = 0;
-        give_back(&mut self.st.pool, buf);
-        if start_send(&mut self.io.ring, conn, slot) {
+        if start_send(&mut self.io.ring, conn, slot, &mut self.st.queues) {
             return;
         }
         // All output is out.
@@ -741,12 +757,35 @@ impl Worker {
                         slow_code,
                     } => {
                         for id in to {
-                            if let Some(slot) = self.st.live(id) {
-                                let action = self.st.call(slot, |p, cx, out| {
-                                    p.deliver(&frame, slow_cap, slow_code, cx, out)
-                                });
-                                self.apply(slot, action);
+                            let Some(slot) = self.st.live(id) else {
+                                continue;
+                            };
+                            let conn = &mut self.st.conns[slot];
+                            let unsent = conn.unsent();
+                            if conn.proto.takes_shared(unsent, slow_cap) {
+                                // The same bytes for every subscriber: no copy, and several
+                                // events for one connection go out in one sendmsg.
+                                conn.queue_shared(Arc::clone(&frame), &mut self.st.queues);
+                                if !conn.dirty {
+                                    conn.dirty = true;
+                                    self.st.dirty.push(slot);
+                                }
+                                self.st.shared.metrics.workers[self.st.index]
+                                    .ws_messages_out
+                                    .inc();
+                                continue;
                             }
+                            if conn.proto.is_plain_ws() && unsent > slow_cap {
+                                // Closed as too slow: its close frame goes next, not behind
+                                // megabytes it will never read (whole frames only are
+                                // dropped; a TLS stream cannot drop bytes and keeps its own).
+                                conn.discard_unsent();
+                            }
+                            // Encrypted per connection (TLS), or closed as too slow.
+                            let action = self.st.call(slot, |p, cx, out| {
+                                p.deliver(&frame, unsent, slow_cap, slow_code, cx, out)
+                            });
+                            self.apply(slot, action);
                         }
                     }
                     Work::Reply { to, reply } => {
@@ -956,7 +995,9 @@ fn give_back(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
 fn push(ring: &mut IoUring, sqe: squeue::Entry) {
     loop {
         // SAFETY: every entry built in this module points only at memory that outlives the
-        // operation: send buffers stay in `Conn::sending` until their completion, the wake
+        // operation: send buffers stay in `Conn::sending` until their completion, a sendmsg's
+        // msghdr, iovecs and segments stay in the connection's boxed `OutQueue` (see outq.rs)
+        // until theirs, the wake
         // buffer lives in the Worker (boxed, so it does not move), recv buffers belong to the
         // buffer ring, and the fds stay open until their Close op, which is submitted only
         // once the connection is quiescent.
@@ -991,8 +1032,31 @@ fn cancel_recv(ring: &mut IoUring, conn: &mut Conn, slot: usize) {
     }
 }
 
-/// Moves pending output into flight. Returns false when there was nothing to send.
-fn start_send(ring: &mut IoUring, conn: &mut Conn, slot: usize) -> bool {
+/// Moves pending output into flight: a `sendmsg` over the queue when the connection has one
+/// (shared frames are waiting), else a `send` of its own buffer. Returns false when there was
+/// nothing to send.
+fn start_send(ring: &mut IoUring, conn: &mut Conn, slot: usize, spare: &mut Spare) -> bool {
+    if let Some(q) = conn.queue.as_mut() {
+        if let Some(p) = conn.pending.take_if(|p| !p.is_empty()) {
+            q.push(Seg::Owned(p));
+        }
+        if !q.is_empty() {
+            let sqe = opcode::SendMsg::new(Fd(conn.fd), q.prepare())
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build()
+                .user_data(Token::new(Op::Send, slot, conn.generation).encode());
+            push(ring, sqe);
+            conn.send_inflight = true;
+            return true;
+        }
+        // Drained: an idle subscriber keeps no queue (the worker keeps a few for reuse: a
+        // fan-out to ten thousand subscribers would otherwise allocate ten thousand).
+        if let Some(q) = conn.queue.take()
+            && spare.len() < QUEUES_KEPT
+        {
+            spare.push(q);
+        }
+    }
     match conn.pending.take() {
         Some(p) if !p.is_empty() => {
             conn.sending = Some(p);

@@ -91,6 +91,12 @@ pub trait Handler {
     fn poll(&self, cx: &Context<'_>);
     /// Moves the queued work out.
     fn take_work(&self, into: &mut Vec<Work>);
+    /// Whether the HTTP layer's own refusals (400, 408, 413…) on `path` are JSON
+    /// (`{"error":"…"}`) rather than text, as an API whose every answer is JSON needs.
+    fn json_errors(&self, path: &[u8]) -> bool {
+        let _ = path;
+        false
+    }
 }
 
 /// Wakes one worker's event loop (its eventfd, read on its ring).
@@ -105,10 +111,21 @@ pub struct WorkerPlace {
     pub workers: usize,
 }
 
+/// Where a server process sits on its node: its index among `count` processes started by one
+/// supervisor, and a number (the supervisor's pid) that tells this node's processes from
+/// another server's on the same host.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessPlace {
+    pub index: usize,
+    pub count: usize,
+    pub group: u32,
+}
+
 /// The node-wide application: makes each worker's [`Handler`].
 pub trait Application: Send + Sync {
     /// Called once before the workers start; `wakers[i]` wakes worker `i` of this process.
-    fn start(&self, workers: usize, wakers: Vec<Waker>);
+    /// An error stops the server with that line.
+    fn start(&self, place: ProcessPlace, workers: usize, wakers: Vec<Waker>) -> Result<(), String>;
     /// Called on the worker's own thread.
     fn worker(&self, place: WorkerPlace) -> Box<dyn Handler>;
 }

@@ -239,18 +239,36 @@ impl Session {
         }
     }
 
-    /// A frame fanned out from elsewhere (see [`WsConn::deliver`]).
+    /// Whether a frame fanned out from elsewhere may be queued as it is, shared with the other
+    /// recipients: a plain WebSocket that is open and has at most `slow_cap` bytes unsent.
+    /// Otherwise [`Session::deliver`] decides (TLS encrypts per connection; a slow reader is
+    /// closed).
+    pub fn takes_shared(&self, unsent: usize, slow_cap: usize) -> bool {
+        match self {
+            Session::Ws(w) => w.takes_shared(unsent, slow_cap),
+            Session::Http1(_) | Session::Tls(_) => false,
+        }
+    }
+
+    /// A WebSocket straight on TCP (not inside TLS).
+    pub fn is_plain_ws(&self) -> bool {
+        matches!(self, Session::Ws(_))
+    }
+
+    /// A frame fanned out from elsewhere (see [`WsConn::deliver`]); `unsent` is what the
+    /// connection already has queued.
     pub fn deliver(
         &mut self,
         frame: &[u8],
+        unsent: usize,
         slow_cap: usize,
         slow_code: u16,
         cx: &Context<'_>,
         out: &mut Vec<u8>,
     ) -> Action {
         match self {
-            Session::Ws(w) => w.deliver(frame, slow_cap, slow_code, cx, out),
-            Session::Tls(t) => t.deliver(frame, slow_cap, slow_code, cx, out),
+            Session::Ws(w) => w.deliver(frame, unsent, slow_cap, slow_code, cx, out),
+            Session::Tls(t) => t.deliver(frame, unsent, slow_cap, slow_code, cx, out),
             Session::Http1(_) => Action::Continue,
         }
     }

@@ -3,6 +3,7 @@
 //! reader for raw-socket tests.
 #![allow(dead_code)]
 
+pub mod pusher;
 pub mod tools;
 
 use std::io::{BufRead, BufReader, Read, Write};

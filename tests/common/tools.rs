@@ -1,8 +1,9 @@
 //! Owns the outside programs the tests run beside holdfast (independent clients and checkers
-//! such as Python's `websockets` package and Prometheus's `promtool`), so that `cargo test`
-//! brings them itself on a fresh machine instead of needing a manual install step. Each is taken
-//! from the machine when it is there already, and otherwise fetched once with the ordinary
-//! package client (pip, apt-get) into `target/tmp/tools/`, where later runs find it.
+//! such as Python's `websockets` package, the Pusher clients for Node and Prometheus's
+//! `promtool`), so that `cargo test` brings them itself on a fresh machine instead of needing a
+//! manual install step. Each is taken from the machine when it is there already, and otherwise
+//! fetched once with the ordinary package client (pip, npm, apt-get) into `target/tmp/tools/`,
+//! where later runs find it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +12,9 @@ use std::sync::OnceLock;
 /// The `websockets` release the Python client is written against (its asyncio client API
 /// arrived in 13.0).
 const WEBSOCKETS: &str = "websockets==17.4";
+
+/// The PyPI Pusher server SDK the Python publishing check is written against.
+const PUSHER: &str = "pusher==3.3.4";
 
 /// Where fetched tools live: under cargo's target directory, so `cargo clean` removes them.
 fn tools_dir() -> PathBuf {
@@ -28,7 +32,7 @@ pub fn python_with_websockets() -> Command {
         }
         let dir = tools_dir().join("python-websockets");
         if !python_imports(Some(&dir)) {
-            pip_install_target(&dir)?;
+            pip_install_target(&dir, WEBSOCKETS)?;
         }
         if python_imports(Some(&dir)) {
             Ok(Some(dir))
@@ -59,9 +63,51 @@ fn python_imports(pythonpath: Option<&Path>) -> bool {
     cmd.output().is_ok_and(|o| o.status.success())
 }
 
-/// `pip install --target DIR`, installing pip itself from Debian first when python3 has none
-/// and we may (root with apt-get).
-fn pip_install_target(dir: &Path) -> Result<(), String> {
+/// `python3` able to `import pusher` (the PyPI server SDK) at the release below, always the copy
+/// installed by pip under `target/` so that the version is the one the test was written for.
+/// Panics with the cause and the fix when neither pip nor (as root) apt-get can provide it.
+pub fn python_with_pusher() -> Command {
+    static PYTHONPATH: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let path = PYTHONPATH.get_or_init(|| {
+        let dir = tools_dir().join("python-pusher");
+        let version = PUSHER.trim_start_matches("pusher==");
+        let check = format!(
+            "import pusher, importlib.metadata as m; assert m.version('pusher') == '{version}'"
+        );
+        let imports = || {
+            Command::new("python3")
+                .args(["-c", &check])
+                .env("PYTHONPATH", &dir)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !imports() {
+            // An older release from an earlier run: replaced whole.
+            let _ = std::fs::remove_dir_all(&dir);
+            pip_install_target(&dir, PUSHER)?;
+        }
+        if imports() {
+            Ok(dir)
+        } else {
+            Err(format!(
+                "pip installed {PUSHER} into {} but python3 cannot import it",
+                dir.display()
+            ))
+        }
+    });
+    let mut cmd = Command::new("python3");
+    match path {
+        Ok(dir) => {
+            cmd.env("PYTHONPATH", dir);
+        }
+        Err(e) => panic!("the Python pusher SDK is unavailable: {e}"),
+    }
+    cmd
+}
+
+/// `pip install --target DIR REQUIREMENT`, installing pip itself from Debian first when python3
+/// has none and we may (root with apt-get).
+fn pip_install_target(dir: &Path, requirement: &str) -> Result<(), String> {
     let has_pip = || {
         Command::new("python3")
             .args(["-m", "pip", "--version"])
@@ -86,12 +132,12 @@ fn pip_install_target(dir: &Path) -> Result<(), String> {
         ])
         .args(["--no-warn-script-location", "--target"])
         .arg(&staging)
-        .arg(WEBSOCKETS)
+        .arg(requirement)
         .output()
         .map_err(|e| format!("python3 -m pip: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "pip install {WEBSOCKETS} failed: {}",
+            "pip install {requirement} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
@@ -101,6 +147,97 @@ fn pip_install_target(dir: &Path) -> Result<(), String> {
         let _ = std::fs::remove_dir_all(&staging);
     }
     Ok(())
+}
+
+/// `node` able to `require('pusher-js')` and `require('pusher')` at the exact versions of
+/// `tests/js/package-lock.json`: `npm ci` from `tests/js` into `target/tmp/tools/` once (a
+/// directory named after the lockfile's contents, so a version bump installs afresh), found
+/// there by later runs, and handed to node through `NODE_PATH`. Node and npm themselves are the
+/// machine's, or Debian's `nodejs` and `npm` installed as root; otherwise this panics with the
+/// cause and the fix.
+pub fn node_with_pusher() -> Command {
+    static NODE_PATH: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let path = NODE_PATH.get_or_init(|| {
+        let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+        let lock = std::fs::read(project.join("package-lock.json"))
+            .map_err(|e| format!("tests/js/package-lock.json: {e}"))?;
+        let dir = tools_dir().join(format!("node-pusher-{:016x}", fnv1a(&lock)));
+        let modules = dir.join("node_modules");
+        if node_requires(&modules) {
+            return Ok(modules);
+        }
+        for (package, binary) in [("nodejs", "node"), ("npm", "npm")] {
+            if on_path(binary).is_none() {
+                apt_install(package).map_err(|e| {
+                    format!("there is no {binary}, and installing Debian's {package} failed: {e}")
+                })?;
+            }
+        }
+        npm_ci(&project, &dir)?;
+        if node_requires(&modules) {
+            Ok(modules)
+        } else {
+            Err(format!(
+                "npm ci into {} succeeded but node cannot require pusher-js and pusher",
+                dir.display()
+            ))
+        }
+    });
+    let mut cmd = Command::new("node");
+    match path {
+        Ok(modules) => {
+            cmd.env("NODE_PATH", modules);
+        }
+        Err(e) => panic!("the Pusher clients for Node are unavailable: {e}"),
+    }
+    cmd
+}
+
+fn node_requires(modules: &Path) -> bool {
+    modules.is_dir()
+        && Command::new("node")
+            .args(["-e", "require('pusher-js'); require('pusher')"])
+            .env("NODE_PATH", modules)
+            .current_dir(tools_dir())
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// `npm ci` of `project`'s package.json and lockfile in a staging directory beside `dir`, then
+/// renamed to `dir`, so that test binaries running at the same time never see a half-installed
+/// tree.
+fn npm_ci(project: &Path, dir: &Path) -> Result<(), String> {
+    let staging = dir.with_extension(format!("partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
+    for file in ["package.json", "package-lock.json"] {
+        std::fs::copy(project.join(file), staging.join(file))
+            .map_err(|e| format!("copying tests/js/{file}: {e}"))?;
+    }
+    let out = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&staging)
+        .output()
+        .map_err(|e| format!("npm: {e}"))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(format!(
+            "npm ci in a copy of tests/js failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    if std::fs::rename(&staging, dir).is_err() {
+        // Another test binary got there first.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    Ok(())
+}
+
+/// FNV-1a, 64 bits: a name for a file's contents that stays the same across Rust releases.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// A program from a Debian package: the one on PATH when the machine has it, otherwise the

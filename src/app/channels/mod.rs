@@ -5,8 +5,10 @@
 
 pub mod api;
 pub mod auth;
+pub mod bus;
 pub mod hub;
 pub mod names;
+pub mod peers;
 pub mod pusher;
 pub mod stats;
 pub mod worker;

@@ -4,8 +4,10 @@
 //! member events and delivered events, and an object on `pusher:error` and `pusher:pong`, as
 //! Pusher does; pusher-js reads both.
 
+use crate::proto::ws::frame::{self, OP_TEXT};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::sync::Arc;
 
 /// A message from a client, as far as the server cares.
 #[derive(Debug)]
@@ -83,6 +85,14 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, String> {
         }
         other => Err(format!("unsupported event {other:?}")),
     }
+}
+
+/// `message` as one WebSocket text frame, framed once for every recipient.
+pub fn frame(message: &str) -> Arc<[u8]> {
+    let mut f = Vec::with_capacity(message.len() + 10);
+    frame::write_header(&mut f, true, 0, OP_TEXT, message.len());
+    f.extend_from_slice(message.as_bytes());
+    f.into()
 }
 
 /// A JSON string literal of `s`.

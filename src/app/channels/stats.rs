@@ -74,51 +74,137 @@ impl AppStats {
     }
 }
 
-/// Appends the channel series of every app (`ids[i]` labels `stats[i]`).
-pub fn render(out: &mut String, ids: &[&str], stats: &[AppStats]) {
-    fn get(a: &AtomicU64) -> u64 {
-        a.load(Ordering::Relaxed)
+/// The figures of one app as plain numbers: this process's, or the sum over the node's
+/// processes (siblings send theirs over the bus every second). `occupied_channels` and
+/// `presence_members` are the node's already in every process and are not summed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub connections: u64,
+    pub subscriptions: u64,
+    pub occupied_channels: u64,
+    pub presence_members: u64,
+    pub events_api: u64,
+    pub events_client: u64,
+    pub deliveries: u64,
+    pub slow_closes: u64,
+    pub auth_failures: [u64; 3],
+    pub api: [u64; API_STATUSES.len() + 1],
+    pub fanout: [u64; FANOUT_BUCKETS_US.len() + 1],
+    pub fanout_sum_us: u64,
+}
+
+impl AppStats {
+    pub fn snapshot(&self) -> Snapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let gauge = |a: &AtomicI64| a.load(Ordering::Relaxed).max(0) as u64;
+        Snapshot {
+            connections: gauge(&self.connections),
+            subscriptions: gauge(&self.subscriptions),
+            occupied_channels: gauge(&self.occupied_channels),
+            presence_members: gauge(&self.presence_members),
+            events_api: get(&self.events_api),
+            events_client: get(&self.events_client),
+            deliveries: get(&self.deliveries),
+            slow_closes: get(&self.slow_closes),
+            auth_failures: self.auth_failures.each_ref().map(get),
+            api: self.api.each_ref().map(get),
+            fanout: self.fanout.each_ref().map(get),
+            fanout_sum_us: get(&self.fanout_sum_us),
+        }
     }
-    fn gauge(a: &AtomicI64) -> u64 {
-        a.load(Ordering::Relaxed).max(0) as u64
+}
+
+impl Snapshot {
+    /// The summed figures as a flat list, for the bus (node-wide gauges left out).
+    pub fn to_summed(&self) -> Vec<u64> {
+        let mut v = vec![
+            self.connections,
+            self.subscriptions,
+            self.events_api,
+            self.events_client,
+            self.deliveries,
+            self.slow_closes,
+            self.fanout_sum_us,
+        ];
+        v.extend_from_slice(&self.auth_failures);
+        v.extend_from_slice(&self.api);
+        v.extend_from_slice(&self.fanout);
+        v
     }
-    type Value = fn(&AppStats) -> u64;
+
+    /// Adds a sibling's `to_summed` list (ignored if it is not one: another build).
+    pub fn add_summed(&mut self, v: &[u64]) {
+        let (a, f) = (self.auth_failures.len(), self.fanout.len());
+        let api = self.api.len();
+        if v.len() != 7 + a + api + f {
+            return;
+        }
+        for (field, x) in [
+            &mut self.connections,
+            &mut self.subscriptions,
+            &mut self.events_api,
+            &mut self.events_client,
+            &mut self.deliveries,
+            &mut self.slow_closes,
+            &mut self.fanout_sum_us,
+        ]
+        .into_iter()
+        .zip(v)
+        {
+            *field += x;
+        }
+        let rest = &v[7..];
+        for (t, x) in self.auth_failures.iter_mut().zip(&rest[..a]) {
+            *t += x;
+        }
+        for (t, x) in self.api.iter_mut().zip(&rest[a..a + api]) {
+            *t += x;
+        }
+        for (t, x) in self.fanout.iter_mut().zip(&rest[a + api..]) {
+            *t += x;
+        }
+    }
+}
+
+/// Appends the channel series of every app (`ids[i]` labels `figures[i]`).
+pub fn render(out: &mut String, ids: &[&str], figures: &[Snapshot]) {
+    type Value = fn(&Snapshot) -> u64;
     let simple: [(&str, &str, &str, Value); 6] = [
         (
             "channel_connections",
             "gauge",
             "Open channel connections.",
-            |s| gauge(&s.connections),
+            |s| s.connections,
         ),
         (
             "channel_subscriptions",
             "gauge",
             "Channel subscriptions held.",
-            |s| gauge(&s.subscriptions),
+            |s| s.subscriptions,
         ),
         (
             "channels_occupied",
             "gauge",
             "Channels with at least one subscriber.",
-            |s| gauge(&s.occupied_channels),
+            |s| s.occupied_channels,
         ),
         (
             "presence_members",
             "gauge",
             "Presence members, summed over channels.",
-            |s| gauge(&s.presence_members),
+            |s| s.presence_members,
         ),
         (
             "channel_deliveries_total",
             "counter",
             "Events queued to subscribers.",
-            |s| get(&s.deliveries),
+            |s| s.deliveries,
         ),
         (
             "channel_slow_subscribers_total",
             "counter",
             "Subscribers closed with 4201 for not keeping up.",
-            |s| get(&s.slow_closes),
+            |s| s.slow_closes,
         ),
     ];
     for (name, kind, help, value) in simple {
@@ -126,7 +212,7 @@ pub fn render(out: &mut String, ids: &[&str], stats: &[AppStats]) {
             out,
             "# HELP holdfast_{name} {help}\n# TYPE holdfast_{name} {kind}"
         );
-        for (id, s) in ids.iter().zip(stats) {
+        for (id, s) in ids.iter().zip(figures) {
             let _ = writeln!(
                 out,
                 "holdfast_{name}{{app=\"{}\"}} {}",
@@ -139,31 +225,31 @@ pub fn render(out: &mut String, ids: &[&str], stats: &[AppStats]) {
         out,
         "# HELP holdfast_channel_events_total Events published, by source.\n# TYPE holdfast_channel_events_total counter"
     );
-    for (id, s) in ids.iter().zip(stats) {
+    for (id, s) in ids.iter().zip(figures) {
         let id = escape(id);
         let _ = writeln!(
             out,
             "holdfast_channel_events_total{{app=\"{id}\",source=\"api\"}} {}",
-            get(&s.events_api)
+            s.events_api
         );
         let _ = writeln!(
             out,
             "holdfast_channel_events_total{{app=\"{id}\",source=\"client\"}} {}",
-            get(&s.events_client)
+            s.events_client
         );
     }
     let _ = writeln!(
         out,
         "# HELP holdfast_channel_auth_failures_total Refused signatures, by kind.\n# TYPE holdfast_channel_auth_failures_total counter"
     );
-    for (id, s) in ids.iter().zip(stats) {
+    for (id, s) in ids.iter().zip(figures) {
         for k in AuthFailure::ALL {
             let _ = writeln!(
                 out,
                 "holdfast_channel_auth_failures_total{{app=\"{}\",kind=\"{}\"}} {}",
                 escape(id),
                 k.label(),
-                get(&s.auth_failures[k as usize])
+                s.auth_failures[k as usize]
             );
         }
     }
@@ -171,18 +257,17 @@ pub fn render(out: &mut String, ids: &[&str], stats: &[AppStats]) {
         out,
         "# HELP holdfast_channel_api_requests_total HTTP API answers, by status.\n# TYPE holdfast_channel_api_requests_total counter"
     );
-    for (id, s) in ids.iter().zip(stats) {
-        for (i, st) in API_STATUSES
+    for (id, s) in ids.iter().zip(figures) {
+        let labels = API_STATUSES
             .iter()
             .map(|s| s.to_string())
-            .chain(["other".to_string()])
-            .enumerate()
-        {
+            .chain(["other".to_string()]);
+        for (i, st) in labels.enumerate() {
             let _ = writeln!(
                 out,
                 "holdfast_channel_api_requests_total{{app=\"{}\",status=\"{st}\"}} {}",
                 escape(id),
-                get(&s.api[i])
+                s.api[i]
             );
         }
     }
@@ -190,18 +275,18 @@ pub fn render(out: &mut String, ids: &[&str], stats: &[AppStats]) {
         out,
         "# HELP holdfast_channel_fanout_seconds From a publish to each worker having queued it to its subscribers.\n# TYPE holdfast_channel_fanout_seconds histogram"
     );
-    for (id, s) in ids.iter().zip(stats) {
+    for (id, s) in ids.iter().zip(figures) {
         let id = escape(id);
         let mut cumulative = 0;
         for (i, b) in FANOUT_BUCKETS_US.iter().enumerate() {
-            cumulative += get(&s.fanout[i]);
+            cumulative += s.fanout[i];
             let _ = writeln!(
                 out,
                 "holdfast_channel_fanout_seconds_bucket{{app=\"{id}\",le=\"{}\"}} {cumulative}",
                 *b as f64 / 1e6
             );
         }
-        cumulative += get(&s.fanout[FANOUT_BUCKETS_US.len()]);
+        cumulative += s.fanout[FANOUT_BUCKETS_US.len()];
         let _ = writeln!(
             out,
             "holdfast_channel_fanout_seconds_bucket{{app=\"{id}\",le=\"+Inf\"}} {cumulative}"
@@ -209,7 +294,7 @@ pub fn render(out: &mut String, ids: &[&str], stats: &[AppStats]) {
         let _ = writeln!(
             out,
             "holdfast_channel_fanout_seconds_sum{{app=\"{id}\"}} {}",
-            get(&s.fanout_sum_us) as f64 / 1e6
+            s.fanout_sum_us as f64 / 1e6
         );
         let _ = writeln!(
             out,
@@ -223,4 +308,40 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// Appends the bus series: messages exchanged with sibling processes, and failures.
+pub fn render_bus(out: &mut String, [inbound, outbound, errors]: [u64; 3]) {
+    let _ = writeln!(
+        out,
+        "# HELP holdfast_channel_bus_messages_total Channel messages exchanged with the node's other \
+         server processes.\n# TYPE holdfast_channel_bus_messages_total counter\n\
+         holdfast_channel_bus_messages_total{{direction=\"in\"}} {inbound}\n\
+         holdfast_channel_bus_messages_total{{direction=\"out\"}} {outbound}\n\
+         # HELP holdfast_channel_bus_errors_total Channel messages that could not be sent to or \
+         read from another server process.\n# TYPE holdfast_channel_bus_errors_total counter\n\
+         holdfast_channel_bus_errors_total {errors}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_siblings_figures_add_up_and_a_foreign_list_is_ignored() {
+        let a = AppStats::default();
+        a.connections.fetch_add(2, Ordering::Relaxed);
+        a.api_answered(401);
+        a.fanout_time(30);
+        a.occupied_channels.fetch_add(5, Ordering::Relaxed);
+        let mut total = a.snapshot();
+        total.add_summed(&a.snapshot().to_summed());
+        assert_eq!(total.connections, 4);
+        assert_eq!(total.api[2], 2);
+        assert_eq!(total.fanout[2], 2);
+        assert_eq!(total.occupied_channels, 5, "node-wide already: not summed");
+        total.add_summed(&[1, 2, 3]);
+        assert_eq!(total.connections, 4);
+    }
 }

@@ -6,7 +6,7 @@
 
 use super::api::{self, Call, Publish};
 use super::auth;
-use super::hub::{Ack, AppIdx, Hub, JoinError, Mail, SocketId};
+use super::hub::{AppIdx, Hub, JoinError, Mail, SocketId};
 use super::names::{self, Access};
 use super::pusher::{self, ClientMessage};
 use super::stats::AuthFailure;
@@ -15,7 +15,6 @@ use crate::proto::Context;
 use crate::proto::handler::{ConnId, Drain, Work, WsVerdict};
 use crate::proto::http1::exchange::{Answer, Reply, Request};
 use crate::proto::ws::Sender;
-use crate::proto::ws::frame::{self, OP_TEXT};
 use indexmap::IndexMap;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -265,10 +264,6 @@ impl ChannelsWorker {
             user.as_ref().map(|(u, i)| (u.as_str(), i.as_str())),
             config.max_presence_members,
             me,
-            || {
-                let (u, i) = user.as_ref().expect("announced only for presence");
-                text_frame(&pusher::member_added(channel, u, i))
-            },
             self.index,
         );
         let joined = match joined {
@@ -339,15 +334,8 @@ impl ChannelsWorker {
         self.hub.stats[usize::from(app)]
             .subscriptions
             .fetch_sub(1, Ordering::Relaxed);
-        let channel = &sub.channel;
-        let user = sub.user.as_deref();
-        self.hub.leave(
-            app,
-            channel,
-            user,
-            || text_frame(&pusher::member_removed(channel, user.unwrap_or(""))),
-            self.index,
-        );
+        self.hub
+            .leave(app, &sub.channel, sub.user.as_deref(), self.index);
     }
 
     fn client_event(
@@ -405,7 +393,7 @@ impl ChannelsWorker {
         if data.len() > config.max_event_bytes {
             return refuse_event(tx, None, "the event's data is over max_event_bytes");
         }
-        let frame = text_frame(&pusher::event(event, channel, data, user.as_deref()));
+        let frame = pusher::frame(&pusher::event(event, channel, data, user.as_deref()));
         let kind = names::classify(channel).expect("checked above");
         self.hub.stats[usize::from(app)]
             .events_client
@@ -617,11 +605,11 @@ impl ChannelsWorker {
     ) -> Answer<'b> {
         let stats = &self.hub.stats[usize::from(app)];
         let count: usize = events.iter().map(|e| e.channels.len()).sum();
-        let ack = Ack::new(count, self.hub.workers(), self.index, cx.conn, body);
+        let ack = self.hub.ack(count, self.index, cx.conn, body);
         for e in events {
             for channel in &e.channels {
                 let kind = names::classify(channel).expect("checked by api::parse");
-                let frame = text_frame(&pusher::event(&e.name, channel, &e.data_json, None));
+                let frame = pusher::frame(&pusher::event(&e.name, channel, &e.data_json, None));
                 stats.events_api.fetch_add(1, Ordering::Relaxed);
                 self.hub.publish(
                     app,
@@ -687,14 +675,6 @@ fn occupancy_json(o: &super::hub::Occupancy, info: api::Info, occupied: Option<b
         parts.push(format!(r#""user_count":{}"#, o.user_count));
     }
     format!("{{{}}}", parts.join(","))
-}
-
-/// One text frame, framed once for every recipient.
-fn text_frame(message: &str) -> Arc<[u8]> {
-    let mut f = Vec::with_capacity(message.len() + 10);
-    frame::write_header(&mut f, true, 0, OP_TEXT, message.len());
-    f.extend_from_slice(message.as_bytes());
-    f.into()
 }
 
 /// Sends `pusher:error` with `code` and closes with the same code, as Pusher does for a

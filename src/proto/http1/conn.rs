@@ -599,10 +599,20 @@ impl Http1Conn {
         let before = out.len();
         self.closing = true;
         self.reading = Reading::Idle;
-        let body = format!("{reason}\n");
+        // An API whose answers are JSON gets its refusals in JSON too (the application says
+        // which paths those are).
+        let json = log
+            .request
+            .is_some_and(|r| cx.app.json_errors(path_and_query(r.target).0));
+        let (content_type, body) = if json {
+            let escaped = reason.replace('\\', "\\\\").replace('"', "\\\"");
+            ("application/json", format!("{{\"error\":\"{escaped}\"}}"))
+        } else {
+            ("text/plain", format!("{reason}\n"))
+        };
         let head = Head {
             status,
-            content_type: "text/plain",
+            content_type,
             extra_headers,
             persist: Persist::Close,
             head_only: false,

@@ -141,6 +141,7 @@ impl TlsSession {
     pub fn deliver(
         &mut self,
         frame: &[u8],
+        unsent: usize,
         slow_cap: usize,
         slow_code: u16,
         cx: &Context<'_>,
@@ -150,7 +151,7 @@ impl TlsSession {
             return Action::Continue;
         }
         self.step(&[], cx, out, true, |s, cx, o| {
-            s.deliver(frame, slow_cap, slow_code, cx, o)
+            s.deliver(frame, unsent, slow_cap, slow_code, cx, o)
         })
     }
 

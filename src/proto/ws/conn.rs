@@ -122,6 +122,7 @@ impl WsConn {
     pub fn deliver(
         &mut self,
         frame_bytes: &[u8],
+        unsent: usize,
         slow_cap: usize,
         slow_code: u16,
         cx: &Context<'_>,
@@ -130,7 +131,7 @@ impl WsConn {
         if self.state != State::Open {
             return Action::Continue;
         }
-        if out.len() > slow_cap {
+        if unsent.max(out.len()) > slow_cap {
             cx.metrics.ws_slow_reader_closes.inc();
             return self.fail(
                 slow_code,
@@ -143,6 +144,11 @@ impl WsConn {
         out.extend_from_slice(frame_bytes);
         cx.metrics.ws_messages_out.inc();
         Action::Continue
+    }
+
+    /// See [`crate::proto::Session::takes_shared`].
+    pub fn takes_shared(&self, unsent: usize, slow_cap: usize) -> bool {
+        self.state == State::Open && unsent <= slow_cap
     }
 
     fn verdict(&mut self, verdict: WsVerdict, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {

@@ -1,0 +1,109 @@
+//! The parsers of `app::channels` on arbitrary input: a client's Pusher message
+//! (`pusher::parse`, `names::classify`), a bus datagram between server processes
+//! (`bus::decode`), and a whole HTTP API request (`api::parse`, signed or not).
+//!
+//! Checks, beyond "no panic":
+//! - a parsed subscribe names a channel that `classify` judges without panicking;
+//! - a decoded datagram encodes back to bytes that decode to the same messages (the codec is
+//!   its own inverse on everything it accepts);
+//! - an API refusal has a status of 400, 401, 404, 405 or 413 and a JSON body with an
+//!   `error` string; an unsigned request is never accepted.
+#![no_main]
+
+use holdfast::app::channels::{api, auth, bus, names, pusher};
+use holdfast::config::AppConfig;
+use holdfast::proto::http1::exchange::Request;
+use holdfast::proto::http1::request::{Method, Version};
+use holdfast_fuzz::inputs::ChannelsInput;
+use libfuzzer_sys::fuzz_target;
+
+const NOW: u64 = 1_800_000_000;
+
+fuzz_target!(|input: ChannelsInput<'_>| {
+    match input {
+        ChannelsInput::Message(bytes) => {
+            let text = String::from_utf8_lossy(bytes);
+            let _ = names::classify(&text);
+            if let Ok(pusher::ClientMessage::Subscribe { channel, .. }) = pusher::parse(&text) {
+                let _ = names::classify(&channel);
+            }
+        }
+        ChannelsInput::Datagram(bytes) => {
+            if let Some((from, msgs)) = bus::decode(bytes) {
+                let mut again = Vec::new();
+                bus::start(&mut again, from);
+                for m in &msgs {
+                    bus::encode(&mut again, m);
+                }
+                assert_eq!(bus::decode(&again), Some((from, msgs)));
+            }
+        }
+        ChannelsInput::Api(bytes) => {
+            let [method, sign, rest @ ..] = bytes else {
+                return;
+            };
+            let sign = sign & 1 == 1;
+            let mut parts = rest.splitn(3, |&b| b == b'\n');
+            let path = String::from_utf8_lossy(parts.next().unwrap_or(b""));
+            let query = String::from_utf8_lossy(parts.next().unwrap_or(b""));
+            let body = parts.next().unwrap_or(b"");
+            let app = AppConfig::builtin();
+            let method = match method % 4 {
+                0 => Method::Get,
+                1 => Method::Post,
+                2 => Method::Head,
+                _ => Method::Other,
+            };
+            let query = if sign {
+                signed(method, &path, &query, body)
+            } else {
+                query.to_string()
+            };
+            let req = Request {
+                method,
+                version: Version::Http11,
+                target: b"",
+                path: path.as_bytes(),
+                query: Some(query.as_bytes()),
+                body,
+            };
+            match api::parse(&req, |id| (id == "app-id").then_some((0, &app)), NOW) {
+                Ok(_) => assert!(sign, "an unsigned request was accepted"),
+                Err(e) => {
+                    assert!(matches!(e.status, 400 | 401 | 404 | 405 | 413), "{e:?}");
+                    let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+                    assert!(v["error"].is_string());
+                }
+            }
+        }
+    }
+});
+
+/// `query` with the auth parameters and a valid signature added, as an SDK would sign it.
+fn signed(method: Method, path: &str, query: &str, body: &[u8]) -> String {
+    let verb = if method == Method::Post {
+        "POST"
+    } else {
+        "GET"
+    };
+    let mut pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.contains('%') && !p.contains('+'))
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.to_ascii_lowercase(), v.to_string())
+        })
+        .filter(|(k, _)| !k.starts_with("auth_") && k != "body_md5")
+        .collect();
+    pairs.push(("auth_key".into(), "app-key".into()));
+    pairs.push(("auth_timestamp".into(), NOW.to_string()));
+    pairs.push(("auth_version".into(), "1.0".into()));
+    if !body.is_empty() {
+        pairs.push(("body_md5".into(), auth::md5_hex(body)));
+    }
+    pairs.sort();
+    let q: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let q = q.join("&");
+    let sig = auth::sign("app-secret", format!("{verb}\n{path}\n{q}").as_bytes());
+    format!("{q}&auth_signature={sig}")
+}
