@@ -103,7 +103,7 @@ host_busy() {
   a=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
   sleep 1
   b=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
-  echo "$a $b" | awk '{ busy = $3 - $1; all = busy + $4 - $2; printf "%d", all > 0 ? 100 * busy / all : 0 }'
+  echo "$a $b" | awk '{ busy = $3 - $1; all = busy + $4 - $2; printf "%d", (all > 0 ? 100 * busy / all : 0) }'
 }
 # Waits until the host is quiet (or QUIET_WAIT s have passed); sets BUSY to the last reading.
 wait_quiet() {
