@@ -185,6 +185,19 @@ pub struct ChannelArgs {
     /// them, one request in flight, so its events reach the server in order.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub publishers: u32,
+    /// What the server speaks: `pusher` (holdfast's channels: /app/{key}, the signed HTTP
+    /// API) or `nchan` (nginx's nchan module: WebSocket to /sub/{channel}, POST /pub/{channel}).
+    #[arg(long, value_enum, default_value = "pusher")]
+    pub peer: Peer,
+}
+
+/// The protocol a subscribe or publish run speaks to its server.
+#[derive(ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Peer {
+    /// The Pusher Channels protocol and HTTP API (CHANNELS.md).
+    Pusher,
+    /// nginx with the nchan module (nchan.rs).
+    Nchan,
 }
 
 impl ChannelArgs {
@@ -214,6 +227,11 @@ pub struct SubscribeArgs {
     /// WebSocket; --url is then http:// or https:// (ws:// and wss:// work too).
     #[arg(long)]
     pub sse: bool,
+    /// Sample this server process's CPU time and RSS from /proc (with --publish-rate): before
+    /// the subscribers connect, once all have subscribed, and when the deliveries have
+    /// settled; reported under `server` (for nginx, give the worker's pid).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
 }
 
 #[derive(Args, Clone)]

@@ -4,11 +4,13 @@
 //! waits for the deliveries to settle (all expected ones in, or none for `--settle`, within
 //! `SETTLE_BOUND`), and then writes one line to every shard's stdin saying what was published
 //! per channel. Each shard then closes its subscribers and counts what they lost against it.
+//! With `--server-pid` it reads the server process at those moments (server.rs).
 //! The child side of that line is here too: a thread reading stdin that raises a flag the
 //! shard's loop looks at.
 
 use crate::publish::{Published, Publisher};
 use crate::report::{Counters, Phase};
+use crate::server::Watch;
 use crate::shard::Conductor;
 use crate::signals;
 use serde_json::{Value, json};
@@ -40,16 +42,26 @@ pub struct Coordinator {
     settle_from: Option<Instant>,
     last_deliveries: u64,
     last_change: Instant,
+    /// The server process, read before subscribing, at the start of publishing and at the end.
+    pub server: Option<Watch>,
 }
 
 impl Coordinator {
+    /// Made before the shards start, so that the server's first reading comes before any
+    /// subscriber has connected.
     pub fn new(
         publisher: Publisher,
         subscribers: usize,
         hold: Duration,
         settle: Duration,
+        server: Option<Watch>,
     ) -> Coordinator {
+        let server = server.map(|mut w| {
+            w.before = w.sample();
+            w
+        });
         Coordinator {
+            server,
             publisher,
             stage: Stage::Subscribing,
             subscribers,
@@ -75,6 +87,14 @@ impl Coordinator {
             .sum()
     }
 
+    /// Reads the server (if watched) into one of its milestones.
+    fn read_server(&mut self, put: impl FnOnce(&mut Watch, Option<crate::server::Sample>)) {
+        if let Some(w) = &mut self.server {
+            let s = w.sample();
+            put(w, s);
+        }
+    }
+
     fn end_line(&self) -> String {
         let p = &self.publisher.published;
         let failed: Vec<Value> = p
@@ -94,12 +114,14 @@ impl Conductor for Coordinator {
         if self.stage != Stage::Ended && stop {
             self.publisher.stop();
             self.stage = Stage::Ended;
+            self.read_server(|w, s| w.settled = s);
             return Ok(Some(self.end_line()));
         }
         self.publisher.turn(Duration::from_millis(5))?;
         match self.stage {
             Stage::Subscribing if phase >= Phase::Hold => {
                 self.held_from = Some(now);
+                self.read_server(|w, s| w.subscribed = s);
                 if shards.connected == 0 {
                     // Nobody to publish to.
                     self.publisher.stop();
@@ -126,6 +148,7 @@ impl Conductor for Coordinator {
                 let held = self.held_from.is_some_and(|t| now - t >= self.hold);
                 if (all_in || quiet || bound) && held {
                     self.stage = Stage::Ended;
+                    self.read_server(|w, s| w.settled = s);
                     return Ok(Some(self.end_line()));
                 }
             }

@@ -93,6 +93,21 @@ pub fn response_head(buf: &[u8]) -> io::Result<Option<(u16, usize)>> {
     Ok(Some((code, end + 4 + body)))
 }
 
+/// Whether the response head at the start of `buf` says `Connection: close` (the server will
+/// close after it, e.g. at its keep-alive request limit).
+pub fn closes(buf: &[u8]) -> bool {
+    let end = find(buf, b"\r\n\r\n").unwrap_or(buf.len());
+    let head = String::from_utf8_lossy(&buf[..end]);
+    head.split("\r\n").skip(1).any(|l| {
+        l.split_once(':').is_some_and(|(name, value)| {
+            name.eq_ignore_ascii_case("connection")
+                && value
+                    .split(',')
+                    .any(|v| v.trim().eq_ignore_ascii_case("close"))
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +125,9 @@ mod tests {
         let denied = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\n{}";
         assert_eq!(response_head(denied).unwrap(), Some((401, denied.len())));
         assert!(response_head(b"SSH-2.0\r\n\r\n").is_err());
+        assert!(!closes(denied));
+        assert!(closes(
+            b"HTTP/1.1 200 OK\r\nconnection: Close\r\nContent-Length: 2\r\n\r\n{}"
+        ));
     }
 }

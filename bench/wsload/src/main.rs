@@ -23,11 +23,13 @@ mod coord;
 mod frame;
 mod http;
 mod link;
+mod nchan;
 mod progress;
 mod publish;
 mod pusher;
 mod report;
 mod run;
+mod server;
 mod shard;
 mod sign;
 mod signals;
@@ -132,7 +134,13 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
     let (kind, request, message, message_len) = match &mode {
         Mode::Subscribe(a) => {
             let names = pusher::channel_names(&a.channel.prefix, a.channel.channels);
-            let (plan, upgrade) = SubPlan::new(names, a.sse, &a.channel.key, &target.authority);
+            let (plan, upgrade) = SubPlan::new(
+                names,
+                a.sse,
+                a.channel.peer,
+                &a.channel.key,
+                &target.authority,
+            );
             sub_plan = Some(plan);
             channel_args = Some(a);
             (Kind::Subscribe, upgrade, Vec::new(), 0)
@@ -164,6 +172,12 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
         }
         if rate > 0.0 && a.channel.events() == 0 {
             return Err("nothing to publish: --events or --publish-duration is 0".into());
+        }
+        if a.sse && a.channel.peer == cli::Peer::Nchan {
+            return Err("--sse is for --peer pusher (nchan subscribers use WebSocket)".into());
+        }
+        if a.server_pid.is_some() && rate == 0.0 {
+            return Err("--server-pid needs --publish-rate".into());
         }
     }
     let publishing = channel_args.is_some_and(|a| a.channel.publish_rate > 0.0);
@@ -273,6 +287,7 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
             publish_seconds: 0.0,
             delivery_seconds: 0.0,
         }),
+        server: None,
     };
     if !in_shards {
         let mut progress =
@@ -307,7 +322,10 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
             Some(a) if publishing => {
                 let plan = publish::plan(&common, &target, &a.channel)?;
                 let publisher = publish::Publisher::new(plan)?;
-                Some(coord::Coordinator::new(publisher, total, hold, a.settle))
+                let watch = a.server_pid.map(server::Watch::new);
+                Some(coord::Coordinator::new(
+                    publisher, total, hold, a.settle, watch,
+                ))
             }
             _ => None,
         };
@@ -333,6 +351,10 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
                 sub.publish_seconds = to.saturating_duration_since(from).as_secs_f64();
             }
         }
+        summary.server = coordinator
+            .as_ref()
+            .and_then(|c| c.server.as_ref())
+            .map(|w| w.json());
         if let Some(sub) = &mut summary.sub {
             let from = match &coordinator {
                 Some(c) => c.publisher.first_send_ns,

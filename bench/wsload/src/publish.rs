@@ -8,13 +8,20 @@
 //! actually sent). Answers other than 200, and requests whose connection broke, are publish
 //! errors, remembered per channel so the subscribers do not count those events as lost.
 //!
+//! A response saying `Connection: close` (holdfast's `http.keepalive_requests`, say) has its
+//! connection reopened before the next request, which is not an error.
+//!
+//! Against nchan (`--peer nchan`) the same events go out as `POST /pub/{channel}` with the
+//! data as the body, unsigned (nchan.rs), and 201 or 202 is success.
+//!
 //! It is driven from outside (`turn`), by the parent of the subscriber shards or by the publish
 //! mode's own loop, and ends by itself: all events answered, or the planned time plus
 //! `PUBLISH_SLACK`.
 
-use crate::cli::{self, ChannelArgs, Common, PublishArgs, Target};
+use crate::cli::{self, ChannelArgs, Common, Peer, PublishArgs, Target};
 use crate::http;
 use crate::link::Link;
+use crate::nchan;
 use crate::pusher;
 use crate::report::{self, Stats, record};
 use crate::sign::Signer;
@@ -42,6 +49,7 @@ pub struct PublishPlan {
     pub events: u64,
     pub size: usize,
     pub publishers: usize,
+    pub peer: Peer,
 }
 
 impl PublishPlan {
@@ -69,6 +77,8 @@ struct PubConn {
     inbuf: Vec<u8>,
     /// The next event index this connection publishes.
     cursor: u64,
+    /// The server said `Connection: close`: reopen before sending again.
+    closing: bool,
 }
 
 /// What was published, per channel: what the subscribers need to count what they lost.
@@ -150,6 +160,7 @@ impl Publisher {
             state: State::Connecting,
             inbuf: Vec::new(),
             cursor,
+            closing: false,
         });
         Ok(())
     }
@@ -230,6 +241,8 @@ impl Publisher {
         for j in ready {
             if let Err(e) = self.drive(j) {
                 self.broken(j, &e)?;
+            } else if self.conns[j].as_ref().is_some_and(|c| c.closing) {
+                self.reopen(j)?;
             }
         }
         Ok(())
@@ -251,7 +264,28 @@ impl Publisher {
             self.first_send_ns = sent_ns;
         }
         let data = pusher::event_data(seq, sent_ns, self.plan.size);
-        let body = pusher::publish_body(&self.plan.channels[channel], &data);
+        let request = match self.plan.peer {
+            Peer::Pusher => self.pusher_request(channel, &data, sent_ns),
+            Peer::Nchan => {
+                nchan::publish_request(&self.plan.channels[channel], &data, &self.plan.authority)
+            }
+        };
+        self.published.sent[channel] = seq + 1;
+        let next = self.owned_from(j, i + 1);
+        let now_us = self.epoch.elapsed().as_micros() as u64;
+        let c = self.conns[j].as_mut().expect("checked above");
+        c.cursor = next;
+        c.state = State::Busy(i, now_us);
+        match c.link.send(&request) {
+            Ok(()) => Ok(()),
+            // Counted as failed, then reopened, by `broken`.
+            Err(e) => self.broken(j, &e),
+        }
+    }
+
+    /// `POST /apps/{id}/events`, signed, for one event.
+    fn pusher_request(&self, channel: usize, data: &str, sent_ns: u64) -> Vec<u8> {
+        let body = pusher::publish_body(&self.plan.channels[channel], data);
         let path = format!("/apps/{}/events", self.plan.app_id);
         let query = self
             .plan
@@ -265,17 +299,7 @@ impl Publisher {
         )
         .into_bytes();
         request.extend_from_slice(&body);
-        self.published.sent[channel] = seq + 1;
-        let next = self.owned_from(j, i + 1);
-        let now_us = self.epoch.elapsed().as_micros() as u64;
-        let c = self.conns[j].as_mut().expect("checked above");
-        c.cursor = next;
-        c.state = State::Busy(i, now_us);
-        match c.link.send(&request) {
-            Ok(()) => Ok(()),
-            // Counted as failed, then reopened, by `broken`.
-            Err(e) => self.broken(j, &e),
-        }
+        request
     }
 
     fn drive(&mut self, j: usize) -> io::Result<()> {
@@ -294,6 +318,7 @@ impl Publisher {
             if c.inbuf.len() < len {
                 break;
             }
+            c.closing |= http::closes(&c.inbuf);
             c.inbuf.drain(..len);
             let State::Busy(i, sent_us) = c.state else {
                 return Err(io::Error::other("a response to no request"));
@@ -301,7 +326,11 @@ impl Publisher {
             c.state = State::Idle;
             let now_us = self.epoch.elapsed().as_micros() as u64;
             record(&mut self.stats.publish_us, now_us.saturating_sub(sent_us));
-            if status == 200 {
+            let ok = match self.plan.peer {
+                Peer::Pusher => status == 200,
+                Peer::Nchan => nchan::accepted(status),
+            };
+            if ok {
                 self.stats.count.published += 1;
             } else {
                 self.stats.count.publish_errors += 1;
@@ -335,6 +364,15 @@ impl Publisher {
                 "publisher: more than {MAX_REOPENS} connections broke; last: {why}"
             ));
         }
+        self.open(j, c.cursor)
+    }
+
+    /// Connection `j` is idle and the server is closing it: a new one takes its place.
+    fn reopen(&mut self, j: usize) -> Result<(), String> {
+        let Some(mut c) = self.conns[j].take() else {
+            return Ok(());
+        };
+        let _ = self.poll.registry().deregister(&mut c.link.stream);
         self.open(j, c.cursor)
     }
 
@@ -387,6 +425,7 @@ pub fn plan(common: &Common, target: &Target, args: &ChannelArgs) -> Result<Publ
         events: args.events(),
         size: args.size,
         publishers: args.publishers as usize,
+        peer: args.peer,
     })
 }
 

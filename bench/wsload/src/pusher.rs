@@ -135,7 +135,13 @@ fn event(ours: bool, data: &RawValue) -> Msg {
     let Ok(inner) = serde_json::from_str::<Cow<str>>(data.get()) else {
         return Msg::Other;
     };
-    match serde_json::from_str::<Data>(&inner) {
+    event_data_msg(ours, inner.as_bytes())
+}
+
+/// wsload's event data itself, `{"seq","sent_ns",…}` (as `event_data` builds it), read as a
+/// delivery; anything else is `Other`.
+pub fn event_data_msg(ours: bool, data: &[u8]) -> Msg {
+    match serde_json::from_slice::<Data>(data) {
         Ok(d) => Msg::Event {
             ours,
             seq: d.seq,

@@ -305,6 +305,8 @@ pub struct Summary {
     pub gave_up: bool,
     /// Subscribe: the channels, the publishing and the fan-out.
     pub sub: Option<SubReport>,
+    /// Subscribe with --server-pid: the server's readings (server.rs).
+    pub server: Option<Value>,
 }
 
 /// What a subscribe run adds to the summary.
@@ -409,6 +411,9 @@ impl Summary {
             v["delivery_us"] = percentiles(&self.stats.delivery_us);
             v["last_subscriber_us"] = percentiles(&self.stats.last_subscriber_us());
         }
+        if let Some(server) = &self.server {
+            v["server"] = server.clone();
+        }
         v.to_string()
     }
 
@@ -491,6 +496,9 @@ impl Summary {
                 line(&self.stats.heartbeat_rtt_us),
                 c.closed_clean,
             );
+        }
+        if let Some(v) = &self.server {
+            s += &format!("\nserver: {v}");
         }
         if self.gave_up {
             s += "\ngave up: not every connection settled before the deadline";

@@ -5,7 +5,6 @@
 
 use crate::conn::{Conn, Ctx, Kind, State, find};
 use crate::frame::{self, OP_CLOSE, OP_PING, OP_PONG};
-use crate::pusher;
 use crate::report::record;
 use std::io;
 
@@ -44,8 +43,8 @@ impl Conn {
                 return Err(io::Error::other("upgrade refused"));
             }
             self.inbuf.drain(..end + 4);
-            match &mut self.sub {
-                Some(sub) => sub.upgraded = true,
+            match &self.sub {
+                Some(_) => self.sub_upgraded(cx),
                 None => self.opened(cx),
             }
             if cx.plan.kind == Kind::Echo {
@@ -89,10 +88,10 @@ impl Conn {
                     return Err(io::Error::other("closed by the server"));
                 }
                 frame::OP_TEXT if self.sub.is_some() => {
-                    let text = &self.inbuf[payload];
-                    let msg =
-                        pusher::parse_ws(text, self.channel_name(cx)).map_err(io::Error::other)?;
-                    self.pusher_message(cx, msg)?;
+                    let text = std::mem::take(&mut self.inbuf);
+                    let result = self.sub_text(cx, &text[payload]);
+                    self.inbuf = text;
+                    result?;
                 }
                 0 if self.sub.is_some() => {
                     return Err(io::Error::other("fragmented messages are not supported"));
