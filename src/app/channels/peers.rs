@@ -8,6 +8,7 @@
 use super::bus::{self, Msg};
 use super::hub::Hub;
 use crate::log;
+use std::collections::VecDeque;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::sync::atomic::Ordering;
@@ -19,6 +20,10 @@ use std::time::Duration;
 const DATAGRAM_TARGET: usize = 60 * 1024;
 /// Socket buffers asked for (the kernel caps them at net.core.{r,w}mem_max).
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+/// How soon a sibling whose queue was full is tried again.
+const RETRY_EVERY: Duration = Duration::from_millis(2);
+/// Datagrams kept for one sibling whose queue stays full (about 60 KiB at most each).
+const OUTBOX_MAX: usize = 4096;
 /// How often changed subscriber counts are sent to the siblings.
 const COUNTS_EVERY: Duration = Duration::from_millis(50);
 /// How often this process's figures are sent to the siblings, for their `/metrics`.
@@ -58,7 +63,14 @@ pub fn start(hub: &Arc<Hub>, group: u32, process: u16, processes: usize) -> Resu
     use nix::sys::socket::{setsockopt, sockopt};
     let _ = setsockopt(&sock, sockopt::SndBuf, &SOCKET_BUFFER);
     let _ = setsockopt(&sock, sockopt::RcvBuf, &SOCKET_BUFFER);
-    let reader = sock.try_clone().map_err(|e| e.to_string())?;
+    // Sends go out on a socket of their own, non-blocking (the receiving one stays blocking:
+    // the flag would be shared by a clone); siblings know the sender from the datagram.
+    let sender = UnixDatagram::unbound().map_err(|e| format!("channel bus socket: {e}"))?;
+    sender
+        .set_nonblocking(true)
+        .map_err(|e| format!("channel bus socket: {e}"))?;
+    let _ = setsockopt(&sender, sockopt::SndBuf, &SOCKET_BUFFER);
+    let reader = sock;
     let (tx, rx) = mpsc::channel();
     hub.set_peers(Peers { tx }, processes);
     let weak = Arc::downgrade(hub);
@@ -69,7 +81,7 @@ pub fn start(hub: &Arc<Hub>, group: u32, process: u16, processes: usize) -> Resu
     let weak = Arc::downgrade(hub);
     std::thread::Builder::new()
         .name("holdfast-bus-out".into())
-        .spawn(move || send(sock, rx, weak, group, process, processes))
+        .spawn(move || send(sender, rx, weak, group, process, processes))
         .map_err(|e| e.to_string())?;
     hub.peers_hello();
     Ok(())
@@ -102,7 +114,10 @@ fn receive(sock: UnixDatagram, hub: Weak<Hub>) {
 }
 
 /// Gathers queued messages per destination into datagrams and sends them; every
-/// `COUNTS_EVERY`, the changed subscriber counts too.
+/// `COUNTS_EVERY`, the changed subscriber counts too. Sends never block: a sibling whose queue
+/// is full (the kernel holds only `net.unix.max_dgram_qlen` datagrams per receiver, 10 by
+/// default) keeps its datagrams here, in order, and is tried again shortly, while the others
+/// get theirs; a blocking send would hold every sibling's events behind the slowest one.
 fn send(
     sock: UnixDatagram,
     rx: mpsc::Receiver<Outgoing>,
@@ -114,11 +129,13 @@ fn send(
     let addrs: Vec<Option<SocketAddr>> = (0..processes as u16)
         .map(|p| (p != me).then(|| address(group, p).ok()).flatten())
         .collect();
-    let mut pending: Vec<Vec<u8>> = vec![Vec::new(); processes];
-    let mut acks: Vec<Vec<u64>> = vec![Vec::new(); processes];
+    let mut building: Vec<Datagram> = (0..processes).map(|_| Datagram::default()).collect();
+    let mut outbox: Vec<VecDeque<Datagram>> = (0..processes).map(|_| VecDeque::new()).collect();
     let mut stats_due = std::time::Instant::now();
     loop {
-        let first = match rx.recv_timeout(COUNTS_EVERY) {
+        let backlog = outbox.iter().any(|o| !o.is_empty());
+        let wait = if backlog { RETRY_EVERY } else { COUNTS_EVERY };
+        let first = match rx.recv_timeout(wait) {
             Ok(m) => Some(m),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -136,78 +153,99 @@ fn send(
                 Outgoing::All(m) => ((0..processes as u16).filter(|&p| p != me).collect(), m),
                 Outgoing::To(p, m) => (vec![p], m),
             };
-            let ack = match &m {
-                Msg::Event { ack: Some(id), .. } => Some(*id),
-                _ => None,
-            };
             for p in targets {
-                let Some(Some(addr)) = addrs.get(usize::from(p)) else {
+                let p = usize::from(p);
+                if addrs.get(p).is_none_or(Option::is_none) {
                     continue;
-                };
-                let buf = &mut pending[usize::from(p)];
-                if buf.len() > DATAGRAM_TARGET {
-                    flush(&sock, addr, buf, &mut acks[usize::from(p)], &hub, me);
                 }
-                if buf.is_empty() {
-                    bus::start(buf, me);
+                let d = &mut building[p];
+                if d.bytes.len() > DATAGRAM_TARGET {
+                    outbox[p].push_back(std::mem::take(d));
                 }
-                bus::encode(buf, &m);
-                if let Some(id) = ack {
-                    acks[usize::from(p)].push(id);
-                }
+                d.add(me, &m);
             }
         }
         for p in 0..processes {
-            if let Some(Some(addr)) = addrs.get(p) {
-                flush(&sock, addr, &mut pending[p], &mut acks[p], &hub, me);
+            let Some(Some(addr)) = addrs.get(p) else {
+                continue;
+            };
+            if !building[p].bytes.is_empty() {
+                outbox[p].push_back(std::mem::take(&mut building[p]));
             }
+            drain(&sock, addr, &mut outbox[p], &hub, me);
         }
     }
 }
 
-/// Sends one gathered datagram. A sibling that is not there (starting, restarting, gone)
-/// cannot acknowledge: its share of each waiting publish counts as done, so no API request
-/// waits for it, and the loss is counted.
-fn flush(
+/// Messages gathered for one sibling, and the acknowledgements they carry (answered here if the
+/// datagram cannot be delivered).
+#[derive(Default)]
+struct Datagram {
+    bytes: Vec<u8>,
+    messages: u64,
+    acks: Vec<u64>,
+    /// It carries an event or a presence change: losing it is worth a line and a count.
+    matters: bool,
+}
+
+impl Datagram {
+    fn add(&mut self, me: u16, m: &Msg) {
+        if self.bytes.is_empty() {
+            bus::start(&mut self.bytes, me);
+        }
+        bus::encode(&mut self.bytes, m);
+        self.messages += 1;
+        match m {
+            Msg::Event { ack, .. } => {
+                self.matters = true;
+                self.acks.extend(*ack);
+            }
+            Msg::Present { .. } | Msg::Absent { .. } => self.matters = true,
+            _ => {}
+        }
+    }
+}
+
+/// Sends a sibling's waiting datagrams in order until its queue is full. One that cannot be
+/// delivered at all (the sibling is not there: starting, restarting, gone) is dropped; its
+/// waiting publishes count as acknowledged, since a process that is not there has no
+/// subscribers to wait for. A sibling that stays full past `OUTBOX_MAX` datagrams loses the
+/// oldest, counted.
+fn drain(
     sock: &UnixDatagram,
     addr: &SocketAddr,
-    buf: &mut Vec<u8>,
-    acks: &mut Vec<u64>,
+    outbox: &mut VecDeque<Datagram>,
     hub: &Hub,
     me: u16,
 ) {
-    if buf.len() <= 2 {
-        buf.clear();
-        return;
-    }
-    let msgs = bus::decode(buf).map_or_else(Vec::new, |(_, m)| m);
-    match sock.send_to_addr(buf, addr) {
-        Ok(_) => {
-            hub.bus_out.fetch_add(msgs.len() as u64, Ordering::Relaxed);
-        }
-        Err(e) => {
-            // A sibling that is not up yet (they start one after another) or is restarting
-            // will say Hello and be sent the state then: only a lost event or presence change
-            // is worth a line and a count.
-            let mattered = msgs.iter().any(|m| {
-                matches!(
-                    m,
-                    Msg::Event { .. } | Msg::Present { .. } | Msg::Absent { .. }
-                )
-            });
-            if mattered {
-                hub.bus_errors
-                    .fetch_add(msgs.len() as u64, Ordering::Relaxed);
-                log::limited!(
-                    Warn,
-                    "channel bus: process {me} could not reach a sibling: {e}"
-                );
+    while let Some(d) = outbox.front() {
+        match sock.send_to_addr(&d.bytes, addr) {
+            Ok(_) => {
+                hub.bus_out.fetch_add(d.messages, Ordering::Relaxed);
             }
-            for id in acks.iter() {
-                hub.acked_by_id(*id);
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if outbox.len() <= OUTBOX_MAX {
+                    return;
+                }
+                lost(d, hub, me, "its queue stayed full");
             }
+            Err(e) => lost(d, hub, me, &e.to_string()),
         }
+        outbox.pop_front();
     }
-    buf.clear();
-    acks.clear();
+}
+
+fn lost(d: &Datagram, hub: &Hub, me: u16, why: &str) {
+    // A sibling that is not up yet (they start one after another) or is restarting will say
+    // Hello and be sent the state then: only a lost event or presence change is worth a line.
+    if d.matters {
+        hub.bus_errors.fetch_add(d.messages, Ordering::Relaxed);
+        log::limited!(
+            Warn,
+            "channel bus: process {me} could not reach a sibling: {why}"
+        );
+    }
+    for id in &d.acks {
+        hub.acked_by_id(*id);
+    }
 }
