@@ -41,6 +41,12 @@ pub enum Msg {
     Acked { id: u64 },
     /// The sender's figures for `app` (`stats::Snapshot::to_summed`), for `/metrics`.
     Stats { app: AppIdx, values: Vec<u64> },
+    /// The sender's bus messages received, sent, and lost, for `/metrics`.
+    Bus {
+        inbound: u64,
+        outbound: u64,
+        errors: u64,
+    },
 }
 
 pub fn start(out: &mut Vec<u8>, from: u16) {
@@ -110,6 +116,16 @@ pub fn encode(out: &mut Vec<u8>, m: &Msg) {
         Msg::Acked { id } => {
             out.push(5);
             out.extend_from_slice(&id.to_be_bytes());
+        }
+        Msg::Bus {
+            inbound,
+            outbound,
+            errors,
+        } => {
+            out.push(7);
+            for v in [inbound, outbound, errors] {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
         }
         Msg::Stats { app, values } => {
             out.push(6);
@@ -216,6 +232,11 @@ pub fn decode(datagram: &[u8]) -> Option<(u16, Vec<Msg>)> {
                 let values = (0..n).map(|_| r.u64()).collect::<Option<Vec<u64>>>()?;
                 Msg::Stats { app, values }
             }
+            7 => Msg::Bus {
+                inbound: r.u64()?,
+                outbound: r.u64()?,
+                errors: r.u64()?,
+            },
             _ => return None,
         };
         msgs.push(m);
@@ -267,6 +288,11 @@ mod tests {
             Msg::Stats {
                 app: 1,
                 values: vec![1, 2, 3],
+            },
+            Msg::Bus {
+                inbound: 4,
+                outbound: 5,
+                errors: 6,
             },
         ]
     }

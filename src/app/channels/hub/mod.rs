@@ -212,6 +212,8 @@ pub struct Hub {
     next_ack: AtomicU64,
     /// Each sibling's latest figures per app (`Msg::Stats`).
     sibling_stats: Mutex<HashMap<u16, HashMap<AppIdx, Vec<u64>>>>,
+    /// Each sibling's latest bus figures (`Msg::Bus`): in, out, errors.
+    sibling_bus: Mutex<HashMap<u16, [u64; 3]>>,
     /// Bus messages in and out, and what could not be sent or read.
     pub bus_in: AtomicU64,
     pub bus_out: AtomicU64,
@@ -243,6 +245,7 @@ impl Hub {
             owed: Mutex::default(),
             next_ack: AtomicU64::new(1),
             sibling_stats: Mutex::default(),
+            sibling_bus: Mutex::default(),
             bus_in: AtomicU64::new(0),
             bus_out: AtomicU64::new(0),
             bus_errors: AtomicU64::new(0),
@@ -661,10 +664,15 @@ impl Hub {
             .collect();
         drop(siblings);
         super::stats::render(out, &ids, &figures);
-        super::stats::render_bus(
-            out,
-            [&self.bus_in, &self.bus_out, &self.bus_errors].map(|a| a.load(Ordering::Relaxed)),
-        );
+        // The node's bus traffic: this process's counters and each sibling's last report.
+        let mut bus =
+            [&self.bus_in, &self.bus_out, &self.bus_errors].map(|a| a.load(Ordering::Relaxed));
+        for other in lock(&self.sibling_bus).values() {
+            for (total, v) in bus.iter_mut().zip(other) {
+                *total += v;
+            }
+        }
+        super::stats::render_bus(out, bus);
     }
 
     pub fn has_mail(&self, worker: usize) -> bool {

@@ -52,6 +52,13 @@ impl Hub {
                     self.publish_here(app, channel, frame, cache, exclude, ack, usize::MAX);
                 }
                 Msg::Acked { id } => self.acked_by_id(id),
+                Msg::Bus {
+                    inbound,
+                    outbound,
+                    errors,
+                } => {
+                    lock(&self.sibling_bus).insert(from, [inbound, outbound, errors]);
+                }
                 Msg::Stats { app, values } => {
                     lock(&self.sibling_stats)
                         .entry(from)
@@ -143,6 +150,7 @@ impl Hub {
     /// their last process), and it is told what this process has.
     fn sibling_restarted(&self, from: u16) {
         lock(&self.sibling_stats).remove(&from);
+        lock(&self.sibling_bus).remove(&from);
         let mut state = Vec::new();
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
@@ -195,16 +203,23 @@ impl Hub {
         }
     }
 
-    /// This process's figures for every app, for the siblings' `/metrics`.
+    /// This process's figures for every app and for the bus, for the siblings' `/metrics`.
     pub fn stats_messages(&self) -> Vec<Msg> {
-        self.stats
+        let mut msgs: Vec<Msg> = self
+            .stats
             .iter()
             .enumerate()
             .map(|(i, s)| Msg::Stats {
                 app: i as AppIdx,
                 values: s.snapshot().to_summed(),
             })
-            .collect()
+            .collect();
+        msgs.push(Msg::Bus {
+            inbound: self.bus_in.load(Ordering::Relaxed),
+            outbound: self.bus_out.load(Ordering::Relaxed),
+            errors: self.bus_errors.load(Ordering::Relaxed),
+        });
+        msgs
     }
 
     /// The current local subscriber counts of channels that changed since the last call, for
