@@ -132,7 +132,14 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
     let (kind, request, message, message_len) = match &mode {
         Mode::Subscribe(a) => {
             let names = pusher::channel_names(&a.channel.prefix, a.channel.channels);
-            let (plan, upgrade) = SubPlan::new(names, a.sse, &a.channel.key, &target.authority);
+            a.channel.check_shared()?;
+            let (plan, upgrade) = SubPlan::new(
+                names,
+                a.channel.shared_channel.clone(),
+                a.sse,
+                &a.channel.key,
+                &target.authority,
+            );
             sub_plan = Some(plan);
             channel_args = Some(a);
             (Kind::Subscribe, upgrade, Vec::new(), 0)
@@ -166,7 +173,7 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
             return Err("nothing to publish: --events or --publish-duration is 0".into());
         }
     }
-    let publishing = channel_args.is_some_and(|a| a.channel.publish_rate > 0.0);
+    let publishing = channel_args.is_some_and(|a| a.channel.publishing());
     let (warmup, hold, heartbeat, message_bytes) = match &mode {
         Mode::Idle(a) | Mode::HttpIdle(a) => (Duration::ZERO, a.hold, a.heartbeat, 0),
         Mode::Echo(a) => (a.warmup, a.duration, Duration::ZERO, a.size),
@@ -269,9 +276,20 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
             channels: a.channel.channels,
             sse,
             publishing,
-            events_planned: if publishing { a.channel.events() } else { 0 },
+            events_planned: if publishing && a.channel.publish_rate > 0.0 {
+                a.channel.events()
+            } else {
+                0
+            },
             publish_seconds: 0.0,
             delivery_seconds: 0.0,
+            shared: a.channel.shared_channel.clone(),
+            broadcasts_planned: if publishing {
+                a.channel.broadcasts()
+            } else {
+                0
+            },
+            broadcast_every: a.channel.broadcast_every.as_secs_f64(),
         }),
     };
     if !in_shards {
@@ -327,6 +345,7 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
         if let (Some(c), Some(sub)) = (&coordinator, &mut summary.sub) {
             let p = &c.publisher;
             summary.stats.count.published = p.stats.count.published;
+            summary.stats.count.broadcasts = p.stats.count.broadcasts;
             summary.stats.count.publish_errors = p.stats.count.publish_errors;
             let _ = summary.stats.publish_us.add(&p.stats.publish_us);
             if let (Some(from), Some(to)) = (p.started(), p.finished()) {

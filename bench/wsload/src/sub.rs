@@ -1,14 +1,16 @@
 //! Owns a connection's life as a Pusher channel subscriber (subscribe mode), whatever carries
 //! it: over WebSocket (ws.rs moves the frames) it waits for `pusher:connection_established`,
-//! subscribes to its channel and counts as connected once `subscription_succeeded` arrives;
-//! over SSE (sse.rs reads the stream) it is subscribed once the stream has started. Either way
-//! each delivery is checked against the subscriber's sequence track (track.rs) and its
-//! latency — receipt minus the publisher's wall-clock send time carried in the event — is
-//! recorded.
+//! subscribes to its channel (and to the shared channel, with `--shared-channel`) and counts
+//! as connected once every `subscription_succeeded` has arrived; over SSE (sse.rs reads the
+//! stream) it is subscribed once the stream has started. Either way each delivery is checked
+//! against the sequence track (track.rs) of the channel it names and its latency — receipt
+//! minus the publisher's wall-clock send time carried in the event — is recorded; a delivery
+//! on the shared channel (a broadcast) is recorded per broadcast, for its time to the last
+//! subscriber.
 
 use crate::conn::{Conn, Ctx, State};
 use crate::frame::{self, OP_TEXT};
-use crate::pusher::{self, Msg};
+use crate::pusher::{self, Msg, On, OnChannels};
 use crate::sse::SseState;
 use crate::track::{Seen, Track};
 use crate::ws::MASK;
@@ -17,8 +19,12 @@ use std::io;
 /// What every subscriber shares.
 pub struct SubPlan {
     pub channels: Vec<String>,
+    /// The channel every subscriber is on too (the broadcasts'), if any.
+    pub shared: Option<String>,
     /// WebSocket: per channel, the masked `pusher:subscribe` frame.
     pub subscribe: Vec<Vec<u8>>,
+    /// WebSocket: the shared channel's `pusher:subscribe` frame (empty without one).
+    pub subscribe_shared: Vec<u8>,
     /// SSE: per channel, the GET request that opens the stream (empty over WebSocket).
     pub sse_requests: Vec<Vec<u8>>,
     /// The masked `pusher:pong` frame.
@@ -30,20 +36,34 @@ pub struct SubPlan {
 impl SubPlan {
     /// The plan, and the upgrade request to the connect path (WebSocket subscribers all send
     /// it; SSE ones send their channel's GET instead).
-    pub fn new(channels: Vec<String>, sse: bool, key: &str, authority: &str) -> (SubPlan, Vec<u8>) {
+    pub fn new(
+        channels: Vec<String>,
+        shared: Option<String>,
+        sse: bool,
+        key: &str,
+        authority: &str,
+    ) -> (SubPlan, Vec<u8>) {
         let frame = |text: &str| frame::client_frame(OP_TEXT, text.as_bytes(), MASK);
-        let subscribe = if sse {
-            Vec::new()
+        let (subscribe, subscribe_shared) = if sse {
+            (Vec::new(), Vec::new())
         } else {
-            channels
-                .iter()
-                .map(|c| frame(&pusher::subscribe_message(c)))
-                .collect()
+            (
+                channels
+                    .iter()
+                    .map(|c| frame(&pusher::subscribe_message(c)))
+                    .collect(),
+                shared
+                    .as_deref()
+                    .map(|s| frame(&pusher::subscribe_message(s)))
+                    .unwrap_or_default(),
+            )
         };
         let sse_requests = if sse {
             channels
                 .iter()
-                .map(|c| crate::sse::request(&pusher::sse_path(key, c), authority))
+                .map(|c| {
+                    crate::sse::request(&pusher::sse_path(key, c, shared.as_deref()), authority)
+                })
                 .collect()
         } else {
             Vec::new()
@@ -51,7 +71,9 @@ impl SubPlan {
         let upgrade = crate::ws::upgrade_request(&pusher::connect_path(key), authority);
         let plan = SubPlan {
             channels,
+            shared,
             subscribe,
+            subscribe_shared,
             sse_requests,
             pong: frame(pusher::PONG),
             sse,
@@ -68,16 +90,21 @@ impl SubPlan {
     }
 }
 
-/// One subscriber's own state.
+/// One subscriber's own state (kept small: a million of them share one host with the server).
 pub struct Sub {
     pub channel: u32,
     /// WebSocket: the 101 has come (the subscription is still to be made).
     pub upgraded: bool,
     /// WebSocket: `pusher:subscribe` has been sent.
     pub asked: bool,
-    /// `subscription_succeeded` came (or the SSE stream started): deliveries are expected.
+    /// WebSocket: `subscription_succeeded` messages still to come.
+    pub pending: u8,
+    /// Every `subscription_succeeded` came (or the SSE stream started): deliveries are expected.
     pub subscribed: bool,
+    /// Its own channel's sequence.
     pub track: Track,
+    /// The shared channel's (the broadcasts').
+    pub shared: Track,
     /// Over SSE: the stream's decoding state.
     pub sse: Option<Box<SseState>>,
 }
@@ -88,18 +115,24 @@ impl Sub {
             channel,
             upgraded: false,
             asked: false,
+            pending: 0,
             subscribed: false,
             track: Track::default(),
+            shared: Track::default(),
             sse: sse.then(Box::default),
         })
     }
 }
 
 impl Conn {
-    pub(crate) fn channel_name<'a>(&self, cx: &Ctx<'a>) -> &'a str {
+    /// The channels this subscriber is on.
+    pub(crate) fn channel_names<'a>(&self, cx: &Ctx<'a>) -> OnChannels<'a> {
         let plan = cx.plan.sub.as_ref().expect("a subscribe plan");
         let channel = self.sub.as_ref().map_or(0, |s| s.channel);
-        &plan.channels[channel as usize]
+        OnChannels {
+            own: &plan.channels[channel as usize],
+            shared: plan.shared.as_deref(),
+        }
     }
 
     /// Acts on one message from the server.
@@ -111,13 +144,21 @@ impl Conn {
         match msg {
             Msg::Established if self.state == State::Handshaking && !sub.asked => {
                 sub.asked = true;
+                sub.pending = 1;
                 self.link.send(&plan.subscribe[sub.channel as usize])?;
+                if plan.shared.is_some() {
+                    sub.pending += 1;
+                    self.link.send(&plan.subscribe_shared)?;
+                }
             }
-            Msg::Subscribed if self.state == State::Handshaking && sub.asked => {
-                sub.subscribed = true;
-                self.opened(cx);
+            Msg::Subscribed if self.state == State::Handshaking && sub.pending > 0 => {
+                sub.pending -= 1;
+                if sub.pending == 0 {
+                    sub.subscribed = true;
+                    self.opened(cx);
+                }
             }
-            Msg::Event { ours, seq, sent_ns } => self.delivered(cx, ours, seq, sent_ns),
+            Msg::Event { on, seq, sent_ns } => self.delivered(cx, on, seq, sent_ns),
             Msg::Ping if matches!(self.state, State::Handshaking | State::Open) => {
                 self.link.send(&plan.pong)?;
             }
@@ -128,23 +169,44 @@ impl Conn {
     }
 
     /// Counts one event delivered to this subscriber.
-    pub(crate) fn delivered(&mut self, cx: &mut Ctx, ours: bool, seq: u64, sent_ns: u64) {
+    pub(crate) fn delivered(&mut self, cx: &mut Ctx, on: On, seq: u64, sent_ns: u64) {
         let Some(sub) = self.sub.as_mut() else {
             return;
         };
-        if !ours {
-            cx.stats.count.misrouted += 1;
-            return;
-        }
+        let track = match on {
+            On::Own => &mut sub.track,
+            On::Shared => &mut sub.shared,
+            On::Other => {
+                cx.stats.count.misrouted += 1;
+                return;
+            }
+        };
         let now_ns = pusher::wall_ns();
-        match sub.track.record(seq) {
+        match track.record(seq) {
             Seen::Late => cx.stats.count.out_of_order += 1,
             Seen::Duplicate => cx.stats.count.duplicated += 1,
             Seen::InOrder | Seen::Gap(_) => {}
         }
+        let latency_us = now_ns.saturating_sub(sent_ns) / 1000;
+        if on == On::Shared {
+            cx.stats.broadcast_delivered(seq, latency_us, now_ns);
+            return;
+        }
         let k = cx.plan.sub.as_ref().map_or(1, |p| p.channels.len()) as u64;
         let index = seq.saturating_mul(k).saturating_add(u64::from(sub.channel));
-        cx.stats
-            .delivered(index, now_ns.saturating_sub(sent_ns) / 1000, now_ns);
+        cx.stats.delivered(index, latency_us, now_ns);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscriber_is_small() {
+        // Two sequence tracks (own channel, shared channel) and a few flags: a million of them
+        // in the shards beside a million server connections on one host.
+        let size = std::mem::size_of::<Sub>();
+        assert!(size <= 96, "{size} bytes");
     }
 }

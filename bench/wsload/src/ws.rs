@@ -91,7 +91,7 @@ impl Conn {
                 frame::OP_TEXT if self.sub.is_some() => {
                     let text = &self.inbuf[payload];
                     let msg =
-                        pusher::parse_ws(text, self.channel_name(cx)).map_err(io::Error::other)?;
+                        pusher::parse_ws(text, self.channel_names(cx)).map_err(io::Error::other)?;
                     self.pusher_message(cx, msg)?;
                 }
                 0 if self.sub.is_some() => {
