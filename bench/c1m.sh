@@ -126,7 +126,7 @@ WL=$(pwd)/target/release/wsload
   --set server.listen=127.0.0.1:$PORT --set server.tls_listen= \
   --set server.processes=$PROCS --set server.workers=1 \
   --set server.max_connections=$(( PROCS * ($(ulimit -Hn) - 100) )) \
-  --set server.shutdown_timeout=300s \
+  --set server.shutdown_timeout=300s --set http.keepalive_requests=1000000 \
   --set websocket.ping_interval=$PING \
   2> "$OUT/server.log" &
 HF_PID=$!

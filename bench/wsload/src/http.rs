@@ -93,9 +93,39 @@ pub fn response_head(buf: &[u8]) -> io::Result<Option<(u16, usize)>> {
     Ok(Some((code, end + 4 + body)))
 }
 
+/// Whether a complete response head (as `response_head` found it) says `Connection: close`:
+/// the server closes the connection after it (holdfast does after `http.keepalive_requests`).
+pub fn says_close(buf: &[u8]) -> bool {
+    let Some(end) = find(buf, b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]);
+    head.split("\r\n").skip(1).any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.eq_ignore_ascii_case("connection")
+                && value
+                    .split(',')
+                    .any(|v| v.trim().eq_ignore_ascii_case("close"))
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_close() {
+        assert!(says_close(
+            b"HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 2\r\n\r\n{}"
+        ));
+        assert!(!says_close(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n\r\n"
+        ));
+        assert!(!says_close(
+            b"HTTP/1.1 200 OK\r\nX-Connection: close\r\n\r\n"
+        ));
+    }
 
     #[test]
     fn response_lengths() {

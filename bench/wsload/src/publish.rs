@@ -30,8 +30,12 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-/// Beyond the planned publishing time, how long the publisher may run behind before it stops.
+/// Beyond the planned publishing time, how long the publisher may run behind before it stops
+/// sending.
 pub const PUBLISH_SLACK: Duration = Duration::from_secs(30);
+/// Then how long it waits for the answers to requests still in flight (which count as failed
+/// if none comes, though the server may still have taken them).
+pub const ANSWER_GRACE: Duration = Duration::from_secs(10);
 /// Connections the publisher may reopen in one run (the server closing idle ones included).
 const MAX_REOPENS: u32 = 1000;
 
@@ -113,6 +117,8 @@ pub struct Publisher {
     /// Set when it has stopped: everything answered, or out of time.
     finished: Option<Instant>,
     reopens: u32,
+    /// It said it is behind schedule.
+    said_late: bool,
     pub stats: Stats,
     pub published: Published,
     /// Wall-clock ns of the first send.
@@ -139,6 +145,7 @@ impl Publisher {
             started: None,
             finished: None,
             reopens: 0,
+            said_late: false,
             stats: Stats::new(),
             published: Published {
                 sent: vec![0; k],
@@ -237,7 +244,16 @@ impl Publisher {
         let mut timeout = wait;
         if let (Some(start), None) = (self.started, self.finished) {
             let elapsed = now - start;
-            if self.small > 0 {
+            let late = elapsed >= self.plan.planned() + PUBLISH_SLACK;
+            if late && !self.said_late {
+                self.said_late = true;
+                eprintln!(
+                    "wsload: publisher: out of time, behind schedule: sending no more, waiting \
+                     {}s for answers in flight",
+                    ANSWER_GRACE.as_secs()
+                );
+            }
+            if self.small > 0 && !late {
                 let due =
                     ((elapsed.as_secs_f64() * self.plan.rate) as u64 + 1).min(self.plan.events);
                 for j in 0..self.small {
@@ -249,7 +265,7 @@ impl Publisher {
                     timeout = timeout.min(next.saturating_duration_since(now));
                 }
             }
-            if self.small < self.conns.len() {
+            if self.small < self.conns.len() && !late {
                 // Broadcast b is due at (b + 1) intervals.
                 let every = self.plan.broadcast_every.as_secs_f64();
                 let due = ((elapsed.as_secs_f64() / every) as u64).min(self.plan.broadcasts);
@@ -259,19 +275,20 @@ impl Publisher {
                     timeout = timeout.min(next.saturating_duration_since(now));
                 }
             }
-            let out_of_time = elapsed >= self.plan.planned() + PUBLISH_SLACK;
-            let all_sent = (0..self.conns.len()).all(|j| {
-                self.conns[j]
-                    .as_ref()
-                    .is_none_or(|c| c.cursor >= self.quota(j))
-            });
+            let out_of_time = elapsed >= self.plan.planned() + PUBLISH_SLACK + ANSWER_GRACE;
+            let all_sent = late
+                || (0..self.conns.len()).all(|j| {
+                    self.conns[j]
+                        .as_ref()
+                        .is_none_or(|c| c.cursor >= self.quota(j))
+                });
             let idle = self.conns.iter().all(|c| {
                 c.as_ref()
                     .is_none_or(|c| !matches!(c.state, State::Busy(..)))
             });
             if (all_sent && idle) || out_of_time {
                 if out_of_time && !(all_sent && idle) {
-                    eprintln!("wsload: publisher: out of time, stopping behind schedule");
+                    eprintln!("wsload: publisher: answers still missing; counted as failed");
                     for j in 0..self.conns.len() {
                         if let Some(c) = &self.conns[j]
                             && let State::Busy(i, _) = c.state
@@ -371,6 +388,7 @@ impl Publisher {
             if c.inbuf.len() < len {
                 break;
             }
+            let closing = http::says_close(&c.inbuf);
             c.inbuf.drain(..len);
             let State::Busy(i, sent_us) = c.state else {
                 return Err(io::Error::other("a response to no request"));
@@ -385,6 +403,11 @@ impl Publisher {
                     self.failed(j, i);
                     say_status_once(status);
                 }
+            }
+            // The server closes after this answer: reopen now (nothing is in flight), rather
+            // than send the next request into the closing connection.
+            if closing {
+                return Err(io::Error::other("the server closes this connection"));
             }
         }
         if eof {

@@ -589,6 +589,35 @@ fn subscribe_counts_every_delivery_over_sse() {
     subscribe_run(true);
 }
 
+/// A server that closes keep-alive connections after 10 requests (`Connection: close`): the
+/// publisher reopens before its next request and loses nothing.
+#[test]
+fn publisher_reopens_when_the_server_closes() {
+    let server = Server::start(&["http.keepalive_requests=10"]);
+    let url = server.url("http", "/");
+    let run = wsload(&[
+        "publish",
+        "--url",
+        &url,
+        "--publish-rate",
+        "200",
+        "--events",
+        "100",
+        "--publishers",
+        "1",
+        "--shared-channel",
+        "all",
+        "--broadcast-every",
+        "100ms",
+        "--json",
+    ]);
+    let j = run.json();
+    assert_eq!(run.code, 0, "{j} {}", run.stderr);
+    assert_eq!(count(&j, "events_published"), 100);
+    assert_eq!(count(&j, "broadcasts_published"), 5);
+    assert_eq!(count(&j, "publish_errors"), 0);
+}
+
 /// A publisher with the wrong secret gets 401s, counted as publish errors.
 #[test]
 fn publish_with_a_wrong_secret_fails() {
