@@ -182,15 +182,16 @@ ramp_limit=$(( CONNS / RAMP * 3 + 180 ))
 t_start=$(date +%s)
 wait_for "publishing started" "$ramp_limit" || { echo "c1m.sh: wsload did not start publishing in ${ramp_limit}s"; tail -3 "$OUT/wsload.log"; exit 1; }
 t_full=$(date +%s)
-open=$(metrics | msum holdfast_ws_connections_open)
-echo "connected=$open seconds=$(( t_full - t_start ))" > "$OUT/ramp.txt"
-metrics > "$OUT/metrics-held-start.txt"
+# CPU first: a scrape of a saturated server can take many seconds.
 cpu_a=$(ticks $(server_pids)); ccpu_a=$(ticks $(client_pids)); t_a=$(date +%s.%N)
+metrics > "$OUT/metrics-held-start.txt"
+open=$(msum holdfast_ws_connections_open < "$OUT/metrics-held-start.txt")
+echo "connected=$open seconds=$(( t_full - t_start ))" > "$OUT/ramp.txt"
 echo "c1m.sh: $open subscribers after $(( t_full - t_start ))s; publishing for $HOLD"
 
 wait_for "publishing done" $(( HOLD_S + 120 )) || echo "c1m.sh: wsload did not finish publishing in time"
-metrics > "$OUT/metrics-held-end.txt"
 cpu_b=$(ticks $(server_pids)); ccpu_b=$(ticks $(client_pids)); t_b=$(date +%s.%N)
+metrics > "$OUT/metrics-held-end.txt"
 echo "hold_seconds=$(printf %.0f "$(echo "$t_b - $t_a" | bc)") cpu_ticks=$(( cpu_b - cpu_a )) client_cpu_ticks=$(( ccpu_b - ccpu_a )) clk_tck=$(getconf CLK_TCK)" > "$OUT/hold.txt"
 tail -1 "$OUT/wsload.log" > "$OUT/wsload-at-hold-end.txt" || true
 
