@@ -8,12 +8,25 @@
 #
 #   sudo bash bench/c1m.sh                      # 1,000,000 for 10 minutes, pings every 30 s
 #   CONNS=20000 HOLD=60s bash bench/c1m.sh      # a quick rehearsal
+#   MODE=channels HOLD=150s bash bench/c1m.sh   # the million as channel subscribers (below)
 #
 # Knobs: CONNS, HOLD (wsload duration syntax), PING (server ping interval), RAMP (new
 # connections per second, all shards together; 4000 keeps this 2-core host, which runs both
 # ends, below saturation once the pings of a million connections add up), PER_PROC (expected
 # connections per server process; each may take up to the file limit, since SO_REUSEPORT's hash
 # does not split exactly evenly), OUT (results directory, default bench/c1m-out).
+#
+# MODE=channels (issue 15): the connections are Pusher channel subscribers (wsload subscribe),
+# each on its own channel bench-{i mod CHANNELS} and on the channel SHARED they all share. Once
+# all are subscribed wsload publishes for HOLD, through the HTTP API of the same server: RATE
+# small events a second spread over the CHANNELS channels, and a broadcast to SHARED every
+# BROADCAST_EVERY (the first one interval in). The server's CPU and memory are framed by
+# wsload's "publishing started" and "publishing done" lines; wsload then waits for the
+# deliveries to settle, closes its subscribers and reports deliveries, losses and each
+# broadcast's time to the last subscriber (wsload.json). No drain is timed in this mode (the
+# subscribers are gone by then). Knobs: CHANNELS (1000), SHARED (all), RATE (1000),
+# BROADCAST_EVERY (30s), SIZE (bytes of each event's data, 64), PUBLISHERS (32: the
+# publisher's keep-alive connections, one request in flight each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +37,14 @@ RAMP=${RAMP:-4000}
 PER_PROC=${PER_PROC:-18000}
 PORT=${PORT:-9300}
 OUT=${OUT:-bench/c1m-out}
+MODE=${MODE:-idle}
+CHANNELS=${CHANNELS:-1000}
+SHARED=${SHARED:-all}
+RATE=${RATE:-1000}
+BROADCAST_EVERY=${BROADCAST_EVERY:-30s}
+SIZE=${SIZE:-64}
+PUBLISHERS=${PUBLISHERS:-32}
+case "$MODE" in idle|channels) ;; *) echo "c1m.sh: MODE is idle or channels"; exit 2;; esac
 PROCS=$(( (CONNS + PER_PROC - 1) / PER_PROC ))
 
 to_secs() { # 10m, 90s, 1h -> seconds
@@ -87,12 +108,14 @@ ulimit -n "$(ulimit -Hn)"
 
 cargo build --release -q -p holdfast -p wsload
 HF=target/release/holdfast
-WL=target/release/wsload
+# Absolute, so that pgrep -f finds this checkout's wsload (the parent and its shards) only.
+WL=$(pwd)/target/release/wsload
 
 {
   echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r); $(date -u +%Y-%m-%dT%H:%MZ)"
   echo "Network namespace: ${C1M_IN_NETNS:+hf-c1m, }TCP established hash $(sysctl -n net.ipv4.tcp_ehash_entries | tr -d -) buckets"
   echo "Run: CONNS=$CONNS HOLD=$HOLD PING=$PING RAMP=$RAMP PER_PROC=$PER_PROC -> server.processes=$PROCS, per-process open-file limit $(ulimit -Hn)"
+  [ "$MODE" = channels ] && echo "Channels: MODE=channels CHANNELS=$CHANNELS SHARED=$SHARED RATE=$RATE BROADCAST_EVERY=$BROADCAST_EVERY SIZE=$SIZE PUBLISHERS=$PUBLISHERS"
   echo
   echo "\$ holdfast tune check --connections $CONNS   (after the tuning above)"
   "$HF" tune check --connections "$CONNS" || true
@@ -103,7 +126,7 @@ WL=target/release/wsload
   --set server.listen=127.0.0.1:$PORT --set server.tls_listen= \
   --set server.processes=$PROCS --set server.workers=1 \
   --set server.max_connections=$(( PROCS * ($(ulimit -Hn) - 100) )) \
-  --set server.shutdown_timeout=300s \
+  --set server.shutdown_timeout=300s --set http.keepalive_requests=1000000 \
   --set websocket.ping_interval=$PING \
   2> "$OUT/server.log" &
 HF_PID=$!
@@ -117,17 +140,18 @@ server_pids() { echo "$HF_PID" $(pgrep -P "$HF_PID" || true); }
 # A process may exit between listing and reading: it then counts 0.
 rss_kib() { local s=0 p v; for p in "$@"; do v=$(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null); s=$(( s + ${v:-0} )); done; echo $s; }
 ticks() { local s=0 p v; for p in "$@"; do v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null); s=$(( s + ${v:-0} )); done; echo $s; }
+client_pids() { pgrep -f "$WL" | tr '\n' ' ' || true; }
 
 # 3. The sampler: one CSV line every 5 s.
 sampler() {
   local t0=$1
-  echo "t,connections,server_rss_kib,server_cpu_ticks,client_rss_kib,slab_kib,sock_mem_pages,tcp_inuse,pings,pongs,closed"
+  echo "t,connections,server_rss_kib,server_cpu_ticks,client_rss_kib,slab_kib,sock_mem_pages,tcp_inuse,pings,pongs,closed,client_cpu_ticks,deliveries"
   while :; do
     local m pids cl
     m=$(metrics || true)
     pids=$(server_pids)
-    cl=$(pgrep -f "$WL" | tr '\n' ' ' || true)
-    echo "$(( $(date +%s) - t0 )),$(echo "$m" | msum holdfast_ws_connections_open),$(rss_kib $pids),$(ticks $pids),$(rss_kib $cl),$(awk '/^Slab:/ {print $2}' /proc/meminfo),$(awk '/^TCP:/ {print $NF}' /proc/net/sockstat),$(awk '/^TCP:/ {print $3}' /proc/net/sockstat),$(echo "$m" | msum holdfast_ws_pings_sent_total),$(echo "$m" | msum holdfast_ws_pongs_received_total),$(echo "$m" | msum holdfast_connections_closed_total)"
+    cl=$(client_pids)
+    echo "$(( $(date +%s) - t0 )),$(echo "$m" | msum holdfast_ws_connections_open),$(rss_kib $pids),$(ticks $pids),$(rss_kib $cl),$(awk '/^Slab:/ {print $2}' /proc/meminfo),$(awk '/^TCP:/ {print $NF}' /proc/net/sockstat),$(awk '/^TCP:/ {print $3}' /proc/net/sockstat),$(echo "$m" | msum holdfast_ws_pings_sent_total),$(echo "$m" | msum holdfast_ws_pongs_received_total),$(echo "$m" | msum holdfast_connections_closed_total),$(ticks $cl),$(echo "$m" | msum holdfast_channel_deliveries_total)"
     sleep 5
   done
 }
@@ -136,6 +160,61 @@ sampler "$T0" > "$OUT/samples.csv" &
 SAMPLER_PID=$!
 sleep 6 # a baseline sample before any connection
 
+if [ "$MODE" = channels ]; then
+# 4. The load: wsload subscribe, publishing once every subscriber is subscribed (see the top).
+"$WL" subscribe --url "ws://127.0.0.1:$PORT/" -c "$CONNS" --ramp "$RAMP" \
+  --channels "$CHANNELS" --shared-channel "$SHARED" --broadcast-every "$BROADCAST_EVERY" \
+  --publish-rate "$RATE" --publish-duration "$HOLD" --size "$SIZE" --publishers "$PUBLISHERS" \
+  --hold "$(( HOLD_S + 20 ))s" --json > "$OUT/wsload.json" 2> "$OUT/wsload.log" &
+WL_PID=$!
+
+# Wait for wsload to say it has started publishing (every subscriber subscribed or failed).
+wait_for() { # PATTERN SECONDS: 0 once the log has the pattern, 1 at the bound or if wsload ended
+  local t_end=$(( $(date +%s) + $2 ))
+  while [ "$(date +%s)" -lt "$t_end" ]; do
+    grep -q "$1" "$OUT/wsload.log" && return 0
+    kill -0 "$WL_PID" 2>/dev/null || { grep -q "$1" "$OUT/wsload.log"; return; }
+    sleep 1
+  done
+  return 1
+}
+ramp_limit=$(( CONNS / RAMP * 3 + 180 ))
+t_start=$(date +%s)
+wait_for "publishing started" "$ramp_limit" || { echo "c1m.sh: wsload did not start publishing in ${ramp_limit}s"; tail -3 "$OUT/wsload.log"; exit 1; }
+t_full=$(date +%s)
+# CPU first: a scrape of a saturated server can take many seconds.
+cpu_a=$(ticks $(server_pids)); ccpu_a=$(ticks $(client_pids)); t_a=$(date +%s.%N)
+metrics > "$OUT/metrics-held-start.txt"
+open=$(msum holdfast_ws_connections_open < "$OUT/metrics-held-start.txt")
+echo "connected=$open seconds=$(( t_full - t_start ))" > "$OUT/ramp.txt"
+echo "c1m.sh: $open subscribers after $(( t_full - t_start ))s; publishing for $HOLD"
+
+wait_for "publishing done" $(( HOLD_S + 120 )) || echo "c1m.sh: wsload did not finish publishing in time"
+cpu_b=$(ticks $(server_pids)); ccpu_b=$(ticks $(client_pids)); t_b=$(date +%s.%N)
+metrics > "$OUT/metrics-held-end.txt"
+echo "hold_seconds=$(printf %.0f "$(echo "$t_b - $t_a" | bc)") cpu_ticks=$(( cpu_b - cpu_a )) client_cpu_ticks=$(( ccpu_b - ccpu_a )) clk_tck=$(getconf CLK_TCK)" > "$OUT/hold.txt"
+tail -1 "$OUT/wsload.log" > "$OUT/wsload-at-hold-end.txt" || true
+
+# wsload holds its subscribers 20 s past the publishing (--hold, so the scrape above sees them
+# all), waits for the deliveries to settle (60 s at most), closes them (10 s at most) and
+# reports.
+for _ in $(seq 300); do kill -0 "$WL_PID" 2>/dev/null || break; sleep 1; done
+if kill -0 "$WL_PID" 2>/dev/null; then echo "c1m.sh: wsload still running 300 s after publishing; stopping it"; kill -INT "$WL_PID"; fi
+wait "$WL_PID" && wl_rc=0 || wl_rc=$?
+WL_PID=""
+echo "exit=$wl_rc" > "$OUT/wsload-exit.txt"
+metrics > "$OUT/metrics-after.txt"
+
+# The subscribers are gone: stop the server (no drain to time).
+t_term=$(date +%s.%N)
+kill -TERM "$HF_PID"
+wait "$HF_PID" && rc=0 || rc=$?
+t_done=$(date +%s.%N)
+HF_PID=""
+echo "exit=$rc seconds=$(echo "$t_done - $t_term" | bc) open=0" > "$OUT/drain.txt"
+sleep 6
+kill "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=""
+else
 # 4. The load: wsload idle, answering the server's pings. Its hold is longer than ours: we stop
 # the server while every connection is still open, to time the drain.
 "$WL" idle --url "ws://127.0.0.1:$PORT/ws" -c "$CONNS" --ramp "$RAMP" \
@@ -177,5 +256,6 @@ kill "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=""
 kill -INT "$WL_PID" 2>/dev/null || true
 wait "$WL_PID" 2>/dev/null || true
 WL_PID=""
+fi
 
 python3 bench/c1m_report.py "$OUT"

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Turns a bench/c1m.sh results directory into the figures of the C1M run (summary.md) and a plot
-of connections and memory over time (c1m.svg). Standard library only.
+of connections and memory over time (c1m.svg). A MODE=channels run adds the fan-out figures:
+deliveries, lost and duplicated events, each broadcast's time to the last subscriber, and the
+server's (and wsload's) CPU while publishing. Standard library only.
 
     python3 bench/c1m_report.py bench/c1m-out
 """
@@ -34,6 +36,88 @@ def series(text, name):
         if have == want:
             total += float(value)
     return total
+
+
+def series_any(text, name):
+    """Sum of every line of one series, whatever its labels."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        if key.partition("{")[0] == name:
+            total += float(value)
+    return total
+
+
+def median(values):
+    v = sorted(values)
+    if not v:
+        return None
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def channel_lines(out, wl, start, end, hold):
+    """The fan-out figures of a MODE=channels run, from wsload's report and the server's
+    metrics around the publishing window."""
+    c = lambda k: wl.get(k) or 0
+    subscribed = c("connected")
+    hold_s = int(hold.get("hold_seconds", 0))
+    tck = int(hold.get("clk_tck", 100))
+    cpu_s = int(hold.get("cpu_ticks", 0)) / tck
+    ccpu_s = int(hold.get("client_cpu_ticks", 0)) / tck
+    srv_deliveries = series_any(end, "holdfast_channel_deliveries_total") - series_any(start, "holdfast_channel_deliveries_total")
+    slow = series_any(end, "holdfast_channel_slow_subscribers_total")
+    bus_errors = series_any(end, "holdfast_channel_bus_errors_total")
+    each = wl.get("broadcasts") or []
+    complete = [b["to_last_us"] / 1e6 for b in each if b["deliveries"] >= subscribed and b["to_last_us"] > 0]
+    short = [b for b in each if b["deliveries"] < subscribed]
+    total = c("deliveries") + c("broadcast_deliveries")
+    expected = c("expected_deliveries") + c("broadcast_expected_deliveries")
+    lu, dl, bd = wl.get("last_subscriber_us") or {}, wl.get("delivery_us") or {}, wl.get("broadcast_delivery_us") or {}
+
+    def s(us):
+        if us is None:
+            return "n/a"
+        return f"{us / 1e3:.1f} ms" if us < 1e6 else f"{us / 1e6:.2f} s"
+
+    lines = [
+        f"- Subscribers: **{subscribed:,}** subscribed (each to 2 channels), {c('failed'):,} failed, {c('lost'):,} lost "
+        f"(connections the server ended); channels: {wl.get('channels')} + `{wl.get('shared_channel')}`",
+        f"- Published: **{c('events_published'):,}** of {c('events_planned'):,} small events "
+        f"({wl.get('publish_per_sec', 0):,.0f}/s over {wl.get('publish_seconds', 0):.0f} s) and **{c('broadcasts_published')}** "
+        f"of {c('broadcasts_planned')} broadcasts (one every {wl.get('broadcast_every_s', 0):g} s); "
+        f"publish errors {c('publish_errors')}; API round trip p50 {s((wl.get('publish_us') or {}).get('p50'))}, "
+        f"max {s((wl.get('publish_us') or {}).get('max'))}",
+        f"- Deliveries: **{total:,}** of {expected:,} expected (small events {c('deliveries'):,} of {c('expected_deliveries'):,}, "
+        f"broadcasts {c('broadcast_deliveries'):,} of {c('broadcast_expected_deliveries'):,}); "
+        f"**lost {c('events_lost'):,} + {c('broadcasts_lost'):,}** (small + broadcast), duplicated **{c('duplicated'):,}**, "
+        f"out of order {c('out_of_order'):,}, misrouted {c('misrouted'):,}; "
+        f"server's count of deliveries queued while publishing {srv_deliveries:,.0f}; slow subscribers closed (4201) {slow:,.0f}; "
+        f"bus errors {bus_errors:,.0f}",
+        f"- **Broadcast to all {subscribed:,}** (publish to the last subscriber's receipt), per broadcast: "
+        + (", ".join(f"{b['to_last_us'] / 1e6:.2f} s" + ("" if b["deliveries"] >= subscribed else f" ({b['deliveries']:,} delivered)") for b in each) or "none")
+        + f"; p50 **{'n/a' if not complete else f'{median(complete):.2f} s'}**, max **{'n/a' if not complete else f'{max(complete):.2f} s'}**"
+        + (f"; {len(short)} broadcast(s) did not reach everyone" if short else "")
+        + f"; a broadcast delivery's latency p50 {s(bd.get('p50'))}, p99 {s(bd.get('p99'))}",
+        f"- Small events: delivery latency p50 {s(dl.get('p50'))}, p99 {s(dl.get('p99'))}, max {s(dl.get('max'))}; "
+        f"to the last of a channel's subscribers p50 {s(lu.get('p50'))}, p99 {s(lu.get('p99'))}, max {s(lu.get('max'))}; "
+        f"deliveries/s (both kinds, first publish to last delivery) {wl.get('deliveries_per_sec', 0):,.0f}",
+        f"- CPU while publishing ({hold_s} s): server **{cpu_s:.1f} s = {100 * cpu_s / max(hold_s, 1):.0f}% of one core** "
+        f"({1e6 * cpu_s / max(srv_deliveries, 1):.2f} µs per delivery queued, pings included); "
+        f"wsload (publisher + {wl.get('shards')} subscriber shards) {ccpu_s:.1f} s = {100 * ccpu_s / max(hold_s, 1):.0f}% of one core; "
+        f"the host has {out_cores()} cores",
+    ]
+    return lines
+
+
+def out_cores():
+    try:
+        import os
+        return os.cpu_count()
+    except Exception:
+        return "?"
 
 
 def rtt_quantiles(start, end, qs):
@@ -137,6 +221,14 @@ def main():
     open_end = series(end, "holdfast_ws_connections_open")
     q, timed, _ = rtt_quantiles(start, end, [0.5, 0.99, 0.999])
     wl_line = (out / "wsload-at-hold-end.txt").read_text().strip() if (out / "wsload-at-hold-end.txt").exists() else ""
+    channels = [l for l in setup if l.startswith("Channels:")]
+    wl = {}
+    wsload = out / "wsload.json"
+    if wsload.exists() and wsload.read_text().strip():
+        try:
+            wl = json.loads(wsload.read_text().strip().splitlines()[-1])
+        except ValueError:
+            wl = {}
     wl_lost = re.search(r"lost (\d+)", wl_line)
     wl_failed = re.search(r"failed (\d+)", wl_line)
 
@@ -149,6 +241,7 @@ def main():
         f"- {setup[0]}",
         f"- {run}",
         *[f"- {l}" for l in netns],
+        *[f"- {l}" for l in channels],
         f"- Connected: **{connected:,}** of {conns:,} in {ramp_s} s: **{connected / ramp_s:,.0f} connections/s** "
         f"(wsload's ramp limit {ramp_limit}/s)",
         f"- Held {hold_s} s: connections open at the end **{open_end:,.0f}**; WebSocket connections ended during the hold "
@@ -162,22 +255,31 @@ def main():
         f"**{1e6 * cpu_s / max(pings, 1):.2f} µs per ping/pong**",
         f"- Ping round trip (server ping to pong, {timed:,.0f} timed; upper bounds of histogram buckets): "
         f"p50 **{ms(q[0.5])}**, p99 **{ms(q[0.99])}**, p99.9 **{ms(q[0.999])}**",
-        f"- Drain: SIGTERM with {open_end:,.0f} open to supervisor exit: **{float(drain.get('seconds', 'nan')):.1f} s**, "
-        f"exit code {drain.get('exit', '?')}",
     ]
-    if wl_lost is None or wl_failed is None:
+    if channels:
+        # The server's CPU goes mostly to the fan-out here: it is in the channel lines.
+        lines[lines.index(next(l for l in lines if l.startswith("- Heartbeats")))] = (
+            f"- Heartbeats while publishing: {pings:,.0f} pings sent, {pongs:,.0f} pongs"
+        )
+        lines[lines.index(next(l for l in lines if l.startswith("- Held")))] = (
+            f"- Published for {hold_s} s: connections open at the end **{open_end:,.0f}**; WebSocket connections ended "
+            f"while publishing **{closed:,.0f}**"
+        )
+        lines += channel_lines(out, wl, start, end, hold)
+        lines.append(f"- Server stopped after wsload closed its subscribers (no drain timed): exit code {drain.get('exit', '?')}")
+    else:
+        lines.append(
+            f"- Drain: SIGTERM with {open_end:,.0f} open to supervisor exit: **{float(drain.get('seconds', 'nan')):.1f} s**, "
+            f"exit code {drain.get('exit', '?')}"
+        )
+    if not channels and (wl_lost is None or wl_failed is None):
         lines.append("- (wsload's progress line was not found; lost/failed from the client side unknown)")
     summary = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(summary)
     svg_plot(rows, out / "c1m.svg", conns)
     print(summary)
-    wsload = out / "wsload.json"
-    if wsload.exists() and wsload.read_text().strip():
-        try:
-            j = json.loads(wsload.read_text().strip().splitlines()[-1])
-            print("wsload:", json.dumps({k: j.get(k) for k in ("connections", "connected", "failed", "lost", "connect_us")}))
-        except ValueError:
-            pass
+    if wl:
+        print("wsload:", json.dumps({k: wl.get(k) for k in ("connections", "connected", "failed", "lost", "connect_us")}))
 
 
 if __name__ == "__main__":

@@ -189,6 +189,15 @@ pub struct ChannelArgs {
     /// API) or `nchan` (nginx's nchan module: WebSocket to /sub/{channel}, POST /pub/{channel}).
     #[arg(long, value_enum, default_value = "pusher")]
     pub peer: Peer,
+    /// A channel every subscriber subscribes to as well as its own (the broadcasts'); its
+    /// events are counted apart, per broadcast, to the last subscriber.
+    #[arg(long, value_name = "NAME")]
+    pub shared_channel: Option<String>,
+    /// Publish one event to --shared-channel every this often while publishing, the first
+    /// one interval after the start (0: none). Over --publish-duration (or the time --events
+    /// take at --publish-rate), so D / this many broadcasts.
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    pub broadcast_every: Duration,
 }
 
 /// The protocol a subscribe or publish run speaks to its server.
@@ -201,10 +210,61 @@ pub enum Peer {
 }
 
 impl ChannelArgs {
-    /// How many events the publisher sends.
+    /// How many events the publisher sends over the K channels.
     pub fn events(&self) -> u64 {
         self.events
             .unwrap_or((self.publish_rate * self.publish_duration.as_secs_f64()).round() as u64)
+    }
+
+    /// How long publishing lasts: the time --events take at the rate, or --publish-duration.
+    pub fn publish_time(&self) -> Duration {
+        match self.events {
+            Some(n) if self.publish_rate > 0.0 => {
+                Duration::from_secs_f64(n as f64 / self.publish_rate)
+            }
+            _ => self.publish_duration,
+        }
+    }
+
+    /// How many broadcasts to the shared channel the publisher sends.
+    pub fn broadcasts(&self) -> u64 {
+        if self.shared_channel.is_none() || self.broadcast_every.is_zero() {
+            return 0;
+        }
+        (self.publish_time().as_nanos() / self.broadcast_every.as_nanos()) as u64
+    }
+
+    /// Whether there is anything to publish.
+    pub fn publishing(&self) -> bool {
+        self.publish_rate > 0.0 || self.broadcasts() > 0
+    }
+
+    /// The shared channel's flags make sense: a name of its own, and broadcasts only to it.
+    pub fn check_shared(&self) -> Result<(), String> {
+        let Some(shared) = &self.shared_channel else {
+            if !self.broadcast_every.is_zero() {
+                return Err("--broadcast-every needs --shared-channel".into());
+            }
+            return Ok(());
+        };
+        if self.peer == Peer::Nchan {
+            return Err("--shared-channel is for --peer pusher (no broadcasts with nchan)".into());
+        }
+        let valid = |c: char| c.is_ascii_alphanumeric() || "_-=@,.;".contains(c);
+        if shared.is_empty() || shared.len() > 164 || !shared.chars().all(valid) {
+            return Err(format!("--shared-channel {shared:?}: not a channel name"));
+        }
+        let own = shared
+            .strip_prefix(&self.prefix)
+            .and_then(|r| r.strip_prefix('-'))
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n < self.channels);
+        if own {
+            return Err(format!(
+                "--shared-channel {shared}: one of the subscribers' own channels"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -227,7 +287,7 @@ pub struct SubscribeArgs {
     /// WebSocket; --url is then http:// or https:// (ws:// and wss:// work too).
     #[arg(long)]
     pub sse: bool,
-    /// Sample this server process's CPU time and RSS from /proc (with --publish-rate): before
+    /// Sample this server process's CPU time and RSS from /proc (when publishing): before
     /// the subscribers connect, once all have subscribed, and when the deliveries have
     /// settled; reported under `server` (for nginx, give the worker's pid).
     #[arg(long, value_name = "PID")]
@@ -372,6 +432,58 @@ mod tests {
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         assert!(parse_duration("1.5s").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn broadcasts_over_the_publishing_time() {
+        let args = |extra: &[&str]| {
+            let mut argv = vec!["wsload", "publish"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().mode {
+                Mode::Publish(a) => a.channel,
+                _ => unreachable!(),
+            }
+        };
+        let a = args(&[
+            "--shared-channel",
+            "all",
+            "--broadcast-every",
+            "30s",
+            "--publish-duration",
+            "2m",
+        ]);
+        assert_eq!((a.broadcasts(), a.events(), a.publishing()), (4, 0, true));
+        assert!(a.check_shared().is_ok());
+        // --events at a rate set the time.
+        let a = args(&[
+            "--shared-channel",
+            "all",
+            "--broadcast-every",
+            "1s",
+            "--publish-rate",
+            "10",
+            "--events",
+            "35",
+        ]);
+        assert_eq!((a.broadcasts(), a.events()), (3, 35));
+        // No shared channel, no broadcasts; and nothing to publish at all.
+        let a = args(&["--publish-duration", "2m"]);
+        assert_eq!((a.broadcasts(), a.publishing()), (0, false));
+        assert!(args(&["--broadcast-every", "1s"]).check_shared().is_err());
+        assert!(
+            args(&["--shared-channel", "bench-3", "--channels", "4"])
+                .check_shared()
+                .is_err()
+        );
+        assert!(
+            args(&["--shared-channel", "bench-4", "--channels", "4"])
+                .check_shared()
+                .is_ok()
+        );
+        assert!(args(&["--shared-channel", "a b"]).check_shared().is_err());
+        // nchan has no broadcasts here.
+        let e = args(&["--peer", "nchan", "--shared-channel", "all"]).check_shared();
+        assert!(e.unwrap_err().contains("--peer pusher"));
     }
 
     #[test]

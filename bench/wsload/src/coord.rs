@@ -3,8 +3,10 @@
 //! waits until every shard has settled (each subscriber subscribed or failed), publishes,
 //! waits for the deliveries to settle (all expected ones in, or none for `--settle`, within
 //! `SETTLE_BOUND`), and then writes one line to every shard's stdin saying what was published
-//! per channel. Each shard then closes its subscribers and counts what they lost against it.
-//! With `--server-pid` it reads the server process at those moments (server.rs).
+//! per channel (and on the shared channel). Each shard then closes its subscribers and counts
+//! what they lost against it. It says on stderr when publishing starts and ends, so a script
+//! (bench/c1m.sh) can frame the server's CPU and memory around it; with `--server-pid` it
+//! reads the server process at those moments itself (server.rs).
 //! The child side of that line is here too: a thread reading stdin that raises a flag the
 //! shard's loop looks at.
 
@@ -95,6 +97,12 @@ impl Coordinator {
         }
     }
 
+    /// Broadcast deliveries to expect: every subscriber is on the shared channel.
+    fn broadcasts_expected(&self) -> u64 {
+        let p = &self.publisher.published;
+        (p.shared_sent - p.shared_failed.len() as u64) * self.subscribers as u64
+    }
+
     fn end_line(&self) -> String {
         let p = &self.publisher.published;
         let failed: Vec<Value> = p
@@ -103,7 +111,13 @@ impl Coordinator {
             .enumerate()
             .flat_map(|(c, seqs)| seqs.iter().map(move |s| json!([c, s])))
             .collect();
-        json!({"end": {"sent": p.sent, "failed": failed}}).to_string()
+        json!({"end": {
+            "sent": p.sent,
+            "failed": failed,
+            "shared_sent": p.shared_sent,
+            "shared_failed": p.shared_failed,
+        }})
+        .to_string()
     }
 }
 
@@ -129,9 +143,18 @@ impl Conductor for Coordinator {
                 } else {
                     self.publisher.start();
                     self.stage = Stage::Publishing;
+                    eprintln!(
+                        "wsload: publishing started: {} subscribed, {} failed",
+                        shards.connected, shards.failed
+                    );
                 }
             }
             Stage::Publishing if self.publisher.finished().is_some() => {
+                let c = &self.publisher.stats.count;
+                eprintln!(
+                    "wsload: publishing done: {} events and {} broadcasts accepted, {} errors",
+                    c.published, c.broadcasts, c.publish_errors
+                );
                 self.stage = Stage::Settling;
                 self.settle_from = Some(now);
                 self.last_change = now;
@@ -142,7 +165,8 @@ impl Conductor for Coordinator {
                     self.last_change = now;
                 }
                 let all_in = shards.connected == self.subscribers as u64
-                    && shards.deliveries >= self.expected();
+                    && shards.deliveries >= self.expected()
+                    && shards.broadcast_deliveries >= self.broadcasts_expected();
                 let quiet = now - self.last_change >= self.settle;
                 let bound = self.settle_from.is_some_and(|t| now - t >= SETTLE_BOUND);
                 let held = self.held_from.is_some_and(|t| now - t >= self.hold);
@@ -210,7 +234,17 @@ fn parse_end(v: &Value) -> Option<Published> {
     for f in &mut failed {
         f.sort_unstable();
     }
-    Some(Published { sent, failed })
+    let shared_sent = end["shared_sent"].as_u64().unwrap_or(0);
+    let mut shared_failed: Vec<u64> = (end["shared_failed"].as_array().into_iter().flatten())
+        .filter_map(Value::as_u64)
+        .collect();
+    shared_failed.sort_unstable();
+    Some(Published {
+        sent,
+        failed,
+        shared_sent,
+        shared_failed,
+    })
 }
 
 #[cfg(test)]
@@ -224,5 +258,10 @@ mod tests {
         assert_eq!(p.sent, vec![3, 2]);
         assert_eq!(p.failed, vec![vec![0, 2], vec![1]]);
         assert_eq!((p.accepted(0), p.accepted(1)), (1, 1));
+        assert_eq!((p.shared_sent, p.shared_failed.len()), (0, 0));
+        let v =
+            json!({"end": {"sent": [1], "failed": [], "shared_sent": 4, "shared_failed": [3, 1]}});
+        let p = parse_end(&v).unwrap();
+        assert_eq!((p.shared_sent, p.shared_failed), (4, vec![1, 3]));
     }
 }

@@ -93,13 +93,15 @@ pub fn response_head(buf: &[u8]) -> io::Result<Option<(u16, usize)>> {
     Ok(Some((code, end + 4 + body)))
 }
 
-/// Whether the response head at the start of `buf` says `Connection: close` (the server will
-/// close after it, e.g. at its keep-alive request limit).
-pub fn closes(buf: &[u8]) -> bool {
-    let end = find(buf, b"\r\n\r\n").unwrap_or(buf.len());
+/// Whether a complete response head (as `response_head` found it) says `Connection: close`:
+/// the server closes the connection after it (holdfast does after `http.keepalive_requests`).
+pub fn says_close(buf: &[u8]) -> bool {
+    let Some(end) = find(buf, b"\r\n\r\n") else {
+        return false;
+    };
     let head = String::from_utf8_lossy(&buf[..end]);
-    head.split("\r\n").skip(1).any(|l| {
-        l.split_once(':').is_some_and(|(name, value)| {
+    head.split("\r\n").skip(1).any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
             name.eq_ignore_ascii_case("connection")
                 && value
                     .split(',')
@@ -111,6 +113,19 @@ pub fn closes(buf: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_close() {
+        assert!(says_close(
+            b"HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 2\r\n\r\n{}"
+        ));
+        assert!(!says_close(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n\r\n"
+        ));
+        assert!(!says_close(
+            b"HTTP/1.1 200 OK\r\nX-Connection: close\r\n\r\n"
+        ));
+    }
 
     #[test]
     fn response_lengths() {
@@ -125,9 +140,11 @@ mod tests {
         let denied = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\n{}";
         assert_eq!(response_head(denied).unwrap(), Some((401, denied.len())));
         assert!(response_head(b"SSH-2.0\r\n\r\n").is_err());
-        assert!(!closes(denied));
-        assert!(closes(
+        assert!(!says_close(denied));
+        assert!(says_close(
             b"HTTP/1.1 200 OK\r\nconnection: Close\r\nContent-Length: 2\r\n\r\n{}"
         ));
+        // Only a complete head counts.
+        assert!(!says_close(b"HTTP/1.1 200 OK\r\nConnection: close\r\n"));
     }
 }

@@ -134,8 +134,10 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
     let (kind, request, message, message_len) = match &mode {
         Mode::Subscribe(a) => {
             let names = pusher::channel_names(&a.channel.prefix, a.channel.channels);
+            a.channel.check_shared()?;
             let (plan, upgrade) = SubPlan::new(
                 names,
+                a.channel.shared_channel.clone(),
                 a.sse,
                 a.channel.peer,
                 &a.channel.key,
@@ -176,11 +178,11 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
         if a.sse && a.channel.peer == cli::Peer::Nchan {
             return Err("--sse is for --peer pusher (nchan subscribers use WebSocket)".into());
         }
-        if a.server_pid.is_some() && rate == 0.0 {
-            return Err("--server-pid needs --publish-rate".into());
+        if a.server_pid.is_some() && !a.channel.publishing() {
+            return Err("--server-pid needs --publish-rate or --broadcast-every".into());
         }
     }
-    let publishing = channel_args.is_some_and(|a| a.channel.publish_rate > 0.0);
+    let publishing = channel_args.is_some_and(|a| a.channel.publishing());
     let (warmup, hold, heartbeat, message_bytes) = match &mode {
         Mode::Idle(a) | Mode::HttpIdle(a) => (Duration::ZERO, a.hold, a.heartbeat, 0),
         Mode::Echo(a) => (a.warmup, a.duration, Duration::ZERO, a.size),
@@ -283,9 +285,20 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
             channels: a.channel.channels,
             sse,
             publishing,
-            events_planned: if publishing { a.channel.events() } else { 0 },
+            events_planned: if publishing && a.channel.publish_rate > 0.0 {
+                a.channel.events()
+            } else {
+                0
+            },
             publish_seconds: 0.0,
             delivery_seconds: 0.0,
+            shared: a.channel.shared_channel.clone(),
+            broadcasts_planned: if publishing {
+                a.channel.broadcasts()
+            } else {
+                0
+            },
+            broadcast_every: a.channel.broadcast_every.as_secs_f64(),
         }),
         server: None,
     };
@@ -345,6 +358,7 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
         if let (Some(c), Some(sub)) = (&coordinator, &mut summary.sub) {
             let p = &c.publisher;
             summary.stats.count.published = p.stats.count.published;
+            summary.stats.count.broadcasts = p.stats.count.broadcasts;
             summary.stats.count.publish_errors = p.stats.count.publish_errors;
             let _ = summary.stats.publish_us.add(&p.stats.publish_us);
             if let (Some(from), Some(to)) = (p.started(), p.finished()) {

@@ -6,7 +6,7 @@
 //! subscribers) or 202 (it had none), both success. nchan's messages carry no channel name,
 //! so a delivery is always taken as the subscriber's own channel (no misrouting is seen).
 
-use crate::pusher::{self, Msg};
+use crate::pusher::{self, Msg, On};
 
 /// The WebSocket path a subscriber of `channel` connects to.
 pub fn sub_path(channel: &str) -> String {
@@ -32,7 +32,7 @@ pub fn accepted(status: u16) -> bool {
 
 /// Reads one text message sent to a subscriber: wsload's event data, or something else.
 pub fn parse(text: &[u8]) -> Msg {
-    pusher::event_data_msg(true, text)
+    pusher::event_data_msg(On::Own, text)
 }
 
 #[cfg(test)]
@@ -65,7 +65,7 @@ mod tests {
         assert_eq!(
             parse(data.as_bytes()),
             Msg::Event {
-                ours: true,
+                on: On::Own,
                 seq: 41,
                 sent_ns: 1_700_000_000_000_000_001
             }

@@ -58,8 +58,8 @@ impl Progress {
         let extra = match self.mode {
             "echo" => format!("{} msgs {msg_rate:.0}/s", c.messages),
             "subscribe" => format!(
-                "published {} (errors {})  deliveries {}",
-                c.published, c.publish_errors, c.deliveries
+                "published {} (errors {})  deliveries {}  broadcasts {} delivered {}",
+                c.published, c.publish_errors, c.deliveries, c.broadcasts, c.broadcast_deliveries
             ),
             "idle" => format!(
                 "server pings {}  heartbeats {}/{}",

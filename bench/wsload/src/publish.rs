@@ -8,15 +8,21 @@
 //! actually sent). Answers other than 200, and requests whose connection broke, are publish
 //! errors, remembered per channel so the subscribers do not count those events as lost.
 //!
+//! With a shared channel and a broadcast interval it also publishes broadcasts: broadcast b
+//! (the shared channel's sequence number b) is due at (b + 1) × the interval after the start,
+//! on a connection of its own (one request in flight, so they reach the server in order).
+//!
 //! A response saying `Connection: close` (holdfast's `http.keepalive_requests`, say) has its
-//! connection reopened before the next request, which is not an error.
+//! connection reopened before the next request, which is neither an error nor one of the
+//! `MAX_REOPENS`.
 //!
 //! Against nchan (`--peer nchan`) the same events go out as `POST /pub/{channel}` with the
-//! data as the body, unsigned (nchan.rs), and 201 or 202 is success.
+//! data as the body, unsigned (nchan.rs), and 201 or 202 is success. No broadcasts there
+//! (`ChannelArgs::check_shared` refuses a shared channel with nchan).
 //!
 //! It is driven from outside (`turn`), by the parent of the subscriber shards or by the publish
 //! mode's own loop, and ends by itself: all events answered, or the planned time plus
-//! `PUBLISH_SLACK`.
+//! `PUBLISH_SLACK`, then up to `ANSWER_GRACE` for the answers in flight.
 
 use crate::cli::{self, ChannelArgs, Common, Peer, PublishArgs, Target};
 use crate::http;
@@ -33,8 +39,12 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-/// Beyond the planned publishing time, how long the publisher may run behind before it stops.
+/// Beyond the planned publishing time, how long the publisher may run behind before it stops
+/// sending.
 pub const PUBLISH_SLACK: Duration = Duration::from_secs(30);
+/// Then how long it waits for the answers to requests still in flight (which count as failed
+/// if none comes, though the server may still have taken them).
+pub const ANSWER_GRACE: Duration = Duration::from_secs(10);
 /// Connections the publisher may reopen in one run (the server closing idle ones included).
 const MAX_REOPENS: u32 = 1000;
 
@@ -50,16 +60,21 @@ pub struct PublishPlan {
     pub size: usize,
     pub publishers: usize,
     pub peer: Peer,
+    /// The shared channel, how many broadcasts to it, and how often.
+    pub shared: Option<String>,
+    pub broadcasts: u64,
+    pub broadcast_every: Duration,
 }
 
 impl PublishPlan {
-    /// How long publishing takes at the planned rate.
+    /// How long publishing takes at the planned rate (and broadcast interval).
     pub fn planned(&self) -> Duration {
-        if self.rate > 0.0 {
+        let small = if self.rate > 0.0 {
             Duration::from_secs_f64(self.events as f64 / self.rate)
         } else {
             Duration::ZERO
-        }
+        };
+        small.max(self.broadcast_every * self.broadcasts as u32)
     }
 }
 
@@ -88,6 +103,9 @@ pub struct Published {
     pub sent: Vec<u64>,
     /// Per channel, the sequence numbers the server did not accept (sorted).
     pub failed: Vec<Vec<u64>>,
+    /// Broadcasts sent on the shared channel (sequence numbers 0..n), and those not accepted.
+    pub shared_sent: u64,
+    pub shared_failed: Vec<u64>,
 }
 
 impl Published {
@@ -101,7 +119,9 @@ pub struct Publisher {
     plan: PublishPlan,
     poll: Poll,
     events: Events,
+    /// Connections 0..small publish the small events; the one after them, if any, broadcasts.
     conns: Vec<Option<PubConn>>,
+    small: usize,
     scratch: Vec<u8>,
     epoch: Instant,
     /// When publishing started (None: not yet).
@@ -109,6 +129,8 @@ pub struct Publisher {
     /// Set when it has stopped: everything answered, or out of time.
     finished: Option<Instant>,
     reopens: u32,
+    /// It said it is behind schedule.
+    said_late: bool,
     pub stats: Stats,
     pub published: Published,
     /// Wall-clock ns of the first send.
@@ -119,20 +141,28 @@ impl Publisher {
     /// Opens the connections now, so they are ready when publishing starts.
     pub fn new(plan: PublishPlan) -> Result<Publisher, String> {
         let k = plan.channels.len();
-        let p = plan.publishers.clamp(1, k);
+        let p = if plan.events > 0 {
+            plan.publishers.clamp(1, k)
+        } else {
+            0
+        };
+        let b = usize::from(plan.broadcasts > 0);
         let mut publisher = Publisher {
             poll: Poll::new().map_err(|e| format!("epoll: {e}"))?,
             events: Events::with_capacity(256),
-            conns: (0..p).map(|_| None).collect(),
+            conns: (0..p + b).map(|_| None).collect(),
+            small: p,
             scratch: vec![0u8; 64 * 1024],
             epoch: Instant::now(),
             started: None,
             finished: None,
             reopens: 0,
+            said_late: false,
             stats: Stats::new(),
             published: Published {
                 sent: vec![0; k],
                 failed: vec![Vec::new(); k],
+                ..Published::default()
             },
             first_send_ns: 0,
             plan,
@@ -140,6 +170,9 @@ impl Publisher {
         for j in 0..p {
             let first = publisher.owned_from(j, 0);
             publisher.open(j, first)?;
+        }
+        if b > 0 {
+            publisher.open(p, 0)?;
         }
         Ok(publisher)
     }
@@ -168,11 +201,36 @@ impl Publisher {
     /// The first event index at or after `i` that connection `j` publishes.
     fn owned_from(&self, j: usize, mut i: u64) -> u64 {
         let k = self.plan.channels.len() as u64;
-        let p = self.conns.len() as u64;
+        let p = self.small as u64;
         while (i % k) % p != j as u64 {
             i += 1;
         }
         i
+    }
+
+    /// Whether connection `j` is the broadcasts'.
+    fn broadcasts_on(&self, j: usize) -> bool {
+        j >= self.small
+    }
+
+    /// How many events connection `j` publishes in all (its cursor's end).
+    fn quota(&self, j: usize) -> u64 {
+        if self.broadcasts_on(j) {
+            self.plan.broadcasts
+        } else {
+            self.plan.events
+        }
+    }
+
+    /// Event (or broadcast) `i` of connection `j` was not accepted.
+    fn failed(&mut self, j: usize, i: u64) {
+        self.stats.count.publish_errors += 1;
+        if self.broadcasts_on(j) {
+            self.published.shared_failed.push(i);
+        } else {
+            let k = self.plan.channels.len() as u64;
+            self.published.failed[(i % k) as usize].push(i / k);
+        }
     }
 
     pub fn start(&mut self) {
@@ -199,32 +257,56 @@ impl Publisher {
         let mut timeout = wait;
         if let (Some(start), None) = (self.started, self.finished) {
             let elapsed = now - start;
-            let due = ((elapsed.as_secs_f64() * self.plan.rate) as u64 + 1).min(self.plan.events);
-            for j in 0..self.conns.len() {
-                self.send_due(j, due)?;
+            let late = elapsed >= self.plan.planned() + PUBLISH_SLACK;
+            if late && !self.said_late {
+                self.said_late = true;
+                eprintln!(
+                    "wsload: publisher: out of time, behind schedule: sending no more, waiting \
+                     {}s for answers in flight",
+                    ANSWER_GRACE.as_secs()
+                );
             }
-            // Wake for the next event.
-            if due < self.plan.events {
-                let next = start + Duration::from_secs_f64(due as f64 / self.plan.rate);
-                timeout = timeout.min(next.saturating_duration_since(now));
+            if self.small > 0 && !late {
+                let due =
+                    ((elapsed.as_secs_f64() * self.plan.rate) as u64 + 1).min(self.plan.events);
+                for j in 0..self.small {
+                    self.send_due(j, due)?;
+                }
+                // Wake for the next event.
+                if due < self.plan.events {
+                    let next = start + Duration::from_secs_f64(due as f64 / self.plan.rate);
+                    timeout = timeout.min(next.saturating_duration_since(now));
+                }
             }
-            let out_of_time = elapsed >= self.plan.planned() + PUBLISH_SLACK;
-            let all_sent = self
-                .conns
-                .iter()
-                .all(|c| c.as_ref().is_none_or(|c| c.cursor >= self.plan.events));
+            if self.small < self.conns.len() && !late {
+                // Broadcast b is due at (b + 1) intervals.
+                let every = self.plan.broadcast_every.as_secs_f64();
+                let due = ((elapsed.as_secs_f64() / every) as u64).min(self.plan.broadcasts);
+                self.send_due(self.small, due)?;
+                if due < self.plan.broadcasts {
+                    let next = start + self.plan.broadcast_every * (due as u32 + 1);
+                    timeout = timeout.min(next.saturating_duration_since(now));
+                }
+            }
+            let out_of_time = elapsed >= self.plan.planned() + PUBLISH_SLACK + ANSWER_GRACE;
+            let all_sent = late
+                || (0..self.conns.len()).all(|j| {
+                    self.conns[j]
+                        .as_ref()
+                        .is_none_or(|c| c.cursor >= self.quota(j))
+                });
             let idle = self.conns.iter().all(|c| {
                 c.as_ref()
                     .is_none_or(|c| !matches!(c.state, State::Busy(..)))
             });
             if (all_sent && idle) || out_of_time {
                 if out_of_time && !(all_sent && idle) {
-                    eprintln!("wsload: publisher: out of time, stopping behind schedule");
-                    for c in self.conns.iter().flatten() {
-                        if let State::Busy(i, _) = c.state {
-                            self.stats.count.publish_errors += 1;
-                            let k = self.plan.channels.len() as u64;
-                            self.published.failed[(i % k) as usize].push(i / k);
+                    eprintln!("wsload: publisher: answers still missing; counted as failed");
+                    for j in 0..self.conns.len() {
+                        if let Some(c) = &self.conns[j]
+                            && let State::Busy(i, _) = c.state
+                        {
+                            self.failed(j, i);
                         }
                     }
                 }
@@ -253,12 +335,17 @@ impl Publisher {
         let Some(c) = &self.conns[j] else {
             return Ok(());
         };
-        if c.state != State::Idle || c.cursor >= due {
+        if c.state != State::Idle || c.closing || c.cursor >= due {
             return Ok(());
         }
         let i = c.cursor;
         let k = self.plan.channels.len() as u64;
-        let (channel, seq) = ((i % k) as usize, i / k);
+        let broadcast = self.broadcasts_on(j);
+        let (channel, seq) = if broadcast {
+            (self.plan.shared.as_deref().expect("a shared channel"), i)
+        } else {
+            (self.plan.channels[(i % k) as usize].as_str(), i / k)
+        };
         let sent_ns = pusher::wall_ns();
         if self.first_send_ns == 0 {
             self.first_send_ns = sent_ns;
@@ -266,12 +353,15 @@ impl Publisher {
         let data = pusher::event_data(seq, sent_ns, self.plan.size);
         let request = match self.plan.peer {
             Peer::Pusher => self.pusher_request(channel, &data, sent_ns),
-            Peer::Nchan => {
-                nchan::publish_request(&self.plan.channels[channel], &data, &self.plan.authority)
-            }
+            Peer::Nchan => nchan::publish_request(channel, &data, &self.plan.authority),
         };
-        self.published.sent[channel] = seq + 1;
-        let next = self.owned_from(j, i + 1);
+        let next = if broadcast {
+            self.published.shared_sent = seq + 1;
+            i + 1
+        } else {
+            self.published.sent[(i % k) as usize] = seq + 1;
+            self.owned_from(j, i + 1)
+        };
         let now_us = self.epoch.elapsed().as_micros() as u64;
         let c = self.conns[j].as_mut().expect("checked above");
         c.cursor = next;
@@ -283,9 +373,9 @@ impl Publisher {
         }
     }
 
-    /// `POST /apps/{id}/events`, signed, for one event.
-    fn pusher_request(&self, channel: usize, data: &str, sent_ns: u64) -> Vec<u8> {
-        let body = pusher::publish_body(&self.plan.channels[channel], data);
+    /// `POST /apps/{id}/events`, signed, for one event on `channel`.
+    fn pusher_request(&self, channel: &str, data: &str, sent_ns: u64) -> Vec<u8> {
+        let body = pusher::publish_body(channel, data);
         let path = format!("/apps/{}/events", self.plan.app_id);
         let query = self
             .plan
@@ -314,11 +404,15 @@ impl Publisher {
         }
         c.link.flush()?;
         let eof = c.link.recv(&mut self.scratch, &mut c.inbuf)?;
-        while let Some((status, len)) = http::response_head(&c.inbuf)? {
+        loop {
+            let c = self.conns[j].as_mut().expect("still open");
+            let Some((status, len)) = http::response_head(&c.inbuf)? else {
+                break;
+            };
             if c.inbuf.len() < len {
                 break;
             }
-            c.closing |= http::closes(&c.inbuf);
+            let closing = http::says_close(&c.inbuf);
             c.inbuf.drain(..len);
             let State::Busy(i, sent_us) = c.state else {
                 return Err(io::Error::other("a response to no request"));
@@ -330,13 +424,21 @@ impl Publisher {
                 Peer::Pusher => status == 200,
                 Peer::Nchan => nchan::accepted(status),
             };
-            if ok {
-                self.stats.count.published += 1;
-            } else {
-                self.stats.count.publish_errors += 1;
-                let k = self.plan.channels.len() as u64;
-                self.published.failed[(i % k) as usize].push(i / k);
-                say_status_once(status);
+            match (ok, self.broadcasts_on(j)) {
+                (true, true) => self.stats.count.broadcasts += 1,
+                (true, false) => self.stats.count.published += 1,
+                (false, _) => {
+                    self.failed(j, i);
+                    say_status_once(status);
+                }
+            }
+            // The server closes after this answer: nothing is in flight, so `turn` reopens
+            // the connection (not counted as broken) rather than send the next request into
+            // the closing one, whose end of stream is then expected.
+            if closing {
+                let c = self.conns[j].as_mut().expect("still open");
+                c.closing = true;
+                return Ok(());
             }
         }
         if eof {
@@ -353,9 +455,7 @@ impl Publisher {
         };
         let _ = self.poll.registry().deregister(&mut c.link.stream);
         if let State::Busy(i, _) = c.state {
-            self.stats.count.publish_errors += 1;
-            let k = self.plan.channels.len() as u64;
-            self.published.failed[(i % k) as usize].push(i / k);
+            self.failed(j, i);
             crate::conn::say_once(&FIRST_BREAK, "publisher: first broken request", why);
         }
         self.reopens += 1;
@@ -393,22 +493,31 @@ fn say_status_once(status: u16) {
     }
 }
 
-/// How long publishing takes at the planned rate, from the flags.
+/// How long publishing takes at the planned rate (and broadcast interval), from the flags.
 pub fn planned(args: &ChannelArgs) -> Duration {
-    if args.publish_rate > 0.0 {
+    let small = if args.publish_rate > 0.0 {
         Duration::from_secs_f64(args.events() as f64 / args.publish_rate)
     } else {
         Duration::ZERO
-    }
+    };
+    small.max(args.broadcast_every * args.broadcasts() as u32)
 }
 
 /// The publisher's plan from the flags, towards the subscribers' server (TLS if they use it).
 pub fn plan(common: &Common, target: &Target, args: &ChannelArgs) -> Result<PublishPlan, String> {
-    if !(args.publish_rate > 0.0 && args.publish_rate.is_finite()) {
-        return Err("--publish-rate must be a number above 0".into());
+    args.check_shared()?;
+    if !(args.publish_rate >= 0.0 && args.publish_rate.is_finite()) {
+        return Err("--publish-rate must be 0 or more".into());
     }
-    if args.events() == 0 {
+    if args.publish_rate > 0.0 && args.events() == 0 {
         return Err("nothing to publish: --events or --publish-duration is 0".into());
+    }
+    if !args.publishing() {
+        return Err(
+            "nothing to publish: --publish-rate is 0 and no broadcasts (--shared-channel, \
+             --broadcast-every, --publish-duration)"
+                .into(),
+        );
     }
     let tls = target
         .tls
@@ -422,10 +531,17 @@ pub fn plan(common: &Common, target: &Target, args: &ChannelArgs) -> Result<Publ
         signer: Signer::new(&args.key, &args.secret),
         channels: pusher::channel_names(&args.prefix, args.channels),
         rate: args.publish_rate,
-        events: args.events(),
+        events: if args.publish_rate > 0.0 {
+            args.events()
+        } else {
+            0
+        },
         size: args.size,
         publishers: args.publishers as usize,
         peer: args.peer,
+        shared: args.shared_channel.clone(),
+        broadcasts: args.broadcasts(),
+        broadcast_every: args.broadcast_every,
     })
 }
 
@@ -438,6 +554,7 @@ pub fn start(args: &PublishArgs) -> Result<ExitCode, String> {
     )?;
     let plan = plan(common, &target, &args.channel)?;
     let events = plan.events;
+    let broadcasts = plan.broadcasts;
     signals::install();
     let mut p = Publisher::new(plan)?;
     p.start();
@@ -477,6 +594,8 @@ pub fn start(args: &PublishArgs) -> Result<ExitCode, String> {
             "publish_seconds": (seconds * 1000.0).round() / 1000.0,
             "publish_per_sec": rate.round(),
             "publish_us": report::percentiles(&p.stats.publish_us),
+            "broadcasts_planned": broadcasts,
+            "broadcasts_published": c.broadcasts,
         });
         println!("{v}");
     } else {
@@ -488,10 +607,15 @@ pub fn start(args: &PublishArgs) -> Result<ExitCode, String> {
             c.publish_errors,
             report::line(&p.stats.publish_us)
         );
+        if broadcasts > 0 {
+            println!("broadcasts: {} of {broadcasts}", c.broadcasts);
+        }
     }
-    Ok(if c.published == events && c.publish_errors == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(
+        if c.published == events && c.broadcasts == broadcasts && c.publish_errors == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }

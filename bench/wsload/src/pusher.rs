@@ -22,9 +22,12 @@ pub fn connect_path(key: &str) -> String {
     format!("/app/{key}?protocol=7&client=wsload&version=1")
 }
 
-/// The SSE path for one channel.
-pub fn sse_path(key: &str, channel: &str) -> String {
-    format!("/app/{key}/events?channel={channel}")
+/// The SSE path for one channel, and the shared one when there is one.
+pub fn sse_path(key: &str, channel: &str, shared: Option<&str>) -> String {
+    match shared {
+        Some(s) => format!("/app/{key}/events?channel={channel}&channel={s}"),
+        None => format!("/app/{key}/events?channel={channel}"),
+    }
 }
 
 /// The channel names `{prefix}-0 … {prefix}-{k-1}`.
@@ -58,14 +61,42 @@ pub fn publish_body(channel: &str, data: &str) -> Vec<u8> {
         .expect("plain JSON")
 }
 
+/// The channels a subscriber is on: its own, and the one every subscriber shares (if any).
+#[derive(Clone, Copy, Debug)]
+pub struct OnChannels<'a> {
+    pub own: &'a str,
+    pub shared: Option<&'a str>,
+}
+
+impl OnChannels<'_> {
+    fn which(&self, channel: &str) -> On {
+        if channel == self.own {
+            On::Own
+        } else if self.shared == Some(channel) {
+            On::Shared
+        } else {
+            On::Other
+        }
+    }
+}
+
+/// Which of a subscriber's channels a delivery names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum On {
+    Own,
+    Shared,
+    /// A channel it is not subscribed to.
+    Other,
+}
+
 /// What a subscriber was sent.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Msg {
     Established,
     Subscribed,
-    /// An event carrying wsload's data; `ours` is false when it names another channel.
+    /// An event carrying wsload's data, and which of the subscriber's channels it names.
     Event {
-        ours: bool,
+        on: On,
         seq: u64,
         sent_ns: u64,
     },
@@ -93,9 +124,9 @@ struct Data {
     sent_ns: u64,
 }
 
-/// Reads one WebSocket text message sent to a subscriber of `channel`. An error when it is
+/// Reads one WebSocket text message sent to a subscriber of `channels`. An error when it is
 /// not a Pusher message at all.
-pub fn parse_ws(text: &[u8], channel: &str) -> Result<Msg, String> {
+pub fn parse_ws(text: &[u8], channels: OnChannels) -> Result<Msg, String> {
     let wire: Wire =
         serde_json::from_slice(text).map_err(|e| format!("not a Pusher message: {e}"))?;
     Ok(match wire.event.as_ref() {
@@ -108,15 +139,15 @@ pub fn parse_ws(text: &[u8], channel: &str) -> Result<Msg, String> {
             wire.data.map_or("", |d| d.get())
         )),
         _ => match (wire.channel, wire.data) {
-            (Some(ch), Some(data)) => event(ch == channel, data),
+            (Some(ch), Some(data)) => event(channels.which(&ch), data),
             _ => Msg::Other,
         },
     })
 }
 
-/// Reads the `data:` of one SSE event sent to a subscriber of `channel`:
+/// Reads the `data:` of one SSE event sent to a subscriber of `channels`:
 /// `{"channel":"CH","data":"…"}`.
-pub fn parse_sse(data: &[u8], channel: &str) -> Msg {
+pub fn parse_sse(data: &[u8], channels: OnChannels) -> Msg {
     #[derive(Deserialize)]
     struct Sse<'a> {
         #[serde(borrow)]
@@ -125,25 +156,25 @@ pub fn parse_sse(data: &[u8], channel: &str) -> Msg {
         data: &'a RawValue,
     }
     match serde_json::from_slice::<Sse>(data) {
-        Ok(e) => event(e.channel == channel, e.data),
+        Ok(e) => event(channels.which(&e.channel), e.data),
         Err(_) => Msg::Other,
     }
 }
 
 /// An event whose data is a JSON string holding wsload's `{"seq","sent_ns"}`.
-fn event(ours: bool, data: &RawValue) -> Msg {
+fn event(on: On, data: &RawValue) -> Msg {
     let Ok(inner) = serde_json::from_str::<Cow<str>>(data.get()) else {
         return Msg::Other;
     };
-    event_data_msg(ours, inner.as_bytes())
+    event_data_msg(on, inner.as_bytes())
 }
 
 /// wsload's event data itself, `{"seq","sent_ns",…}` (as `event_data` builds it), read as a
 /// delivery; anything else is `Other`.
-pub fn event_data_msg(ours: bool, data: &[u8]) -> Msg {
+pub fn event_data_msg(on: On, data: &[u8]) -> Msg {
     match serde_json::from_slice::<Data>(data) {
         Ok(d) => Msg::Event {
-            ours,
+            on,
             seq: d.seq,
             sent_ns: d.sent_ns,
         },
@@ -167,19 +198,31 @@ mod tests {
         assert_eq!(d, r#"{"seq":7,"sent_ns":1,"pad":""}"#);
     }
 
+    fn on<'a>(own: &'a str, shared: Option<&'a str>) -> OnChannels<'a> {
+        OnChannels { own, shared }
+    }
+    const ON0: OnChannels = OnChannels {
+        own: "bench-0",
+        shared: None,
+    };
+    const ON3: OnChannels = OnChannels {
+        own: "bench-3",
+        shared: None,
+    };
+
     #[test]
     fn reads_what_a_subscriber_is_sent() {
         let established = br#"{"event":"pusher:connection_established","data":"{\"socket_id\":\"1.2\",\"activity_timeout\":30}"}"#;
-        assert_eq!(parse_ws(established, "bench-0"), Ok(Msg::Established));
+        assert_eq!(parse_ws(established, ON0), Ok(Msg::Established));
         let ok = br#"{"event":"pusher_internal:subscription_succeeded","channel":"bench-0","data":"{}"}"#;
-        assert_eq!(parse_ws(ok, "bench-0"), Ok(Msg::Subscribed));
+        assert_eq!(parse_ws(ok, ON0), Ok(Msg::Subscribed));
         assert_eq!(
-            parse_ws(br#"{"event":"pusher:ping","data":{}}"#, "x"),
+            parse_ws(br#"{"event":"pusher:ping","data":{}}"#, ON0),
             Ok(Msg::Ping)
         );
         let err = br#"{"event":"pusher:error","data":{"code":4001,"message":"no such app"}}"#;
         assert_eq!(
-            parse_ws(err, "bench-0"),
+            parse_ws(err, ON0),
             Ok(Msg::Error(
                 r#"pusher:error {"code":4001,"message":"no such app"}"#.into()
             ))
@@ -193,28 +236,59 @@ mod tests {
         let delivery = serde_json::json!({"event": "bench", "channel": "bench-3", "data": data});
         let delivery = delivery.to_string();
         let want = Msg::Event {
-            ours: true,
+            on: On::Own,
             seq: 41,
             sent_ns: 1_700_000_000_000_000_001,
         };
-        assert_eq!(parse_ws(delivery.as_bytes(), "bench-3"), Ok(want));
+        assert_eq!(parse_ws(delivery.as_bytes(), ON3), Ok(want));
         assert!(matches!(
-            parse_ws(delivery.as_bytes(), "bench-4"),
-            Ok(Msg::Event { ours: false, .. })
+            parse_ws(delivery.as_bytes(), on("bench-4", None)),
+            Ok(Msg::Event { on: On::Other, .. })
         ));
         // The same event over SSE.
         let sse = serde_json::json!({"channel": "bench-3", "data": data}).to_string();
         assert!(matches!(
-            parse_sse(sse.as_bytes(), "bench-3"),
+            parse_sse(sse.as_bytes(), ON3),
             Msg::Event {
-                ours: true,
+                on: On::Own,
                 seq: 41,
                 ..
             }
         ));
         // Someone else's event on the channel, and not JSON at all.
         let other = br#"{"event":"x","channel":"bench-3","data":"hello"}"#;
-        assert_eq!(parse_ws(other, "bench-3"), Ok(Msg::Other));
-        assert!(parse_ws(b"hello", "bench-3").is_err());
+        assert_eq!(parse_ws(other, ON3), Ok(Msg::Other));
+        assert!(parse_ws(b"hello", ON3).is_err());
+    }
+
+    #[test]
+    fn tells_the_shared_channel_from_its_own() {
+        let names = on("bench-3", Some("all"));
+        let data = event_data(2, 5, 64);
+        let wrap = |ch: &str| {
+            serde_json::json!({"event": "bench", "channel": ch, "data": data}).to_string()
+        };
+        for (ch, want) in [
+            ("bench-3", On::Own),
+            ("all", On::Shared),
+            ("bench-4", On::Other),
+        ] {
+            assert_eq!(
+                parse_ws(wrap(ch).as_bytes(), names),
+                Ok(Msg::Event {
+                    on: want,
+                    seq: 2,
+                    sent_ns: 5
+                })
+            );
+            let sse = serde_json::json!({"channel": ch, "data": data}).to_string();
+            assert!(
+                matches!(parse_sse(sse.as_bytes(), names), Msg::Event { on, .. } if on == want)
+            );
+        }
+        assert_eq!(
+            sse_path("k", "bench-3", Some("all")),
+            "/app/k/events?channel=bench-3&channel=all"
+        );
     }
 }

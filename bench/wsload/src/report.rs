@@ -38,10 +38,17 @@ pub struct Counters {
     /// The publisher: events the API accepted (200), and requests that failed otherwise.
     pub published: u64,
     pub publish_errors: u64,
+    /// Subscribe with a shared channel: broadcasts delivered (duplicates included), and,
+    /// counted at the end, those that never came and those that should have.
+    pub broadcast_deliveries: u64,
+    pub broadcasts_lost: u64,
+    pub broadcast_expected: u64,
+    /// The publisher: broadcasts the API accepted (their errors are in `publish_errors`).
+    pub broadcasts: u64,
 }
 
 impl Counters {
-    fn fields(&self) -> [(&'static str, u64); 19] {
+    fn fields(&self) -> [(&'static str, u64); 23] {
         [
             ("connected", self.connected),
             ("failed", self.failed),
@@ -62,10 +69,14 @@ impl Counters {
             ("expected", self.expected),
             ("published", self.published),
             ("publish_errors", self.publish_errors),
+            ("broadcast_deliveries", self.broadcast_deliveries),
+            ("broadcasts_lost", self.broadcasts_lost),
+            ("broadcast_expected", self.broadcast_expected),
+            ("broadcasts", self.broadcasts),
         ]
     }
 
-    fn fields_mut(&mut self) -> [(&'static str, &mut u64); 19] {
+    fn fields_mut(&mut self) -> [(&'static str, &mut u64); 23] {
         [
             ("connected", &mut self.connected),
             ("failed", &mut self.failed),
@@ -86,6 +97,10 @@ impl Counters {
             ("expected", &mut self.expected),
             ("published", &mut self.published),
             ("publish_errors", &mut self.publish_errors),
+            ("broadcast_deliveries", &mut self.broadcast_deliveries),
+            ("broadcasts_lost", &mut self.broadcasts_lost),
+            ("broadcast_expected", &mut self.broadcast_expected),
+            ("broadcasts", &mut self.broadcasts),
         ]
     }
 
@@ -168,6 +183,13 @@ pub struct Stats {
     /// delivery in µs (0: none yet), so the time to its last subscriber can be found across
     /// shards: each sends the array, the parent keeps the larger of each pair.
     pub event_last_us: Vec<u32>,
+    /// Subscribe: each broadcast delivery's latency (the shared channel's events).
+    pub broadcast_us: Histogram<u64>,
+    /// Subscribe: per broadcast (its sequence number on the shared channel), the latency of
+    /// its latest delivery in µs (0: none yet) and how many deliveries it had. The parent
+    /// keeps the largest latency and adds the counts: a broadcast's time to all subscribers.
+    pub broadcast_last_us: Vec<u32>,
+    pub broadcast_count: Vec<u64>,
     /// Subscribe: wall-clock ns of the first and the last delivery (0: none).
     pub first_delivery_ns: u64,
     pub last_delivery_ns: u64,
@@ -176,6 +198,8 @@ pub struct Stats {
 /// Events beyond this index are not tracked for their last delivery (a bogus sequence number
 /// must not allocate gigabytes).
 const MAX_TRACKED_EVENTS: usize = 50_000_000;
+/// The same for broadcasts.
+const MAX_TRACKED_BROADCASTS: usize = 1_000_000;
 
 impl Stats {
     pub fn new() -> Stats {
@@ -187,6 +211,9 @@ impl Stats {
             delivery_us: histogram(),
             publish_us: histogram(),
             event_last_us: Vec::new(),
+            broadcast_us: histogram(),
+            broadcast_last_us: Vec::new(),
+            broadcast_count: Vec::new(),
             first_delivery_ns: 0,
             last_delivery_ns: 0,
         }
@@ -210,13 +237,34 @@ impl Stats {
         }
     }
 
-    fn histograms(&self) -> [(&'static str, &Histogram<u64>); 5] {
+    /// Records one delivery of broadcast `seq` with this latency, received at `now_ns`.
+    pub fn broadcast_delivered(&mut self, seq: u64, latency_us: u64, now_ns: u64) {
+        self.count.broadcast_deliveries += 1;
+        record(&mut self.broadcast_us, latency_us);
+        if self.first_delivery_ns == 0 {
+            self.first_delivery_ns = now_ns;
+        }
+        self.last_delivery_ns = self.last_delivery_ns.max(now_ns);
+        let i = seq as usize;
+        if i < MAX_TRACKED_BROADCASTS {
+            if i >= self.broadcast_last_us.len() {
+                self.broadcast_last_us.resize(i + 1, 0);
+                self.broadcast_count.resize(i + 1, 0);
+            }
+            let us = latency_us.clamp(1, u64::from(u32::MAX)) as u32;
+            self.broadcast_last_us[i] = self.broadcast_last_us[i].max(us);
+            self.broadcast_count[i] += 1;
+        }
+    }
+
+    fn histograms(&self) -> [(&'static str, &Histogram<u64>); 6] {
         [
             ("connect_us", &self.connect_us),
             ("rtt_us", &self.rtt_us),
             ("heartbeat_rtt_us", &self.heartbeat_rtt_us),
             ("delivery_us", &self.delivery_us),
             ("publish_us", &self.publish_us),
+            ("broadcast_us", &self.broadcast_us),
         ]
     }
 
@@ -234,6 +282,10 @@ impl Stats {
         if !self.event_last_us.is_empty() {
             v["event_last_us"] = self.event_last_us.clone().into();
         }
+        if !self.broadcast_last_us.is_empty() {
+            v["broadcast_last_us"] = self.broadcast_last_us.clone().into();
+            v["broadcast_count"] = self.broadcast_count.clone().into();
+        }
         v["first_delivery_ns"] = self.first_delivery_ns.into();
         v["last_delivery_ns"] = self.last_delivery_ns.into();
         v
@@ -248,6 +300,7 @@ impl Stats {
             ("heartbeat_rtt_us", &mut self.heartbeat_rtt_us),
             ("delivery_us", &mut self.delivery_us),
             ("publish_us", &mut self.publish_us),
+            ("broadcast_us", &mut self.broadcast_us),
         ] {
             for pair in v.get(name).and_then(Value::as_array).into_iter().flatten() {
                 if let (Some(value), Some(n)) = (
@@ -269,6 +322,21 @@ impl Stats {
             }
             self.event_last_us[i] = self.event_last_us[i].max(us);
         }
+        let last_us = v.get("broadcast_last_us").and_then(Value::as_array);
+        let counts = v.get("broadcast_count").and_then(Value::as_array);
+        let pairs = last_us
+            .into_iter()
+            .flatten()
+            .zip(counts.into_iter().flatten());
+        for (i, (us, n)) in pairs.enumerate().take(MAX_TRACKED_BROADCASTS) {
+            if i >= self.broadcast_last_us.len() {
+                self.broadcast_last_us.resize(i + 1, 0);
+                self.broadcast_count.resize(i + 1, 0);
+            }
+            let us = us.as_u64().unwrap_or(0).min(u64::from(u32::MAX)) as u32;
+            self.broadcast_last_us[i] = self.broadcast_last_us[i].max(us);
+            self.broadcast_count[i] += n.as_u64().unwrap_or(0);
+        }
         let first = v["first_delivery_ns"].as_u64().unwrap_or(0);
         if first != 0 && (self.first_delivery_ns == 0 || first < self.first_delivery_ns) {
             self.first_delivery_ns = first;
@@ -285,6 +353,21 @@ impl Stats {
             record(&mut h, u64::from(us));
         }
         h
+    }
+
+    /// Per broadcast: its time to the last subscriber that got it (µs), over the broadcasts
+    /// every one of `subscribers` got; and how many did not reach them all.
+    pub fn broadcast_to_all_us(&self, subscribers: u64) -> (Histogram<u64>, u64) {
+        let mut h = histogram();
+        let mut short = 0;
+        for (&us, &n) in self.broadcast_last_us.iter().zip(&self.broadcast_count) {
+            if n >= subscribers && us > 0 {
+                record(&mut h, u64::from(us));
+            } else {
+                short += 1;
+            }
+        }
+        (h, short)
     }
 }
 
@@ -320,6 +403,11 @@ pub struct SubReport {
     pub publish_seconds: f64,
     /// From the first publish (or without one, the first delivery) to the last delivery.
     pub delivery_seconds: f64,
+    /// The channel every subscriber is on too, and the broadcasts to it wsload meant to
+    /// publish, one every `broadcast_every` seconds.
+    pub shared: Option<String>,
+    pub broadcasts_planned: u64,
+    pub broadcast_every: f64,
 }
 
 impl SubReport {
@@ -331,12 +419,15 @@ impl SubReport {
             && c.out_of_order == 0
             && c.misrouted == 0
             && c.publish_errors == 0
-            && (!self.publishing || c.published == self.events_planned)
+            && c.broadcasts_lost == 0
+            && (!self.publishing
+                || (c.published == self.events_planned && c.broadcasts == self.broadcasts_planned))
     }
 
+    /// Both kinds together.
     fn deliveries_per_sec(&self, c: &Counters) -> f64 {
         if self.delivery_seconds > 0.0 {
-            c.deliveries as f64 / self.delivery_seconds
+            (c.deliveries + c.broadcast_deliveries) as f64 / self.delivery_seconds
         } else {
             0.0
         }
@@ -410,6 +501,25 @@ impl Summary {
             v["misrouted"] = c.misrouted.into();
             v["delivery_us"] = percentiles(&self.stats.delivery_us);
             v["last_subscriber_us"] = percentiles(&self.stats.last_subscriber_us());
+            if let Some(shared) = &sub.shared {
+                let (to_all, short) = self.stats.broadcast_to_all_us(c.connected);
+                let each: Vec<Value> = (self.stats.broadcast_last_us.iter())
+                    .zip(&self.stats.broadcast_count)
+                    .enumerate()
+                    .map(|(i, (us, n))| json!({"seq": i, "deliveries": n, "to_last_us": us}))
+                    .collect();
+                v["shared_channel"] = shared.as_str().into();
+                v["broadcast_every_s"] = round3(sub.broadcast_every).into();
+                v["broadcasts_planned"] = sub.broadcasts_planned.into();
+                v["broadcasts_published"] = c.broadcasts.into();
+                v["broadcast_expected_deliveries"] = c.broadcast_expected.into();
+                v["broadcast_deliveries"] = c.broadcast_deliveries.into();
+                v["broadcasts_lost"] = c.broadcasts_lost.into();
+                v["broadcast_delivery_us"] = percentiles(&self.stats.broadcast_us);
+                v["broadcast_to_all_us"] = percentiles(&to_all);
+                v["broadcasts_short"] = short.into();
+                v["broadcasts"] = each.into();
+            }
         }
         if let Some(server) = &self.server {
             v["server"] = server.clone();
@@ -485,6 +595,26 @@ impl Summary {
                 c.server_pings_answered,
                 c.closed_clean,
             );
+            if let Some(shared) = &sub.shared {
+                let (to_all, short) = self.stats.broadcast_to_all_us(c.connected);
+                s += &format!(
+                    "\nbroadcasts to {shared} every {:.0}s: published {} of {}; deliveries {} of {} expected, lost {}\
+                     \nbroadcast delivery latency µs: {}\nbroadcast to all subscribers µs: {}{}",
+                    sub.broadcast_every,
+                    c.broadcasts,
+                    sub.broadcasts_planned,
+                    c.broadcast_deliveries,
+                    c.broadcast_expected,
+                    c.broadcasts_lost,
+                    line(&self.stats.broadcast_us),
+                    line(&to_all),
+                    if short > 0 {
+                        format!(" ({short} broadcast(s) did not reach every subscriber)")
+                    } else {
+                        String::new()
+                    },
+                );
+            }
         } else {
             s += &format!(
                 "\nheld {:.1}s; server pings {} (answered {}); heartbeats {} sent, {} answered\nheartbeat µs: {}\nclosed cleanly {}",
@@ -563,5 +693,36 @@ mod tests {
         );
         assert_eq!(total.heartbeat_rtt_us.len(), 2);
         assert_eq!(total.rtt_us.len(), 0);
+    }
+
+    #[test]
+    fn broadcasts_merge_to_the_last_subscriber() {
+        // Two shards saw broadcasts 0 and 1; the first missed one delivery of broadcast 1.
+        let mut a = Stats::new();
+        a.broadcast_delivered(0, 900, 10);
+        a.broadcast_delivered(0, 1_500, 11);
+        a.broadcast_delivered(1, 700, 12);
+        let mut b = Stats::new();
+        b.broadcast_delivered(0, 2_000, 13);
+        b.broadcast_delivered(1, 400, 14);
+        b.broadcast_delivered(1, 300, 15);
+        let mut total = Stats::new();
+        for s in [&a, &b] {
+            let wire: Value = serde_json::from_str(&s.to_json().to_string()).unwrap();
+            total.merge_json(&wire);
+        }
+        assert_eq!(total.count.broadcast_deliveries, 6);
+        assert_eq!(total.broadcast_last_us, vec![2_000, 700]);
+        assert_eq!(total.broadcast_count, vec![3, 3]);
+        assert_eq!(total.broadcast_us.len(), 6);
+        assert_eq!(total.last_delivery_ns, 15);
+        // Three subscribers: both reached all of them.
+        let (h, short) = total.broadcast_to_all_us(3);
+        assert_eq!((h.len(), short), (2, 0));
+        assert_eq!(h.max(), h.highest_equivalent(2_000));
+        // Four: neither did.
+        assert_eq!(total.broadcast_to_all_us(4).1, 2);
+        // Small events are tracked apart.
+        assert!(total.event_last_us.is_empty() && total.count.deliveries == 0);
     }
 }

@@ -326,8 +326,9 @@ fn retire(poll: &Poll, slot: &mut Option<Conn>, live: &mut usize, gone: &mut Vec
     }
 }
 
-/// Counts what the subscribers that subscribed were owed and lost: against what was published
-/// when the parent said, otherwise only the gaps between what they saw.
+/// Counts what the subscribers that subscribed were owed and lost, on their own channel and
+/// on the shared one: against what was published when the parent said, otherwise only the
+/// gaps between what they saw.
 fn count_losses<'a>(
     subs: impl Iterator<Item = &'a Sub>,
     published: Option<&crate::publish::Published>,
@@ -339,8 +340,13 @@ fn count_losses<'a>(
             Some(p) if c < p.sent.len() => {
                 count.expected += p.accepted(c);
                 count.events_lost += sub.track.lost(p.sent[c], &p.failed[c]);
+                count.broadcast_expected += p.shared_sent - p.shared_failed.len() as u64;
+                count.broadcasts_lost += sub.shared.lost(p.shared_sent, &p.shared_failed);
             }
-            _ => count.events_lost += sub.track.lost(0, &[]),
+            _ => {
+                count.events_lost += sub.track.lost(0, &[]);
+                count.broadcasts_lost += sub.shared.lost(0, &[]);
+            }
         }
     }
 }
@@ -348,6 +354,39 @@ fn count_losses<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::publish::Published;
+
+    #[test]
+    fn losses_are_counted_per_channel_for_both_kinds() {
+        // Two subscribers on channels 0 and 1; 3 events went to each channel, of which
+        // channel 1's number 2 was refused; 4 broadcasts, number 3 refused.
+        let p = Published {
+            sent: vec![3, 3],
+            failed: vec![vec![], vec![2]],
+            shared_sent: 4,
+            shared_failed: vec![3],
+        };
+        let mut a = Sub::new(0, false);
+        let mut b = Sub::new(1, false);
+        a.subscribed = true;
+        b.subscribed = true;
+        for s in [0, 1, 2] {
+            a.track.record(s);
+        }
+        b.track.record(0); // 1 lost; 2 refused
+        for s in [0, 2] {
+            a.shared.record(s); // 1 lost
+        }
+        for s in [0, 1, 2] {
+            b.shared.record(s);
+        }
+        // One that never subscribed owes nothing.
+        let c = Sub::new(0, false);
+        let mut count = Counters::default();
+        count_losses([&*a, &*b, &*c].into_iter(), Some(&p), &mut count);
+        assert_eq!((count.expected, count.events_lost), (5, 1));
+        assert_eq!((count.broadcast_expected, count.broadcasts_lost), (6, 1));
+    }
 
     #[test]
     fn sources_rotate_from_127_0_0_2() {

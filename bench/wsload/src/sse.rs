@@ -160,10 +160,10 @@ impl Conn {
             return Ok(true);
         }
         for data in events {
-            if let pusher::Msg::Event { ours, seq, sent_ns } =
-                pusher::parse_sse(&data, self.channel_name(cx))
+            if let pusher::Msg::Event { on, seq, sent_ns } =
+                pusher::parse_sse(&data, self.channel_names(cx))
             {
-                self.delivered(cx, ours, seq, sent_ns);
+                self.delivered(cx, on, seq, sent_ns);
             }
         }
         Ok(true)

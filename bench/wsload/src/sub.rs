@@ -1,17 +1,19 @@
 //! Owns a connection's life as a channel subscriber (subscribe mode), whatever carries it and
 //! whichever server it speaks to. Pusher over WebSocket (ws.rs moves the frames): it waits for
-//! `pusher:connection_established`, subscribes to its channel and counts as connected once
-//! `subscription_succeeded` arrives; Pusher over SSE (sse.rs reads the stream): subscribed once
-//! the stream has started; nchan (nchan.rs): a WebSocket to its channel's own path, subscribed
-//! once the upgrade is answered. Either way each delivery is checked against the subscriber's
-//! sequence track (track.rs) and its latency — receipt minus the publisher's wall-clock send
-//! time carried in the event — is recorded.
+//! `pusher:connection_established`, subscribes to its channel (and to the shared channel, with
+//! `--shared-channel`) and counts as connected once every `subscription_succeeded` has arrived;
+//! Pusher over SSE (sse.rs reads the stream): subscribed once the stream has started; nchan
+//! (nchan.rs, no shared channel): a WebSocket to its channel's own path, subscribed once the
+//! upgrade is answered. Either way each delivery is checked against the sequence track
+//! (track.rs) of the channel it names and its latency — receipt minus the publisher's
+//! wall-clock send time carried in the event — is recorded; a delivery on the shared channel
+//! (a broadcast) is recorded per broadcast, for its time to the last subscriber.
 
 use crate::cli::Peer;
 use crate::conn::{Conn, Ctx, State};
 use crate::frame::{self, OP_TEXT};
 use crate::nchan;
-use crate::pusher::{self, Msg};
+use crate::pusher::{self, Msg, On, OnChannels};
 use crate::sse::SseState;
 use crate::track::{Seen, Track};
 use crate::ws::MASK;
@@ -20,8 +22,12 @@ use std::io;
 /// What every subscriber shares.
 pub struct SubPlan {
     pub channels: Vec<String>,
+    /// The channel every subscriber is on too (the broadcasts'), if any.
+    pub shared: Option<String>,
     /// WebSocket: per channel, the masked `pusher:subscribe` frame.
     pub subscribe: Vec<Vec<u8>>,
+    /// WebSocket: the shared channel's `pusher:subscribe` frame (empty without one).
+    pub subscribe_shared: Vec<u8>,
     /// Per channel, the request that opens a subscriber's connection when it is not the shared
     /// upgrade: SSE's GET, nchan's upgrade to the channel's path (empty for Pusher WebSocket).
     pub requests: Vec<Vec<u8>>,
@@ -34,27 +40,37 @@ pub struct SubPlan {
 
 impl SubPlan {
     /// The plan, and the upgrade request to the connect path (Pusher WebSocket subscribers all
-    /// send it; SSE and nchan ones send their channel's own request instead).
+    /// send it; SSE and nchan ones send their channel's own request instead). A shared channel
+    /// is for Pusher only (`ChannelArgs::check_shared` refuses it with nchan).
     pub fn new(
         channels: Vec<String>,
+        shared: Option<String>,
         sse: bool,
         peer: Peer,
         key: &str,
         authority: &str,
     ) -> (SubPlan, Vec<u8>) {
         let frame = |text: &str| frame::client_frame(OP_TEXT, text.as_bytes(), MASK);
-        let subscribe = match (peer, sse) {
-            (Peer::Pusher, false) => channels
-                .iter()
-                .map(|c| frame(&pusher::subscribe_message(c)))
-                .collect(),
-            _ => Vec::new(),
+        let (subscribe, subscribe_shared) = match (peer, sse) {
+            (Peer::Pusher, false) => (
+                channels
+                    .iter()
+                    .map(|c| frame(&pusher::subscribe_message(c)))
+                    .collect(),
+                shared
+                    .as_deref()
+                    .map(|s| frame(&pusher::subscribe_message(s)))
+                    .unwrap_or_default(),
+            ),
+            _ => (Vec::new(), Vec::new()),
         };
         let requests = match (peer, sse) {
             (Peer::Pusher, false) => Vec::new(),
             (Peer::Pusher, true) => channels
                 .iter()
-                .map(|c| crate::sse::request(&pusher::sse_path(key, c), authority))
+                .map(|c| {
+                    crate::sse::request(&pusher::sse_path(key, c, shared.as_deref()), authority)
+                })
                 .collect(),
             (Peer::Nchan, _) => channels
                 .iter()
@@ -64,7 +80,9 @@ impl SubPlan {
         let upgrade = crate::ws::upgrade_request(&pusher::connect_path(key), authority);
         let plan = SubPlan {
             channels,
+            shared,
             subscribe,
+            subscribe_shared,
             requests,
             pong: frame(pusher::PONG),
             sse,
@@ -82,16 +100,21 @@ impl SubPlan {
     }
 }
 
-/// One subscriber's own state.
+/// One subscriber's own state (kept small: a million of them share one host with the server).
 pub struct Sub {
     pub channel: u32,
     /// WebSocket: the 101 has come (the subscription is still to be made).
     pub upgraded: bool,
     /// WebSocket: `pusher:subscribe` has been sent.
     pub asked: bool,
-    /// `subscription_succeeded` came (or the SSE stream started): deliveries are expected.
+    /// WebSocket: `subscription_succeeded` messages still to come.
+    pub pending: u8,
+    /// Every `subscription_succeeded` came (or the SSE stream started): deliveries are expected.
     pub subscribed: bool,
+    /// Its own channel's sequence.
     pub track: Track,
+    /// The shared channel's (the broadcasts').
+    pub shared: Track,
     /// Over SSE: the stream's decoding state.
     pub sse: Option<Box<SseState>>,
 }
@@ -102,18 +125,24 @@ impl Sub {
             channel,
             upgraded: false,
             asked: false,
+            pending: 0,
             subscribed: false,
             track: Track::default(),
+            shared: Track::default(),
             sse: sse.then(Box::default),
         })
     }
 }
 
 impl Conn {
-    pub(crate) fn channel_name<'a>(&self, cx: &Ctx<'a>) -> &'a str {
+    /// The channels this subscriber is on.
+    pub(crate) fn channel_names<'a>(&self, cx: &Ctx<'a>) -> OnChannels<'a> {
         let plan = cx.plan.sub.as_ref().expect("a subscribe plan");
         let channel = self.sub.as_ref().map_or(0, |s| s.channel);
-        &plan.channels[channel as usize]
+        OnChannels {
+            own: &plan.channels[channel as usize],
+            shared: plan.shared.as_deref(),
+        }
     }
 
     /// The WebSocket upgrade was answered: a Pusher subscriber now waits for
@@ -135,7 +164,7 @@ impl Conn {
         let plan = cx.plan.sub.as_ref().expect("a subscribe plan");
         let msg = match plan.peer {
             Peer::Pusher => {
-                pusher::parse_ws(text, self.channel_name(cx)).map_err(io::Error::other)?
+                pusher::parse_ws(text, self.channel_names(cx)).map_err(io::Error::other)?
             }
             Peer::Nchan => nchan::parse(text),
         };
@@ -151,13 +180,21 @@ impl Conn {
         match msg {
             Msg::Established if self.state == State::Handshaking && !sub.asked => {
                 sub.asked = true;
+                sub.pending = 1;
                 self.link.send(&plan.subscribe[sub.channel as usize])?;
+                if plan.shared.is_some() {
+                    sub.pending += 1;
+                    self.link.send(&plan.subscribe_shared)?;
+                }
             }
-            Msg::Subscribed if self.state == State::Handshaking && sub.asked => {
-                sub.subscribed = true;
-                self.opened(cx);
+            Msg::Subscribed if self.state == State::Handshaking && sub.pending > 0 => {
+                sub.pending -= 1;
+                if sub.pending == 0 {
+                    sub.subscribed = true;
+                    self.opened(cx);
+                }
             }
-            Msg::Event { ours, seq, sent_ns } => self.delivered(cx, ours, seq, sent_ns),
+            Msg::Event { on, seq, sent_ns } => self.delivered(cx, on, seq, sent_ns),
             Msg::Ping if matches!(self.state, State::Handshaking | State::Open) => {
                 self.link.send(&plan.pong)?;
             }
@@ -168,23 +205,44 @@ impl Conn {
     }
 
     /// Counts one event delivered to this subscriber.
-    pub(crate) fn delivered(&mut self, cx: &mut Ctx, ours: bool, seq: u64, sent_ns: u64) {
+    pub(crate) fn delivered(&mut self, cx: &mut Ctx, on: On, seq: u64, sent_ns: u64) {
         let Some(sub) = self.sub.as_mut() else {
             return;
         };
-        if !ours {
-            cx.stats.count.misrouted += 1;
-            return;
-        }
+        let track = match on {
+            On::Own => &mut sub.track,
+            On::Shared => &mut sub.shared,
+            On::Other => {
+                cx.stats.count.misrouted += 1;
+                return;
+            }
+        };
         let now_ns = pusher::wall_ns();
-        match sub.track.record(seq) {
+        match track.record(seq) {
             Seen::Late => cx.stats.count.out_of_order += 1,
             Seen::Duplicate => cx.stats.count.duplicated += 1,
             Seen::InOrder | Seen::Gap(_) => {}
         }
+        let latency_us = now_ns.saturating_sub(sent_ns) / 1000;
+        if on == On::Shared {
+            cx.stats.broadcast_delivered(seq, latency_us, now_ns);
+            return;
+        }
         let k = cx.plan.sub.as_ref().map_or(1, |p| p.channels.len()) as u64;
         let index = seq.saturating_mul(k).saturating_add(u64::from(sub.channel));
-        cx.stats
-            .delivered(index, now_ns.saturating_sub(sent_ns) / 1000, now_ns);
+        cx.stats.delivered(index, latency_us, now_ns);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscriber_is_small() {
+        // Two sequence tracks (own channel, shared channel) and a few flags: a million of them
+        // in the shards beside a million server connections on one host.
+        let size = std::mem::size_of::<Sub>();
+        assert!(size <= 96, "{size} bytes");
     }
 }

@@ -381,7 +381,48 @@ fn bad_arguments_exit_2_with_one_line() {
         &["subscribe", "--peer", "mqtt"],
         &["subscribe", "--server-pid", "1"],
         &["subscribe", "--server-pid", "me", "--publish-rate", "1"],
+        &[
+            "subscribe",
+            "--peer",
+            "nchan",
+            "--shared-channel",
+            "all",
+            "--publish-rate",
+            "10",
+        ],
+        &[
+            "publish",
+            "--peer",
+            "nchan",
+            "--shared-channel",
+            "all",
+            "--broadcast-every",
+            "1s",
+            "--publish-duration",
+            "5s",
+        ],
         &["publish"],
+        &[
+            "subscribe",
+            "--broadcast-every",
+            "1s",
+            "--publish-rate",
+            "10",
+        ],
+        &[
+            "subscribe",
+            "--shared-channel",
+            "bench-0",
+            "--publish-rate",
+            "10",
+        ],
+        &[
+            "publish",
+            "--shared-channel",
+            "all",
+            "--broadcast-every",
+            "20s",
+        ],
         &[],
     ] {
         let run = wsload(args);
@@ -481,10 +522,124 @@ fn subscribe_counts_every_delivery() {
     subscribe_run(false);
 }
 
+/// Every subscriber on its own channel and on a shared one, against two server processes
+/// (joined by their bus): small events on the four channels, broadcasts to all, each counted
+/// apart, and each broadcast's time to the last subscriber reported.
+#[test]
+fn subscribe_with_a_shared_channel_counts_broadcasts_apart() {
+    let server = Server::start(&["server.processes=2"]);
+    let url = server.url("ws", "/");
+    let run = wsload(&[
+        "subscribe",
+        "--url",
+        &url,
+        "-c",
+        "200",
+        "--shards",
+        "2",
+        "--channels",
+        "4",
+        "--publish-rate",
+        "400",
+        "--events",
+        "400",
+        "--shared-channel",
+        "all",
+        "--broadcast-every",
+        "300ms",
+        "--json",
+    ]);
+    let j = run.json();
+    assert_eq!(run.code, 0, "{j} {}", run.stderr);
+    assert_eq!(outcome(&j), (200, 0, 0));
+    // 400 events over 1 s: 100 on each channel, 50 subscribers on each; 3 broadcasts to 200.
+    assert_eq!(count(&j, "events_published"), 400);
+    assert_eq!(count(&j, "deliveries"), 4 * 100 * 50, "{j}");
+    assert_eq!(count(&j, "broadcasts_published"), 3, "{j}");
+    assert_eq!(count(&j, "broadcast_expected_deliveries"), 600, "{j}");
+    assert_eq!(count(&j, "broadcast_deliveries"), 600, "{j}");
+    for key in [
+        "events_lost",
+        "broadcasts_lost",
+        "duplicated",
+        "out_of_order",
+        "misrouted",
+    ] {
+        assert_eq!(count(&j, key), 0, "{key}: {j}");
+    }
+    assert_eq!(j["shared_channel"], "all");
+    assert_eq!(j["broadcast_to_all_us"]["count"], 3, "{j}");
+    assert_eq!(count(&j, "broadcasts_short"), 0);
+    let each = j["broadcasts"].as_array().unwrap();
+    assert_eq!(each.len(), 3);
+    for b in each {
+        assert_eq!(b["deliveries"], 200, "{b}");
+        assert!(b["to_last_us"].as_u64().unwrap() > 0);
+    }
+    assert!(run.stderr.contains("publishing started"), "{}", run.stderr);
+}
+
+/// Broadcasts alone: no small events, --publish-duration sets how many.
+#[test]
+fn broadcasts_without_small_events() {
+    let server = Server::start(&[]);
+    let url = server.url("ws", "/");
+    let run = wsload(&[
+        "subscribe",
+        "--url",
+        &url,
+        "-c",
+        "50",
+        "--shared-channel",
+        "all",
+        "--broadcast-every",
+        "200ms",
+        "--publish-duration",
+        "1s",
+        "--json",
+    ]);
+    let j = run.json();
+    assert_eq!(run.code, 0, "{j} {}", run.stderr);
+    assert_eq!(count(&j, "events_planned"), 0);
+    assert_eq!(count(&j, "deliveries"), 0);
+    assert_eq!(count(&j, "broadcasts_published"), 5, "{j}");
+    assert_eq!(count(&j, "broadcast_deliveries"), 250, "{j}");
+    assert_eq!(count(&j, "broadcasts_lost"), 0);
+}
+
 #[test]
 #[ignore = "needs holdfast's Server-Sent Events (CHANNELS.md §4, issue 16)"]
 fn subscribe_counts_every_delivery_over_sse() {
     subscribe_run(true);
+}
+
+/// A server that closes keep-alive connections after 10 requests (`Connection: close`): the
+/// publisher reopens before its next request and loses nothing.
+#[test]
+fn publisher_reopens_when_the_server_closes() {
+    let server = Server::start(&["http.keepalive_requests=10"]);
+    let url = server.url("http", "/");
+    let run = wsload(&[
+        "publish",
+        "--url",
+        &url,
+        "--publish-rate",
+        "200",
+        "--events",
+        "100",
+        "--publishers",
+        "1",
+        "--shared-channel",
+        "all",
+        "--broadcast-every",
+        "100ms",
+        "--json",
+    ]);
+    let j = run.json();
+    assert_eq!(run.code, 0, "{j} {}", run.stderr);
+    assert_eq!(count(&j, "events_published"), 100);
+    assert_eq!(count(&j, "broadcasts_published"), 5);
+    assert_eq!(count(&j, "publish_errors"), 0);
 }
 
 /// A publisher with the wrong secret gets 401s, counted as publish errors.
