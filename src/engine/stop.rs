@@ -34,11 +34,13 @@ impl Stopper {
             self.drain();
             return;
         }
+        // Wake first, log after (as in `drain`): a health check sent by whoever read the
+        // line must find every worker already told.
+        self.wake();
         log::info!(
             "stopping: /healthz answers 503 and the listeners stay open for \
              server.drain_delay ({delay:?}), then the drain begins"
         );
-        self.wake();
         let me = Stopper {
             shared: Arc::clone(&self.shared),
             wakers: Arc::clone(&self.wakers),
