@@ -258,19 +258,9 @@ impl Worker {
         if !due {
             return;
         }
-        let ts = Timespec::new();
-        let args = SubmitArgs::new().timespec(&ts);
-        match self.io.ring.submitter().submit_with_args(1, &args) {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                ) => {}
-            Err(e) => {
-                log::limited!(Error, "io_uring_enter failed: {e}");
-                return;
-            }
+        if let Err(e) = enter(&self.io.ring, 0) {
+            log::limited!(Error, "{e}");
+            return;
         }
         self.tick();
         self.reap();
@@ -292,22 +282,7 @@ impl Worker {
         if let Some(d) = self.st.access.as_ref().and_then(|a| a.due_at()) {
             wait_ms = wait_ms.min(d.saturating_sub(self.st.now));
         }
-        let ts = Timespec::new()
-            .sec(wait_ms / 1000)
-            .nsec((wait_ms % 1000) as u32 * 1_000_000);
-        let args = SubmitArgs::new().timespec(&ts);
-        match self.io.ring.submitter().submit_with_args(1, &args) {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(format!("io_uring_enter failed: {e}")),
-        }
+        enter(&self.io.ring, wait_ms)
     }
 
     fn reap(&mut self) {
@@ -1023,6 +998,28 @@ fn give_back(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
     if buf.capacity() <= POOL_BUF_MAX_CAPACITY && pool.len() < POOL_MAX {
         buf.clear();
         pool.push(buf);
+    }
+}
+
+/// Submits what is queued and waits up to `wait_ms` for a completion (0: only takes in what is
+/// ready, running the deferred task work that produces it). A timeout, a signal or a full
+/// completion queue are ordinary wake-ups, not errors.
+fn enter(ring: &IoUring, wait_ms: u64) -> Result<(), String> {
+    let ts = Timespec::new()
+        .sec(wait_ms / 1000)
+        .nsec((wait_ms % 1000) as u32 * 1_000_000);
+    let args = SubmitArgs::new().timespec(&ts);
+    match ring.submitter().submit_with_args(1, &args) {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(format!("io_uring_enter failed: {e}")),
     }
 }
 
