@@ -72,6 +72,17 @@ pub fn is_api(path: &[u8]) -> bool {
     path.starts_with(b"/apps/")
 }
 
+/// `/apps/{id}/{tail}` as (id, tail).
+fn split_app(path: &str) -> (&str, &str) {
+    let rest = path.strip_prefix("/apps/").unwrap_or("");
+    rest.split_once('/').unwrap_or((rest, ""))
+}
+
+/// The `{id}` of an API path, as `parse` reads it (for counting a refusal against its app).
+pub fn app_id(path: &[u8]) -> Option<&str> {
+    std::str::from_utf8(path).ok().map(|p| split_app(p).0)
+}
+
 /// Routes and checks one API request. `app_by_id` finds the app of the path; `now_unix` is
 /// our clock in seconds. On success returns the app's index and the call.
 pub fn parse<'a>(
@@ -80,8 +91,7 @@ pub fn parse<'a>(
     now_unix: u64,
 ) -> Result<(u16, Call), ApiError> {
     let path = std::str::from_utf8(req.path).or(fail(400, "the path is not UTF-8"))?;
-    let rest = path.strip_prefix("/apps/").unwrap_or("");
-    let (id, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let (id, tail) = split_app(path);
     let Some((idx, app)) = app_by_id(id) else {
         return fail(404, format!("unknown app {id:?}"));
     };

@@ -27,13 +27,7 @@ impl ChannelsWorker {
         let (app, call) = match parsed {
             Ok(ok) => ok,
             Err(e) => {
-                let path = std::str::from_utf8(req.path).unwrap_or("");
-                let id = path
-                    .trim_start_matches("/apps/")
-                    .split('/')
-                    .next()
-                    .unwrap_or("");
-                if let Some(i) = hub.app_by_id(id) {
+                if let Some(i) = api::app_id(req.path).and_then(|id| hub.app_by_id(id)) {
                     hub.stats[usize::from(i)].api_answered(e.status);
                     if e.status == 401 {
                         hub.stats[usize::from(i)].auth_failed(AuthFailure::Api);
