@@ -387,21 +387,20 @@ impl ChannelsWorker {
         if !config.client_events {
             return refuse_event(tx, None, "client events are disabled for this app");
         }
-        if !matches!(
-            names::classify(channel).map(|k| k.access),
-            Ok(Access::Private | Access::Presence)
-        ) {
-            return refuse_event(
-                tx,
-                None,
-                "client events are only for private and presence channels",
-            );
-        }
+        let kind = match names::classify(channel) {
+            Ok(k) if matches!(k.access, Access::Private | Access::Presence) => k,
+            _ => {
+                return refuse_event(
+                    tx,
+                    None,
+                    "client events are only for private and presence channels",
+                );
+            }
+        };
         if data.len() > config.max_event_bytes {
             return refuse_event(tx, None, "the event's data is over max_event_bytes");
         }
         let frame = pusher::frame(&pusher::event(event, channel, data, user.as_deref()));
-        let kind = names::classify(channel).expect("checked above");
         self.hub.stats[usize::from(app)]
             .events_client
             .fetch_add(1, Ordering::Relaxed);
