@@ -161,6 +161,12 @@ impl Channel {
     fn vacant(&self) -> bool {
         self.total() == 0 && self.members.is_empty() && self.cache.is_none()
     }
+    fn occupancy(&self) -> Occupancy {
+        Occupancy {
+            subscription_count: self.total(),
+            user_count: self.members.len() as u64,
+        }
+    }
 }
 
 type Key = (AppIdx, Arc<str>);
@@ -698,10 +704,7 @@ impl Hub {
         let channel: Arc<str> = channel.into();
         let shard = self.shard(app, &channel);
         match shard.get(&(app, channel)) {
-            Some(ch) => Occupancy {
-                subscription_count: ch.total(),
-                user_count: ch.members.len() as u64,
-            },
+            Some(ch) => ch.occupancy(),
             None => Occupancy {
                 subscription_count: 0,
                 user_count: 0,
@@ -716,13 +719,7 @@ impl Hub {
             let shard = lock(shard);
             for ((a, name), ch) in shard.iter() {
                 if *a == app && ch.total() > 0 && name.starts_with(prefix) {
-                    out.push((
-                        name.to_string(),
-                        Occupancy {
-                            subscription_count: ch.total(),
-                            user_count: ch.members.len() as u64,
-                        },
-                    ));
+                    out.push((name.to_string(), ch.occupancy()));
                 }
             }
         }
