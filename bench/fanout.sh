@@ -16,6 +16,11 @@
 #              (every rate otherwise: on this shared host one noisy step must not end a
 #              ladder); its figure is the best clean step's deliveries/s, and the report says
 #              at which rate that was and whether the next steps grew no further
+# QUOTA=0.6 caps each server at that fraction of its core during the saturation ladder (a CFS
+# quota, bench/lib.sh cap_cpu; root; latency runs stay uncapped): on two cores one wsload shard reading every delivery is near its own ceiling when an
+# uncapped server saturates, so the saturation ladder would measure the client; capped below
+# what wsload can read, the server is the ceiling and its deliveries/s are its own. The
+# report's command line says when a quota was on.
 # This host is shared: before each run the script waits (at most QUIET_WAIT s) until the
 # whole machine was less than QUIET_PCT % busy over a second, and records what it saw.
 # Every run gets a freshly started server, so the memory readings start from the same place.
@@ -26,6 +31,7 @@
 #
 #   bash bench/fanout.sh                              # REPS=3
 #   REPS=1 SCENARIOS=one SAT_RATES_ONE="10 20" bash bench/fanout.sh
+#   QUOTA=0.6 SAT_RATES_ONE="4 6 8 10 12 16" SAT_RATES_HUNDRED="400 600 800 1000 1200 1600" bash bench/fanout.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
@@ -39,6 +45,7 @@ LAT_RATE_HUNDRED=${LAT_RATE_HUNDRED:-500} # events/s: x SUBS/100 deliveries/s
 SAT_RATES_ONE=${SAT_RATES_ONE:-"8 12 16 24 32"}
 SAT_RATES_HUNDRED=${SAT_RATES_HUNDRED:-"800 1200 1600 2400 3200"}
 PUBLISHERS=${PUBLISHERS:-16}              # publisher connections (at most one per channel)
+QUOTA=${QUOTA:-}
 QUIET_PCT=${QUIET_PCT:-10}
 QUIET_WAIT=${QUIET_WAIT:-120}
 HF_PORT=${HF_PORT:-18380}
@@ -62,15 +69,22 @@ WSLOAD=target/release/wsload
 sed -e "s#__DIR__#$WORK#g" -e "s#__PORT__#$NG_PORT#g" bench/nginx-nchan.conf > "$WORK/nginx.conf"
 mkdir -p "$WORK/body"
 
+source bench/lib.sh
 SERVER_PID=""
 cleanup() {
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
   wait 2>/dev/null || true
+  for cg in "${CGROUPS[@]}"; do rmdir "$cg" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+# One capped cgroup per server, made once; each fresh server joins its own.
+declare -A SERVER_CG=()
+if [ -n "$QUOTA" ]; then
+  for s in holdfast nchan; do cap_cpu "$s" "$QUOTA"; SERVER_CG[$s]=$CG; done
+fi
 
-# start SERVER: sets SERVER_PID (what is killed) and MEASURE_PID (what is measured).
+# start SERVER KIND: sets SERVER_PID (what is killed) and MEASURE_PID (what is measured).
 start() {
   local url
   case $1 in
@@ -87,6 +101,11 @@ start() {
   for _ in $(seq 50); do curl -so /dev/null "$url" && break; sleep 0.1; done
   MEASURE_PID=$SERVER_PID
   [ "$1" = nchan ] && MEASURE_PID=$(pgrep -P "$SERVER_PID" | head -1)
+  if [ -n "$QUOTA" ] && [ "$2" = step ]; then
+    # cgroup.procs moves a whole process (all its threads); nginx's worker is a process of
+    # its own, forked before it could inherit the group, so it is moved too.
+    for p in "$SERVER_PID" "$MEASURE_PID"; do echo "$p" >"${SERVER_CG[$1]}/cgroup.procs"; done
+  fi
   return 0
 }
 stop() {
@@ -124,7 +143,7 @@ run() {
     nchan) url=ws://127.0.0.1:$NG_PORT/; peer=nchan ;;
   esac
   wait_quiet
-  start "$server"
+  start "$server" "$kind"
   json=$(taskset -c 1 timeout 300 "$WSLOAD" subscribe --peer "$peer" --url "$url" -c "$SUBS" \
            --channels "$channels" --size "$SIZE" --publish-rate "$rate" \
            --events $((rate * seconds)) --publishers "$PUBLISHERS" --server-pid "$MEASURE_PID" \
@@ -162,9 +181,9 @@ for rep in $(seq "$REPS"); do
 done
 
 {
-  echo "### Channel fan-out, $SUBS WebSocket subscribers, $SIZE-byte events: holdfast vs nginx + nchan, one server core (CPU 0), wsload on CPU 1, $REPS reps, medians"
+  echo "### Channel fan-out, $SUBS WebSocket subscribers, $SIZE-byte events: holdfast vs nginx + nchan, one server core (CPU 0${QUOTA:+, capped at $QUOTA of it for the saturation ladder}), wsload on CPU 1, $REPS reps, medians"
   echo
-  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r); $(date -u +%Y-%m-%d); nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null | sed 's/^[0-9]*://; s/+.*//'); command: \`REPS=$REPS bash bench/fanout.sh\` (latency: $LAT_RATE_ONE events/s on 1 channel, $LAT_RATE_HUNDRED events/s over 100 channels, ${DURATION}s; saturation steps ${SAT_DURATION}s: \"$SAT_RATES_ONE\" and \"$SAT_RATES_HUNDRED\" events/s; $PUBLISHERS publisher connections at most; each run waited for the host to be under $QUIET_PCT % busy, at most ${QUIET_WAIT}s)"
+  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r); $(date -u +%Y-%m-%d); nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null | sed 's/^[0-9]*://; s/+.*//'); command: \`${QUOTA:+QUOTA=$QUOTA }REPS=$REPS DURATION=$DURATION SAT_RATES_ONE=\"$SAT_RATES_ONE\" SAT_RATES_HUNDRED=\"$SAT_RATES_HUNDRED\" bash bench/fanout.sh\` (latency: $LAT_RATE_ONE events/s on 1 channel, $LAT_RATE_HUNDRED events/s over 100 channels, ${DURATION}s; saturation steps ${SAT_DURATION}s: \"$SAT_RATES_ONE\" and \"$SAT_RATES_HUNDRED\" events/s; $PUBLISHERS publisher connections at most; each run waited for the host to be under $QUIET_PCT % busy, at most ${QUIET_WAIT}s)"
   echo
   python3 bench/fanout_report.py table "$WORK/runs.tsv"
 } | tee "$OUT"

@@ -47,22 +47,23 @@ table_row() {
 # cap_cpu NAME FRACTION PID...: moves the processes into a cgroup of their own whose CFS quota
 # is FRACTION of one core (cgroup v1 `cpu` or v2 with the cpu controller; needs root). For a
 # server that its client cannot keep busy: capped below what the client can feed, the server
-# is the ceiling and its rate is its own. The cgroup is removed at exit.
+# is the ceiling and its rate is its own. The cgroup is removed at exit; its path is left in CG
+# so that processes started later can join it (`echo PID >"$CG/cgroup.procs"`).
 cap_cpu() {
-  local name=$1 fraction=$2 cg quota
+  local name=$1 fraction=$2 quota pid
   shift 2
   quota=$(awk -v f="$fraction" 'BEGIN { printf "%d", f * 100000 }')
   if [ -w /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then
-    cg=/sys/fs/cgroup/cpu/holdfast-bench-$name-$$
-    mkdir "$cg" && echo 100000 >"$cg/cpu.cfs_period_us" && echo "$quota" >"$cg/cpu.cfs_quota_us"
+    CG=/sys/fs/cgroup/cpu/holdfast-bench-$name-$$
+    mkdir "$CG" && echo 100000 >"$CG/cpu.cfs_period_us" && echo "$quota" >"$CG/cpu.cfs_quota_us"
   elif grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
     echo +cpu >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
-    cg=/sys/fs/cgroup/holdfast-bench-$name-$$
-    mkdir "$cg" && echo "$quota 100000" >"$cg/cpu.max"
+    CG=/sys/fs/cgroup/holdfast-bench-$name-$$
+    mkdir "$CG" && echo "$quota 100000" >"$CG/cpu.max"
   else
     echo "QUOTA needs a writable cgroup cpu controller (v1 /sys/fs/cgroup/cpu or v2 with +cpu), as root" >&2
     exit 1
   fi
-  CGROUPS+=("$cg")
-  for pid in "$@"; do echo "$pid" >"$cg/cgroup.procs"; done
+  CGROUPS+=("$CG")
+  for pid in "$@"; do echo "$pid" >"$CG/cgroup.procs"; done
 }
