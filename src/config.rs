@@ -36,6 +36,9 @@ pub struct ChannelsConfig {
     /// Events kept per channel for recovery (0: none).
     pub history_size: usize,
     pub history_ttl: Duration,
+    /// Bytes the history of every channel together may hold in one server process; past it
+    /// the oldest events are forgotten first (a recovery reaching back over them fails).
+    pub history_memory: u64,
     /// A comment line on an SSE stream after this much silence.
     pub sse_heartbeat: Duration,
 }
@@ -251,6 +254,7 @@ impl Default for Config {
                 max_channels_per_connection: 100,
                 history_size: 100,
                 history_ttl: Duration::from_secs(300),
+                history_memory: 64 * 1024 * 1024,
                 sse_heartbeat: Duration::from_secs(15),
             },
             apps: Vec::new(),
@@ -361,6 +365,7 @@ impl Config {
             }
             "channels.history_size" => self.channels.history_size = int(v).map_err(e)? as usize,
             "channels.history_ttl" => self.channels.history_ttl = dur(v).map_err(e)?,
+            "channels.history_memory" => self.channels.history_memory = size(v).map_err(e)?,
             "channels.sse_heartbeat" => self.channels.sse_heartbeat = dur(v).map_err(e)?,
             _ => return Err(unknown_key(key)),
         }
@@ -558,6 +563,7 @@ const KEYS: &[&str] = &[
     "channels.max_channels_per_connection",
     "channels.history_size",
     "channels.history_ttl",
+    "channels.history_memory",
     "channels.sse_heartbeat",
 ];
 

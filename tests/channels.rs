@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::pusher::{hmac, md5, signed_query};
+use common::pusher::{api, api_signed, hmac, md5, publish, raw_api};
 use common::{Server, read_response};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -69,62 +69,6 @@ fn auth_for(socket: &str, channel: &str, data: Option<&str>) -> String {
         None => format!("{socket}:{channel}"),
     };
     format!("app-key:{}", hmac("app-secret", &msg))
-}
-
-/// A signed API request, as the SDKs sign it; returns (status, body as JSON).
-fn api(
-    srv: &Server,
-    method: &str,
-    path: &str,
-    params: &[(&str, &str)],
-    body: &str,
-) -> (u16, Value) {
-    api_signed(srv, method, path, params, body, "app-key", "app-secret", 0)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn api_signed(
-    srv: &Server,
-    method: &str,
-    path: &str,
-    params: &[(&str, &str)],
-    body: &str,
-    key: &str,
-    secret: &str,
-    skew: i64,
-) -> (u16, Value) {
-    let qs = signed_query(method, path, params, body, (key, secret), skew);
-    raw_api(srv, method, &format!("{path}?{qs}"), body)
-}
-
-fn raw_api(srv: &Server, method: &str, target: &str, body: &str) -> (u16, Value) {
-    let (mut r, mut w) = srv.pair();
-    write!(
-        w,
-        "{method} {target} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let resp = read_response(&mut r).unwrap();
-    assert_eq!(resp.header("content-type"), Some("application/json"));
-    (
-        resp.status,
-        serde_json::from_slice(&resp.body).expect("a JSON body"),
-    )
-}
-
-fn publish(
-    srv: &Server,
-    channel: &str,
-    name: &str,
-    data: &str,
-    socket: Option<&str>,
-) -> (u16, Value) {
-    let mut body = json!({"name": name, "channel": channel, "data": data});
-    if let Some(s) = socket {
-        body["socket_id"] = json!(s);
-    }
-    api(srv, "POST", "/apps/app-id/events", &[], &body.to_string())
 }
 
 /// `/metrics` has this sample line.

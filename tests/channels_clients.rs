@@ -68,7 +68,18 @@ fn run_bounded(mut cmd: Command, timeout: Duration) -> Run {
 /// Runs `node tests/js/channels.js SCENARIO` against `srv` with `env` added; asserts that it
 /// passed and that every check named in `expect` is among its PASS lines.
 fn scenario(srv: &Server, name: &str, env: &[(&str, &str)], expect: &[&str]) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/channels.js");
+    scenario_of("channels.js", srv, name, env, expect)
+}
+
+/// `scenario` for another script of tests/js.
+fn scenario_of(
+    script: &str,
+    srv: &Server,
+    name: &str,
+    env: &[(&str, &str)],
+    expect: &[&str],
+) -> String {
+    let script = format!("{}/tests/js/{script}", env!("CARGO_MANIFEST_DIR"));
     let mut cmd = common::tools::node_with_pusher();
     cmd.arg(script)
         .arg(name)
@@ -329,4 +340,31 @@ fn python_pusher_sdk_publishes_to_pusher_js() {
         tail(&srv.log_text(), 40)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Server-Sent Events with the npm `eventsource` client (WHATWG EventSource): cut off in the
+/// middle of a stream while 500 events are published, it reconnects by itself with
+/// Last-Event-ID and gets exactly those 500 in order, then live ones; a private channel with
+/// and without its signed `auth`; a Last-Event-ID the history cannot reach.
+#[test]
+fn eventsource_recovers_every_missed_event_and_private_streams_need_auth() {
+    let srv = Server::start(&["channels.history_size=1000"]);
+    scenario_of(
+        "sse.js",
+        &srv,
+        "recovery",
+        &[],
+        &[
+            "every event once, in order, across the reconnect",
+            "no recovery_failed",
+        ],
+    );
+    scenario_of(
+        "sse.js",
+        &srv,
+        "private",
+        &[],
+        &["refused with 403", "and not retried"],
+    );
+    scenario_of("sse.js", &srv, "recovery_failed", &[], &["its data"]);
 }

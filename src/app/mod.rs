@@ -1,7 +1,8 @@
 //! Owns what requests and messages mean (DESIGN §2a): the applications that the protocols hand
 //! their parsed requests and messages to, through the `proto::handler` traits. Routing by path
 //! is here: the built-in endpoints, the WebSocket echo at `/ws`, and the channels (the Pusher
-//! WebSocket protocol at `/app/{key}`, the Pusher HTTP API at `/apps/{id}/…`).
+//! WebSocket protocol at `/app/{key}`, the Pusher HTTP API at `/apps/{id}/…`, Server-Sent
+//! Events at `/app/{key}/events`).
 
 pub mod channels;
 pub mod echo;
@@ -11,7 +12,7 @@ use crate::config::Config;
 use crate::outcome::CloseReason;
 use crate::proto::Context;
 use crate::proto::handler::{
-    Application, Drain, Handler, ProcessPlace, Waker, Work, WorkerPlace, WsVerdict,
+    Application, Drain, Handler, ProcessPlace, StreamDrain, Waker, Work, WorkerPlace, WsVerdict,
 };
 use crate::proto::http1::exchange::{Answer, Request};
 use crate::proto::ws::Sender;
@@ -21,6 +22,8 @@ use std::sync::{Arc, OnceLock};
 /// The WebSocket routes, as the HTTP layer hands them back with each message.
 pub const ROUTE_ECHO: u16 = 1;
 pub const ROUTE_CHANNELS: u16 = 2;
+/// The event-stream route (Server-Sent Events of the channels).
+pub const ROUTE_EVENTS: u16 = 3;
 
 /// The path that upgrades to the WebSocket echo.
 const ECHO_PATH: &[u8] = b"/ws";
@@ -28,6 +31,7 @@ const ECHO_PATH: &[u8] = b"/ws";
 /// The node-wide application: everything workers share.
 pub struct Node {
     apps: Vec<crate::config::AppConfig>,
+    channels: crate::config::ChannelsConfig,
     hub: OnceLock<Arc<Hub>>,
 }
 
@@ -35,6 +39,7 @@ impl Node {
     pub fn new(config: &Config) -> Node {
         Node {
             apps: config.effective_apps(),
+            channels: config.channels.clone(),
             hub: OnceLock::new(),
         }
     }
@@ -42,7 +47,7 @@ impl Node {
 
 impl Application for Node {
     fn start(&self, place: ProcessPlace, workers: usize, wakers: Vec<Waker>) -> Result<(), String> {
-        let hub = Arc::new(Hub::new(self.apps.clone(), workers));
+        let hub = Arc::new(Hub::new(self.apps.clone(), &self.channels, workers));
         hub.set_wakers(&wakers);
         if place.count > 1 {
             channels::peers::start(&hub, place.group, place.index as u16, place.count)?;
@@ -54,7 +59,7 @@ impl Application for Node {
     fn worker(&self, place: WorkerPlace) -> Box<dyn Handler> {
         let hub = Arc::clone(
             self.hub
-                .get_or_init(|| Arc::new(Hub::new(self.apps.clone(), 1))),
+                .get_or_init(|| Arc::new(Hub::new(self.apps.clone(), &self.channels, 1))),
         );
         Box::new(WorkerApp {
             channels: ChannelsWorker::new(hub, place.index, place.process),
@@ -71,7 +76,8 @@ impl WorkerApp {
     /// A single worker's application on its own (the default app, no other workers), for
     /// tests of the protocols and the fuzz targets.
     pub fn standalone() -> WorkerApp {
-        let hub = Arc::new(Hub::new(Config::default().effective_apps(), 1));
+        let config = Config::default();
+        let hub = Arc::new(Hub::new(config.effective_apps(), &config.channels, 1));
         WorkerApp {
             channels: ChannelsWorker::new(hub, 0, 0),
         }
@@ -90,6 +96,14 @@ impl Handler for WorkerApp {
         }
         if channels::api::is_api(req.path) {
             return self.channels.api(req, cx);
+        }
+        if channels::sse::is_stream_path(req.path) {
+            return match self.channels.stream_request(req, cx) {
+                Ok(()) => Answer::Stream {
+                    route: ROUTE_EVENTS,
+                },
+                Err(reply) => Answer::Reply(reply),
+            };
         }
         Answer::Reply(endpoints::route(req, cx, Some(self.channels.hub())))
     }
@@ -128,6 +142,14 @@ impl Handler for WorkerApp {
         }
     }
 
+    fn stream_open(&self, route: u16, _target: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> bool {
+        route == ROUTE_EVENTS && self.channels.stream_open(cx, out)
+    }
+
+    fn stream_drain(&self, _route: u16, cx: &Context<'_>) -> StreamDrain {
+        self.channels.stream_drain(cx)
+    }
+
     fn closed(&self, cx: &Context<'_>, reason: CloseReason) {
         self.channels.closed(cx, reason);
     }
@@ -140,8 +162,9 @@ impl Handler for WorkerApp {
         self.channels.take_work(into);
     }
 
-    /// The Pusher HTTP API answers every refusal in JSON (CHANNELS.md §3).
+    /// The Pusher HTTP API answers every refusal in JSON (CHANNELS.md §3), and so do event
+    /// streams refused before they start.
     fn json_errors(&self, path: &[u8]) -> bool {
-        channels::api::is_api(path)
+        channels::api::is_api(path) || channels::sse::is_stream_path(path)
     }
 }

@@ -785,7 +785,7 @@ impl Worker {
                                     .inc();
                                 continue;
                             }
-                            if conn.proto.is_plain_ws() && unsent > slow_cap {
+                            if conn.proto.is_plain_framed() && unsent > slow_cap {
                                 // Closed as too slow: its close frame goes next, not behind
                                 // megabytes it will never read (whole frames only are
                                 // dropped; a TLS stream cannot drop bytes and keeps its own).

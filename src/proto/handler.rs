@@ -43,6 +43,15 @@ pub struct Drain {
     pub after_ms: u64,
 }
 
+/// What an event stream does when the server drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamDrain {
+    /// The last bytes of the body before it ends (an event telling the client to reconnect).
+    pub last: &'static [u8],
+    /// Milliseconds from the start of the drain until the stream ends.
+    pub after_ms: u64,
+}
+
 /// Cross-connection work for the engine.
 pub enum Work {
     /// Queue `frame` (bytes ready for the wire, framed once for every recipient) on each
@@ -84,6 +93,21 @@ pub trait Handler {
     ) -> WsVerdict;
     /// How a WebSocket connection of `route` ends when the server drains.
     fn ws_drain(&self, route: u16, cx: &Context<'_>) -> Drain;
+    /// An event stream the application accepted (`Answer::Stream`) has its response head;
+    /// `target` is its request target. Its first body bytes (whole chunks) go to `out`.
+    /// False ends the stream at once.
+    fn stream_open(&self, route: u16, target: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> bool {
+        let _ = (route, target, cx, out);
+        false
+    }
+    /// How an event stream of `route` ends when the server drains.
+    fn stream_drain(&self, route: u16, cx: &Context<'_>) -> StreamDrain {
+        let _ = (route, cx);
+        StreamDrain {
+            last: b"",
+            after_ms: 0,
+        }
+    }
     /// The connection `cx.conn` is gone (for `reason`): forget it.
     fn closed(&self, cx: &Context<'_>, reason: CloseReason);
     /// Called by the engine once per loop turn and after each wake-up: read the mailbox,

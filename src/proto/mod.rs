@@ -5,6 +5,7 @@
 
 pub mod handler;
 pub mod http1;
+pub mod sse;
 pub mod text;
 pub mod tls;
 pub mod ws;
@@ -16,7 +17,9 @@ use crate::log::access::{Peer, Request, WorkerLog};
 use crate::metrics::WorkerMetrics;
 use handler::{ConnId, Handler};
 use http1::Http1Conn;
+use http1::conn::UpgradeKind;
 use http1::exchange::Reply;
+use sse::StreamConn;
 use tls::TlsSession;
 use ws::WsConn;
 
@@ -137,12 +140,14 @@ pub const OUTPUT_CAP: usize = 256 * 1024;
 pub const OUTPUT_CAP: usize = 16 * 1024;
 
 /// The protocol a connection speaks now. It starts as HTTP/1.1 and may become WebSocket after
-/// an upgrade; on the TLS listener both run inside [`TlsSession`] (boxed: rustls's state is
+/// an upgrade or an event stream after its response head; on the TLS listener these run
+/// inside [`TlsSession`] (boxed: rustls's state is
 /// large, and plain connections should not pay for it in their slab slot). The engine only ever
 /// sees this enum.
 pub enum Session {
     Http1(Http1Conn),
     Ws(WsConn),
+    Stream(StreamConn),
     Tls(Box<TlsSession>),
 }
 
@@ -152,6 +157,7 @@ macro_rules! dispatch {
         match $self {
             Session::Http1($c) => $call,
             Session::Ws($c) => $call,
+            Session::Stream($c) => $call,
             Session::Tls($c) => $call,
         }
     };
@@ -177,21 +183,27 @@ impl Session {
         dispatch!(self, c => c.read_paused())
     }
     pub fn deadline(&self, config: &Config) -> u64 {
-        dispatch!(self, c => c.deadline(config))
+        match self {
+            Session::Http1(c) => c.deadline(config),
+            Session::Ws(c) => c.deadline(config),
+            Session::Stream(c) => c.deadline(),
+            Session::Tls(c) => c.deadline(config),
+        }
     }
     pub fn is_ws(&self) -> bool {
         match self {
             Session::Ws(_) => true,
-            Session::Http1(_) => false,
+            Session::Http1(_) | Session::Stream(_) => false,
             Session::Tls(t) => t.is_ws(),
         }
     }
 
-    /// After [`Action::Upgrade`]: negotiates the WebSocket extensions, writes the 101, becomes
-    /// a WebSocket session for the route the application chose, lets the application open it,
-    /// and feeds it whatever the client sent after its handshake (its first frames, if it did
-    /// not wait for the 101). Done here, above both protocols, so that neither imports the
-    /// other.
+    /// After [`Action::Upgrade`]: for a WebSocket, negotiates the extensions, writes the 101,
+    /// becomes a WebSocket session for the route the application chose, lets the application
+    /// open it, and feeds it whatever the client sent after its handshake (its first frames, if
+    /// it did not wait for the 101); for an event stream (its head already written), becomes
+    /// the stream and lets the application write its first events. Done here, above the
+    /// protocols, so that none imports another.
     pub fn upgrade(&mut self, seed: u32, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
         let Session::Http1(h) = self else {
             // A TLS session upgrades inside itself and never returns Upgrade.
@@ -203,10 +215,23 @@ impl Session {
                 linger: false,
             };
         };
+        let (accept, extension_offers) = match &up.kind {
+            UpgradeKind::WebSocket {
+                accept,
+                extension_offers,
+            } => (accept, extension_offers),
+            UpgradeKind::EventStream => {
+                let heartbeat = ms(cx.config.channels.sse_heartbeat);
+                let mut conn = StreamConn::new(cx.now, up.route, heartbeat);
+                let action = conn.open(up.target(), cx, out);
+                *self = Session::Stream(conn);
+                return action;
+            }
+        };
         let ws = &cx.config.websocket;
         let deflate = if ws.permessage_deflate {
             ws::deflate::negotiate(
-                up.extension_offers.iter().map(Vec::as_slice),
+                extension_offers.iter().map(Vec::as_slice),
                 ws.deflate_context_takeover,
             )
         } else {
@@ -214,7 +239,7 @@ impl Session {
         };
         let before = out.len();
         let extensions = deflate.as_ref().map_or("", |(_, h)| h.as_str());
-        http1::upgrade::write_switching_protocols(out, &up.accept, extensions);
+        http1::upgrade::write_switching_protocols(out, accept, extensions);
         up.log(cx, out.len() - before);
         let mut conn = WsConn::new(cx.now, cx.config, seed, deflate.map(|(p, _)| p), up.route);
         let action = conn.open(up.target(), cx, out);
@@ -235,7 +260,7 @@ impl Session {
         match self {
             Session::Http1(h) => h.on_reply(reply, cx, out),
             Session::Tls(t) => t.on_reply(reply, cx, out),
-            Session::Ws(_) => Action::Continue,
+            Session::Ws(_) | Session::Stream(_) => Action::Continue,
         }
     }
 
@@ -246,13 +271,15 @@ impl Session {
     pub fn takes_shared(&self, unsent: usize, slow_cap: usize) -> bool {
         match self {
             Session::Ws(w) => w.takes_shared(unsent, slow_cap),
+            Session::Stream(s) => s.takes_shared(unsent, slow_cap),
             Session::Http1(_) | Session::Tls(_) => false,
         }
     }
 
-    /// A WebSocket straight on TCP (not inside TLS).
-    pub fn is_plain_ws(&self) -> bool {
-        matches!(self, Session::Ws(_))
+    /// A WebSocket or event stream straight on TCP (not inside TLS): its queued output is whole
+    /// frames or chunks, so unsent ones may be dropped when it is closed as too slow.
+    pub fn is_plain_framed(&self) -> bool {
+        matches!(self, Session::Ws(_) | Session::Stream(_))
     }
 
     /// A frame fanned out from elsewhere (see [`WsConn::deliver`]); `unsent` is what the
@@ -268,6 +295,7 @@ impl Session {
     ) -> Action {
         match self {
             Session::Ws(w) => w.deliver(frame, unsent, slow_cap, slow_code, cx, out),
+            Session::Stream(s) => s.deliver(frame, unsent, slow_cap, cx, out),
             Session::Tls(t) => t.deliver(frame, unsent, slow_cap, slow_code, cx, out),
             Session::Http1(_) => Action::Continue,
         }

@@ -2,7 +2,10 @@
 //! and `md-5` from the contract's formulas, not with holdfast's own code, for the tests that
 //! subscribe to private channels and publish through the API.
 
+use super::{Server, read_response};
 use md5::{Digest, Md5};
+use serde_json::{Value, json};
+use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn hex(b: &[u8]) -> String {
@@ -51,4 +54,60 @@ pub fn signed_query(
         .join("&");
     let sig = hmac(secret, &format!("{method}\n{path}\n{qs}"));
     format!("{qs}&auth_signature={sig}")
+}
+
+/// A signed API request, as the SDKs sign it; returns (status, body as JSON).
+pub fn api(
+    srv: &Server,
+    method: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    api_signed(srv, method, path, params, body, "app-key", "app-secret", 0)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn api_signed(
+    srv: &Server,
+    method: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    body: &str,
+    key: &str,
+    secret: &str,
+    skew: i64,
+) -> (u16, Value) {
+    let qs = signed_query(method, path, params, body, (key, secret), skew);
+    raw_api(srv, method, &format!("{path}?{qs}"), body)
+}
+
+pub fn raw_api(srv: &Server, method: &str, target: &str, body: &str) -> (u16, Value) {
+    let (mut r, mut w) = srv.pair();
+    write!(
+        w,
+        "{method} {target} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let resp = read_response(&mut r).unwrap();
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    (
+        resp.status,
+        serde_json::from_slice(&resp.body).expect("a JSON body"),
+    )
+}
+
+pub fn publish(
+    srv: &Server,
+    channel: &str,
+    name: &str,
+    data: &str,
+    socket: Option<&str>,
+) -> (u16, Value) {
+    let mut body = json!({"name": name, "channel": channel, "data": data});
+    if let Some(s) = socket {
+        body["socket_id"] = json!(s);
+    }
+    api(srv, "POST", "/apps/app-id/events", &[], &body.to_string())
 }

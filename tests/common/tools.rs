@@ -149,7 +149,7 @@ fn pip_install_target(dir: &Path, requirement: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `node` able to `require('pusher-js')` and `require('pusher')` at the exact versions of
+/// `node` able to `require` pusher-js, pusher and eventsource at the exact versions of
 /// `tests/js/package-lock.json`: `npm ci` from `tests/js` into `target/tmp/tools/` once (a
 /// directory named after the lockfile's contents, so a version bump installs afresh), found
 /// there by later runs, and handed to node through `NODE_PATH`. Node and npm themselves are the
@@ -196,7 +196,10 @@ pub fn node_with_pusher() -> Command {
 fn node_requires(modules: &Path) -> bool {
     modules.is_dir()
         && Command::new("node")
-            .args(["-e", "require('pusher-js'); require('pusher')"])
+            .args([
+                "-e",
+                "require('pusher-js'); require('pusher'); require('eventsource')",
+            ])
             .env("NODE_PATH", modules)
             .current_dir(tools_dir())
             .output()

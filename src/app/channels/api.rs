@@ -193,7 +193,7 @@ impl Route {
 
 /// The query's pairs, keys lower-cased and values percent-decoded: the form the signature is
 /// computed over (SDKs differ in how much they encode; decoding makes them agree).
-fn query_pairs(query: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+pub fn query_pairs(query: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
     let q = std::str::from_utf8(query).or(fail(400, "the query is not UTF-8"))?;
     let mut pairs = Vec::new();
     for part in q.split('&').filter(|p| !p.is_empty()) {
@@ -432,6 +432,7 @@ mod tests {
             path: path.as_bytes(),
             query: Some(query.as_bytes()),
             body,
+            last_event_id: None,
         };
         parse(&req, |id| (id == "app-id").then_some((0, &a)), now)
     }

@@ -2,7 +2,7 @@
 //! `server.processes > 1`), and their encoding: pure bytes in and out, unit-tested without
 //! sockets. A datagram is the sender's process index, then messages until its end.
 
-use super::hub::{AppIdx, SocketId};
+use super::hub::{AppIdx, Pos, SocketId};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,13 +28,18 @@ pub enum Msg {
         channel: Arc<str>,
         user: String,
     },
-    /// An event to deliver to our subscribers; `ack`: tell the sender when they have it queued.
+    /// An event. With `pos`, it is sequenced (by the channel's owner process, see
+    /// `Hub::publish`): deliver it at that position. Without, on a presence channel: deliver
+    /// it; on any other: the receiver is the channel's owner and sequences it for everyone.
+    /// `ack`: tell `origin` (the process whose API request waits) when ours have it queued.
     Event {
         app: AppIdx,
         channel: Arc<str>,
         cache: bool,
         exclude: Option<SocketId>,
         ack: Option<u64>,
+        origin: u16,
+        pos: Option<Pos>,
         frame: Arc<[u8]>,
     },
     /// Every subscriber here has the event the sender numbered `id` queued.
@@ -47,6 +52,15 @@ pub enum Msg {
         outbound: u64,
         errors: u64,
     },
+}
+
+impl Msg {
+    /// An event on a channel whose events are put in one order for the whole node by its owner
+    /// process: every channel but presence ones (whose events are membership, for WebSocket
+    /// subscribers only, and need no position).
+    pub fn needs_sequencing(&self) -> bool {
+        matches!(self, Msg::Event { channel, .. } if super::hub::sequenced(channel))
+    }
 }
 
 pub fn start(out: &mut Vec<u8>, from: u16) {
@@ -96,14 +110,23 @@ pub fn encode(out: &mut Vec<u8>, m: &Msg) {
             cache,
             exclude,
             ack,
+            origin,
+            pos,
             frame,
         } => {
             out.push(4);
             out.extend_from_slice(&app.to_be_bytes());
             put_str(out, channel.as_bytes());
-            let flags =
-                u8::from(*cache) | u8::from(exclude.is_some()) << 1 | u8::from(ack.is_some()) << 2;
+            let flags = u8::from(*cache)
+                | u8::from(exclude.is_some()) << 1
+                | u8::from(ack.is_some()) << 2
+                | u8::from(pos.is_some()) << 3;
             out.push(flags);
+            out.extend_from_slice(&origin.to_be_bytes());
+            if let Some(p) = pos {
+                out.extend_from_slice(&p.ms.to_be_bytes());
+                out.extend_from_slice(&p.n.to_be_bytes());
+            }
             if let Some(s) = exclude {
                 out.extend_from_slice(&s.origin.to_be_bytes());
                 out.extend_from_slice(&s.n.to_be_bytes());
@@ -204,6 +227,15 @@ pub fn decode(datagram: &[u8]) -> Option<(u16, Vec<Msg>)> {
                 let app = r.u16()?;
                 let channel = r.name()?;
                 let flags = r.u8()?;
+                let origin = r.u16()?;
+                let pos = if flags & 8 != 0 {
+                    Some(Pos {
+                        ms: r.u64()?,
+                        n: r.u64()?,
+                    })
+                } else {
+                    None
+                };
                 let exclude = if flags & 2 != 0 {
                     Some(SocketId {
                         origin: r.u32()?,
@@ -219,6 +251,8 @@ pub fn decode(datagram: &[u8]) -> Option<(u16, Vec<Msg>)> {
                     cache: flags & 1 != 0,
                     exclude,
                     ack,
+                    origin,
+                    pos,
                     frame: r.bytes()?.into(),
                 }
             }
@@ -274,6 +308,11 @@ mod tests {
                 cache: true,
                 exclude: Some(SocketId { origin: 3, n: 9 }),
                 ack: Some(44),
+                origin: 2,
+                pos: Some(Pos {
+                    ms: 1_700_000_000_000,
+                    n: 3,
+                }),
                 frame: Arc::from(&b"\x81\x02hi"[..]),
             },
             Msg::Event {
@@ -282,6 +321,8 @@ mod tests {
                 cache: false,
                 exclude: None,
                 ack: None,
+                origin: 0,
+                pos: None,
                 frame: Arc::from(&b""[..]),
             },
             Msg::Acked { id: 44 },

@@ -10,6 +10,7 @@ pub mod hub;
 pub mod names;
 pub mod peers;
 pub mod pusher;
+pub mod sse;
 pub mod stats;
 pub mod worker;
 

@@ -72,7 +72,7 @@ pub fn start(hub: &Arc<Hub>, group: u32, process: u16, processes: usize) -> Resu
     let _ = setsockopt(&sender, sockopt::SndBuf, &SOCKET_BUFFER);
     let reader = sock;
     let (tx, rx) = mpsc::channel();
-    hub.set_peers(Peers { tx }, processes);
+    hub.set_peers(Peers { tx }, process, processes);
     let weak = Arc::downgrade(hub);
     std::thread::Builder::new()
         .name("holdfast-bus-in".into())
@@ -187,6 +187,9 @@ struct Datagram {
     acks: Vec<u64>,
     /// It carries an event or a presence change: losing it is worth a line and a count.
     matters: bool,
+    /// Events sent to their channel's owner to be sequenced: if the owner cannot be reached,
+    /// this process sequences them itself rather than lose them.
+    to_sequence: Vec<Msg>,
 }
 
 impl Datagram {
@@ -197,9 +200,13 @@ impl Datagram {
         bus::encode(&mut self.bytes, m);
         self.messages += 1;
         match m {
-            Msg::Event { ack, .. } => {
+            Msg::Event { ack, pos, .. } => {
                 self.matters = true;
-                self.acks.extend(*ack);
+                if pos.is_none() && m.needs_sequencing() {
+                    self.to_sequence.push(m.clone());
+                } else {
+                    self.acks.extend(*ack);
+                }
             }
             Msg::Present { .. } | Msg::Absent { .. } => self.matters = true,
             _ => {}
@@ -248,5 +255,8 @@ fn lost(d: &Datagram, hub: &Hub, me: u16, why: &str) {
     }
     for id in &d.acks {
         hub.acked_by_id(*id);
+    }
+    for m in &d.to_sequence {
+        hub.sequence_here(m.clone());
     }
 }

@@ -95,6 +95,18 @@ pub fn frame(message: &str) -> Arc<[u8]> {
     f.into()
 }
 
+/// The message inside a frame made by [`frame`] (unmasked, one frame): its inverse, for
+/// transports that carry the same event differently (Server-Sent Events).
+pub fn frame_payload(f: &[u8]) -> &[u8] {
+    let header = match f.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+        None => return &[],
+    };
+    f.get(header..).unwrap_or(&[])
+}
+
 /// A JSON string literal of `s`.
 pub fn quote(s: &str) -> String {
     serde_json::to_string(s).expect("a string always serializes")

@@ -17,19 +17,23 @@ pub enum AuthFailure {
     Private,
     Presence,
     Api,
+    /// A private channel's `auth` on an event stream.
+    Sse,
 }
 
 impl AuthFailure {
-    const ALL: [AuthFailure; 3] = [
+    const ALL: [AuthFailure; 4] = [
         AuthFailure::Private,
         AuthFailure::Presence,
         AuthFailure::Api,
+        AuthFailure::Sse,
     ];
     fn label(self) -> &'static str {
         match self {
             AuthFailure::Private => "private",
             AuthFailure::Presence => "presence",
             AuthFailure::Api => "api",
+            AuthFailure::Sse => "sse",
         }
     }
 }
@@ -44,7 +48,15 @@ pub struct AppStats {
     pub events_client: AtomicU64,
     pub deliveries: AtomicU64,
     pub slow_closes: AtomicU64,
-    auth_failures: [AtomicU64; 3],
+    /// Open Server-Sent Events streams.
+    pub sse_streams: AtomicI64,
+    /// Streams that asked to recover (`Last-Event-ID`): replayed, or told it was too late.
+    pub recoveries_ok: AtomicU64,
+    pub recoveries_failed: AtomicU64,
+    /// Events kept for recovery and their bytes (this process's copy of the history).
+    pub history_events: AtomicI64,
+    pub history_bytes: AtomicI64,
+    auth_failures: [AtomicU64; 4],
     api: [AtomicU64; API_STATUSES.len() + 1],
     fanout: [AtomicU64; FANOUT_BUCKETS_US.len() + 1],
     fanout_sum_us: AtomicU64,
@@ -87,7 +99,12 @@ pub struct Snapshot {
     pub events_client: u64,
     pub deliveries: u64,
     pub slow_closes: u64,
-    pub auth_failures: [u64; 3],
+    pub sse_streams: u64,
+    pub recoveries_ok: u64,
+    pub recoveries_failed: u64,
+    pub history_events: u64,
+    pub history_bytes: u64,
+    pub auth_failures: [u64; 4],
     pub api: [u64; API_STATUSES.len() + 1],
     pub fanout: [u64; FANOUT_BUCKETS_US.len() + 1],
     pub fanout_sum_us: u64,
@@ -106,6 +123,11 @@ impl AppStats {
             events_client: get(&self.events_client),
             deliveries: get(&self.deliveries),
             slow_closes: get(&self.slow_closes),
+            sse_streams: gauge(&self.sse_streams),
+            recoveries_ok: get(&self.recoveries_ok),
+            recoveries_failed: get(&self.recoveries_failed),
+            history_events: gauge(&self.history_events),
+            history_bytes: gauge(&self.history_bytes),
             auth_failures: self.auth_failures.each_ref().map(get),
             api: self.api.each_ref().map(get),
             fanout: self.fanout.each_ref().map(get),
@@ -114,18 +136,31 @@ impl AppStats {
     }
 }
 
+/// How many plain figures lead a `to_summed` list.
+const SUMMED_FIELDS: usize = 12;
+
 impl Snapshot {
+    fn summed_fields(&mut self) -> [&mut u64; SUMMED_FIELDS] {
+        [
+            &mut self.connections,
+            &mut self.subscriptions,
+            &mut self.events_api,
+            &mut self.events_client,
+            &mut self.deliveries,
+            &mut self.slow_closes,
+            &mut self.fanout_sum_us,
+            &mut self.sse_streams,
+            &mut self.recoveries_ok,
+            &mut self.recoveries_failed,
+            &mut self.history_events,
+            &mut self.history_bytes,
+        ]
+    }
+
     /// The summed figures as a flat list, for the bus (node-wide gauges left out).
     pub fn to_summed(&self) -> Vec<u64> {
-        let mut v = vec![
-            self.connections,
-            self.subscriptions,
-            self.events_api,
-            self.events_client,
-            self.deliveries,
-            self.slow_closes,
-            self.fanout_sum_us,
-        ];
+        let mut copy = self.clone();
+        let mut v: Vec<u64> = copy.summed_fields().into_iter().map(|x| *x).collect();
         v.extend_from_slice(&self.auth_failures);
         v.extend_from_slice(&self.api);
         v.extend_from_slice(&self.fanout);
@@ -136,24 +171,13 @@ impl Snapshot {
     pub fn add_summed(&mut self, v: &[u64]) {
         let (a, f) = (self.auth_failures.len(), self.fanout.len());
         let api = self.api.len();
-        if v.len() != 7 + a + api + f {
+        if v.len() != SUMMED_FIELDS + a + api + f {
             return;
         }
-        for (field, x) in [
-            &mut self.connections,
-            &mut self.subscriptions,
-            &mut self.events_api,
-            &mut self.events_client,
-            &mut self.deliveries,
-            &mut self.slow_closes,
-            &mut self.fanout_sum_us,
-        ]
-        .into_iter()
-        .zip(v)
-        {
+        for (field, x) in self.summed_fields().into_iter().zip(v) {
             *field += x;
         }
-        let rest = &v[7..];
+        let rest = &v[SUMMED_FIELDS..];
         for (t, x) in self.auth_failures.iter_mut().zip(&rest[..a]) {
             *t += x;
         }
@@ -169,7 +193,7 @@ impl Snapshot {
 /// Appends the channel series of every app (`ids[i]` labels `figures[i]`).
 pub fn render(out: &mut String, ids: &[&str], figures: &[Snapshot]) {
     type Value = fn(&Snapshot) -> u64;
-    let simple: [(&str, &str, &str, Value); 6] = [
+    let simple: [(&str, &str, &str, Value); 9] = [
         (
             "channel_connections",
             "gauge",
@@ -203,8 +227,26 @@ pub fn render(out: &mut String, ids: &[&str], figures: &[Snapshot]) {
         (
             "channel_slow_subscribers_total",
             "counter",
-            "Subscribers closed with 4201 for not keeping up.",
+            "Subscribers closed for not keeping up (4201 on WebSocket, the stream cut on SSE).",
             |s| s.slow_closes,
+        ),
+        (
+            "sse_streams",
+            "gauge",
+            "Open Server-Sent Events streams.",
+            |s| s.sse_streams,
+        ),
+        (
+            "channel_history_events",
+            "gauge",
+            "Events kept for recovery (every server process keeps its own copy).",
+            |s| s.history_events,
+        ),
+        (
+            "channel_history_bytes",
+            "gauge",
+            "Bytes of the events kept for recovery, summed over the server processes.",
+            |s| s.history_bytes,
         ),
     ];
     for (name, kind, help, value) in simple {
@@ -236,6 +278,23 @@ pub fn render(out: &mut String, ids: &[&str], figures: &[Snapshot]) {
             out,
             "holdfast_channel_events_total{{app=\"{id}\",source=\"client\"}} {}",
             s.events_client
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP holdfast_sse_recoveries_total Streams that asked to recover missed events, by outcome.\n# TYPE holdfast_sse_recoveries_total counter"
+    );
+    for (id, s) in ids.iter().zip(figures) {
+        let id = escape(id);
+        let _ = writeln!(
+            out,
+            "holdfast_sse_recoveries_total{{app=\"{id}\",outcome=\"ok\"}} {}",
+            s.recoveries_ok
+        );
+        let _ = writeln!(
+            out,
+            "holdfast_sse_recoveries_total{{app=\"{id}\",outcome=\"failed\"}} {}",
+            s.recoveries_failed
         );
     }
     let _ = writeln!(

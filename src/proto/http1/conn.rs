@@ -115,13 +115,23 @@ impl Held {
     }
 }
 
-/// A WebSocket upgrade the HTTP side has validated, waiting for the session layer above to
-/// negotiate the extensions, write the 101 and open the WebSocket (which HTTP knows nothing of).
+/// What the connection becomes after its last HTTP exchange.
+pub enum UpgradeKind {
+    /// A validated WebSocket handshake, waiting for the session layer above to negotiate the
+    /// extensions, write the 101 and open the WebSocket (which HTTP knows nothing of).
+    WebSocket {
+        accept: [u8; 28],
+        /// The values of every `Sec-WebSocket-Extensions` header, in order.
+        extension_offers: Vec<Vec<u8>>,
+    },
+    /// An event stream whose response head is written: the body's chunks follow.
+    EventStream,
+}
+
+/// A connection leaving HTTP request/response for what the application chose.
 pub struct Upgraded {
-    pub accept: [u8; 28],
+    pub kind: UpgradeKind,
     pub route: u16,
-    /// The values of every `Sec-WebSocket-Extensions` header, in order.
-    pub extension_offers: Vec<Vec<u8>>,
     held: Held,
 }
 
@@ -472,6 +482,10 @@ impl Http1Conn {
             path,
             query,
             body,
+            last_event_id: head
+                .last_event_id
+                .as_ref()
+                .and_then(|r| head_bytes.and_then(|b| b.get(r.clone()))),
         };
         let log = Logged {
             request: Some(Request {
@@ -496,6 +510,10 @@ impl Http1Conn {
             Answer::Upgrade { route } => {
                 let held = Held::new(head, method, target, started);
                 self.upgrade(head, head_bytes, route, held, log, cx, out)
+            }
+            Answer::Stream { route } => {
+                let held = Held::new(head, method, target, started);
+                self.stream(head, route, held, log, cx, out)
             }
             Answer::Later => {
                 self.awaiting = Some(Box::new(Held::new(head, method, target, started)));
@@ -651,9 +669,11 @@ impl Http1Conn {
                     .map(|r| head_bytes[r.clone()].to_vec())
                     .collect();
                 self.upgrade = Some(Box::new(Upgraded {
-                    accept,
+                    kind: UpgradeKind::WebSocket {
+                        accept,
+                        extension_offers,
+                    },
                     route,
-                    extension_offers,
                     held,
                 }));
                 cx.metrics.ws_upgrades.inc();
@@ -663,6 +683,48 @@ impl Http1Conn {
             }
             Err(r) => self.error_with(r.status, r.reason, r.extra_headers, log, cx, out),
         }
+    }
+
+    /// Starts an event stream: the `200 text/event-stream` head with a chunked body that does
+    /// not end, then the connection is the stream's (the layer above opens it). A stream is
+    /// the last exchange on its connection. HTTP/1.0 has no chunked coding and HEAD no body:
+    /// both are refused.
+    fn stream(
+        &mut self,
+        head: &RequestHead,
+        route: u16,
+        held: Held,
+        log: Logged<'_>,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        if cx.draining {
+            return self.error(503, "server shutting down", log, cx, out);
+        }
+        if head.version == Version::Http10 {
+            return self.error(505, "an event stream needs HTTP/1.1", log, cx, out);
+        }
+        if head.method != Method::Get {
+            return self.error_with(
+                405,
+                "an event stream is a GET",
+                "Allow: GET\r\n",
+                log,
+                cx,
+                out,
+            );
+        }
+        let before = out.len();
+        response::write_event_stream_head(out, cx.date);
+        cx.metrics.response(200);
+        cx.log_access(log.request, 200, out.len() - before, log.started);
+        self.upgrade = Some(Box::new(Upgraded {
+            kind: UpgradeKind::EventStream,
+            route,
+            held,
+        }));
+        self.closing = true;
+        Action::Upgrade
     }
 
     /// 408 before closing a connection whose request stalled, so a client that was about to

@@ -16,6 +16,8 @@ pub struct Request<'a> {
     pub query: Option<&'a [u8]>,
     /// The complete body (empty when the request had none).
     pub body: &'a [u8],
+    /// The `Last-Event-ID` header of a bodiless request (an event stream reconnecting).
+    pub last_event_id: Option<&'a [u8]>,
 }
 
 pub enum ReplyBody<'a> {
@@ -64,6 +66,12 @@ pub enum Answer<'a> {
     /// The path is a WebSocket endpoint: complete the handshake (or refuse a bad one with the
     /// HTTP layer's 400/426), then hand the connection's messages to `route`.
     Upgrade {
+        route: u16,
+    },
+    /// The path is an event stream: the HTTP layer writes a `200 text/event-stream` head with
+    /// a chunked body that does not end, then hands the connection to `route`
+    /// (`Handler::stream_open`, then deliveries) until it closes.
+    Stream {
         route: u16,
     },
     /// The reply comes later, through the engine (`Session::on_reply`); the connection reads

@@ -134,6 +134,9 @@ pub struct RequestHead {
     pub ws_version: Option<Range<usize>>,
     /// Each Sec-WebSocket-Extensions header value (an empty Vec allocates nothing).
     pub ws_extensions: Vec<Range<usize>>,
+    /// `Last-Event-ID` (trimmed), which a reconnecting `EventSource` sends (HTML §9.2); set
+    /// only if exactly one such header.
+    pub last_event_id: Option<Range<usize>>,
 }
 
 impl RequestHead {
@@ -377,6 +380,7 @@ fn parse_raw(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadErr
         expect_continue: false,
         ws_key: None,
         ws_version: None,
+        last_event_id: None,
         ws_extensions: Vec::new(),
     };
     apply_fields(buf, fields, &mut head)?;
@@ -774,6 +778,7 @@ fn apply_fields(
     let mut unknown_expectation = false;
     let mut ws_keys = 0u32;
     let mut ws_versions = 0u32;
+    let mut last_event_ids = 0u32;
 
     for field in fields {
         let name = field.name.as_bytes();
@@ -822,7 +827,13 @@ fn apply_fields(
             head.ws_version = Some(range_in(buf, value));
         } else if name.eq_ignore_ascii_case(b"sec-websocket-extensions") {
             head.ws_extensions.push(range_in(buf, value));
+        } else if name.eq_ignore_ascii_case(b"last-event-id") {
+            last_event_ids += 1;
+            head.last_event_id = Some(range_in(buf, value));
         }
+    }
+    if last_event_ids != 1 {
+        head.last_event_id = None;
     }
 
     // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, and for any request with more

@@ -27,6 +27,8 @@ pub fn reason_phrase(status: u16) -> &'static str {
         200 => "OK",
         204 => "No Content",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -34,6 +36,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         414 => "URI Too Long",
         417 => "Expectation Failed",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
@@ -96,6 +99,15 @@ pub fn write_response(out: &mut Vec<u8>, head: &Head<'_>, body: &Body<'_>, date:
             out.extend_from_slice(b"0\r\n\r\n");
         }
     }
+}
+
+/// The head of a Server-Sent Events response (its chunks follow as events happen): never
+/// cached, and not buffered by an nginx in front (`X-Accel-Buffering`).
+pub fn write_event_stream_head(out: &mut Vec<u8>, date: &[u8]) {
+    write_status_and_common(out, 200, date);
+    out.extend_from_slice(
+        b"Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
 }
 
 /// `100 Continue` (RFC 9110 §15.2.1): an interim response with no headers of its own.

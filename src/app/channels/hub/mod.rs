@@ -9,6 +9,11 @@
 //! (under the same lock) and receives only later events, so nothing is delivered twice or
 //! before its `subscription_succeeded`. Lock order: shard, then mailbox; never the other way.
 //!
+//! Recovery (CHANNELS.md §4): every event on a channel that is not a presence channel gets the
+//! channel's next [`Pos`] under the same lock, and is kept in the channel's history (see
+//! [`history`]); a stream that joins with a position to recover from gets exactly the kept
+//! events after it, and live ones after its join, so there is neither a gap nor a repeat.
+//!
 //! Presence is node-wide: a member is a user with a connection in this process (`local`) or
 //! in another (`remote`, from the bus). Each process announces `member_added` to its own
 //! subscribers when a user appears on the node as it sees it, and `member_removed` when the
@@ -18,13 +23,16 @@ use super::bus::Msg;
 use super::peers::Peers;
 use super::pusher;
 use super::stats::AppStats;
-use crate::config::AppConfig;
+use crate::config::{AppConfig, ChannelsConfig};
 use crate::proto::handler::{ConnId, Waker};
 use indexmap::IndexMap;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+use history::{Delta, Fifo, Histories, History, Limits, Replay};
+pub use history::{Entry, Pos};
 
 /// An app's index in [`Hub::apps`].
 pub type AppIdx = u16;
@@ -50,15 +58,10 @@ pub struct SocketId {
 
 impl SocketId {
     pub fn parse(s: &str) -> Option<SocketId> {
-        let (a, b) = s.split_once('.')?;
-        let digits =
-            |t: &str| !t.is_empty() && t.len() <= 19 && t.bytes().all(|c| c.is_ascii_digit());
-        if !digits(a) || !digits(b) {
-            return None;
-        }
+        let (origin, n) = history::number_pair(s, '.')?;
         Some(SocketId {
-            origin: a.parse().ok()?,
-            n: b.parse().ok()?,
+            origin: u32::try_from(origin).ok()?,
+            n,
         })
     }
 }
@@ -76,6 +79,9 @@ pub struct Event {
     pub seq: u64,
     /// The WebSocket text frame every subscriber's send shares.
     pub frame: Arc<[u8]>,
+    /// The same event as an event stream's chunk, at its position on the channel (None on
+    /// presence channels, and where neither a history nor a stream wants it).
+    pub sse: Option<Entry>,
     /// The connection that must not receive it (the API's `socket_id`, a client event's
     /// sender, a presence member's own join).
     pub exclude: Option<SocketId>,
@@ -143,23 +149,52 @@ impl Member {
     }
 }
 
-#[derive(Default)]
 struct Channel {
-    /// Subscribers in this process.
+    /// Subscribers in this process (event streams included).
     subscribers: u64,
+    /// Of them, event streams.
+    streams: u64,
     /// Subscribers in each sibling process, as they last said.
     remote: HashMap<u16, u64>,
     members: IndexMap<String, Member>,
     seq: u64,
     cache: Option<(Arc<[u8]>, Instant)>,
+    /// The position of the channel's last event (or of its record's birth).
+    last: Pos,
+    /// When this record was made (Unix ms): it vouches for every event since.
+    created_ms: u64,
+    history: History,
+    /// The record stays until then (its last event's time plus the TTL), so that a channel
+    /// without a record had no event within the TTL.
+    keep_until_ms: u64,
 }
 
 impl Channel {
+    fn new() -> Channel {
+        let now = unix_ms();
+        Channel {
+            subscribers: 0,
+            streams: 0,
+            remote: HashMap::new(),
+            members: IndexMap::new(),
+            seq: 0,
+            cache: None,
+            last: Pos { ms: now, n: 0 },
+            created_ms: now,
+            history: History::default(),
+            keep_until_ms: 0,
+        }
+    }
+
     fn total(&self) -> u64 {
         self.subscribers + self.remote.values().sum::<u64>()
     }
     fn vacant(&self) -> bool {
-        self.total() == 0 && self.members.is_empty() && self.cache.is_none()
+        self.total() == 0
+            && self.members.is_empty()
+            && self.cache.is_none()
+            && self.history.is_empty()
+            && unix_ms() >= self.keep_until_ms
     }
     fn occupancy(&self) -> Occupancy {
         Occupancy {
@@ -171,6 +206,41 @@ impl Channel {
 
 type Key = (AppIdx, Arc<str>);
 
+/// One lock's worth of channels, with the order their history was kept in.
+#[derive(Default)]
+struct Shard {
+    channels: HashMap<Key, Channel>,
+    fifo: Fifo,
+}
+
+impl std::ops::Deref for Shard {
+    type Target = HashMap<Key, Channel>;
+    fn deref(&self) -> &Self::Target {
+        &self.channels
+    }
+}
+
+impl std::ops::DerefMut for Shard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.channels
+    }
+}
+
+impl Histories for HashMap<Key, Channel> {
+    fn history(&mut self, key: &Key) -> Option<&mut History> {
+        self.get_mut(key).map(|c| &mut c.history)
+    }
+}
+
+/// Milliseconds since the Unix epoch: positions are wall-clock times, so that they keep
+/// growing across restarts.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub mod history;
 mod siblings;
 #[cfg(test)]
 mod tests;
@@ -183,6 +253,28 @@ pub struct Joined {
     pub members: Vec<(String, String)>,
     /// A cache channel's last event, when there is one.
     pub cached: Option<Arc<[u8]>>,
+    /// The channel's position at the join: later events are this subscription's.
+    pub at: Pos,
+    /// For an event stream that asked to recover: what it missed.
+    pub recovered: Recovered,
+}
+
+/// What an event stream's join found to replay.
+pub enum Recovered {
+    /// Nothing asked (or a WebSocket).
+    Live,
+    /// Exactly the missed events, in order (maybe none).
+    Events(Vec<Entry>),
+    /// The history does not reach back to where the stream was.
+    Failed,
+}
+
+/// How a subscription joins: a WebSocket, or an event stream that may recover from a
+/// position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Socket,
+    Stream { from: Option<Pos> },
 }
 
 pub enum JoinError {
@@ -199,7 +291,39 @@ pub struct Occupancy {
 /// This process among its siblings, once the bus is up.
 struct Link {
     peers: Peers,
+    /// This process's index among its siblings.
+    me: u16,
     processes: usize,
+}
+
+/// How an event gets its position on its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// One process alone (or a presence channel): positioned here if anything wants one.
+    Local,
+    /// This process owns the channel: positioned here and sent, positioned, to every sibling.
+    Assign { origin: u16, ack: Option<u64> },
+    /// The owner positioned it.
+    Given(Pos),
+}
+
+/// Whether a channel's events get positions, one order for the node (see [`Hub::publish`]):
+/// all but presence channels, whose events are membership for WebSocket subscribers.
+pub fn sequenced(channel: &str) -> bool {
+    !channel.starts_with("presence-")
+}
+
+/// The process that sequences a channel's events: the same answer in every process (FNV-1a,
+/// not the std hasher, whose output may change between builds).
+fn owner(app: AppIdx, channel: &str, processes: usize) -> u16 {
+    let h = app
+        .to_be_bytes()
+        .iter()
+        .chain(channel.as_bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    (h % processes.max(1) as u64) as u16
 }
 
 pub struct Hub {
@@ -207,7 +331,10 @@ pub struct Hub {
     pub stats: Vec<AppStats>,
     by_key: HashMap<String, AppIdx>,
     by_id: HashMap<String, AppIdx>,
-    shards: Box<[Mutex<HashMap<Key, Channel>>]>,
+    shards: Box<[Mutex<Shard>]>,
+    limits: Limits,
+    /// When this process started (Unix ms): nothing before it is known.
+    start_ms: u64,
     mailboxes: Box<[Mailbox]>,
     wakers: OnceLock<Vec<Waker>>,
     link: OnceLock<Link>,
@@ -227,7 +354,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(apps: Vec<AppConfig>, workers: usize) -> Hub {
+    pub fn new(apps: Vec<AppConfig>, channels: &ChannelsConfig, workers: usize) -> Hub {
         let by_key = apps
             .iter()
             .enumerate()
@@ -244,6 +371,15 @@ impl Hub {
             by_key,
             by_id,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            limits: Limits {
+                size: channels.history_size,
+                ttl_ms: channels
+                    .history_ttl
+                    .as_millis()
+                    .min(u128::from(u64::MAX / 4)) as u64,
+                shard_bytes: (channels.history_memory / SHARDS as u64) as usize,
+            },
+            start_ms: unix_ms(),
             mailboxes: (0..workers.max(1)).map(|_| Mailbox::default()).collect(),
             wakers: OnceLock::new(),
             link: OnceLock::new(),
@@ -269,8 +405,12 @@ impl Hub {
 
     /// Joins this process to its siblings: from now on events, subscriber counts and presence
     /// cross the bus.
-    pub fn set_peers(&self, peers: Peers, processes: usize) {
-        let _ = self.link.set(Link { peers, processes });
+    pub fn set_peers(&self, peers: Peers, me: u16, processes: usize) {
+        let _ = self.link.set(Link {
+            peers,
+            me,
+            processes,
+        });
     }
 
     /// Tells every sibling this process started with nothing (they answer with their state).
@@ -292,7 +432,7 @@ impl Hub {
         self.by_id.get(id).copied()
     }
 
-    fn shard(&self, app: AppIdx, channel: &str) -> MutexGuard<'_, HashMap<Key, Channel>> {
+    fn shard(&self, app: AppIdx, channel: &str) -> MutexGuard<'_, Shard> {
         use std::hash::{Hash, Hasher};
         let mut h = std::hash::DefaultHasher::new();
         app.hash(&mut h);
@@ -320,10 +460,11 @@ impl Hub {
         max_members: usize,
         me: SocketId,
         from_worker: usize,
+        via: Via,
     ) -> Result<Joined, JoinError> {
         let mut shard = self.shard(app, channel);
         let key = (app, Arc::clone(channel));
-        let ch = shard.entry(key.clone()).or_default();
+        let ch = shard.entry(key.clone()).or_insert_with(Channel::new);
         let stats = &self.stats[usize::from(app)];
         let mut announce = false;
         let mut first_here = false;
@@ -358,6 +499,14 @@ impl Hub {
             stats.occupied_channels.fetch_add(1, Ordering::Relaxed);
         }
         ch.subscribers += 1;
+        let mut recovered = Recovered::Live;
+        if let Via::Stream { from } = via {
+            ch.streams += 1;
+            if let Some(from) = from {
+                recovered = self.recover(ch, from);
+            }
+        }
+        let at = ch.last;
         let members = if presence.is_some() {
             ch.members
                 .iter()
@@ -394,7 +543,34 @@ impl Hub {
             seq,
             members,
             cached,
+            at,
+            recovered,
         })
+    }
+
+    /// The events a stream missed on `ch` since `from`, or why they cannot be had.
+    fn recover(&self, ch: &Channel, from: Pos) -> Recovered {
+        if self.limits.size == 0 {
+            return Recovered::Failed;
+        }
+        let floor = Pos {
+            ms: self
+                .start_ms
+                .max(ch.created_ms.saturating_sub(self.limits.ttl_ms)),
+            n: 0,
+        };
+        match ch
+            .history
+            .since(from, ch.last, floor, unix_ms(), self.limits.ttl_ms)
+        {
+            Replay::Failed => Recovered::Failed,
+            Replay::Events(positions) => Recovered::Events(
+                positions
+                    .iter()
+                    .filter_map(|p| ch.history.get(*p).cloned())
+                    .collect(),
+            ),
+        }
     }
 
     /// Leaves `channel`; a presence user's last connection on the node announces
@@ -405,6 +581,7 @@ impl Hub {
         channel: &Arc<str>,
         presence_user: Option<&str>,
         from_worker: usize,
+        stream: bool,
     ) {
         let mut shard = self.shard(app, channel);
         let key = (app, Arc::clone(channel));
@@ -412,6 +589,9 @@ impl Hub {
             return;
         };
         ch.subscribers = ch.subscribers.saturating_sub(1);
+        if stream {
+            ch.streams = ch.streams.saturating_sub(1);
+        }
         if ch.total() == 0 {
             self.stats[usize::from(app)]
                 .occupied_channels
@@ -444,13 +624,7 @@ impl Hub {
     }
 
     /// A member is gone from the whole node: forget it and tell the channel.
-    fn remove_member(
-        &self,
-        shard: &mut HashMap<Key, Channel>,
-        key: &Key,
-        user: &str,
-        woken: &mut Vec<usize>,
-    ) {
+    fn remove_member(&self, shard: &mut Shard, key: &Key, user: &str, woken: &mut Vec<usize>) {
         if let Some(ch) = shard.get_mut(key) {
             ch.members.shift_remove(user);
         }
@@ -485,7 +659,12 @@ impl Hub {
         ack
     }
 
-    /// Publishes one event (its frame built once) to every subscriber on the node.
+    /// Publishes one event (its frame built once) to every subscriber on the node. Under
+    /// `server.processes > 1` an event on a channel that is not a presence channel goes to the
+    /// channel's owner process first, which gives it its position and sends it to every
+    /// process (this one included), so that all of them deliver and keep a channel's events
+    /// in one order with one set of positions: what makes a `Last-Event-ID` valid in every
+    /// process a reconnecting client may land on.
     #[allow(clippy::too_many_arguments)]
     pub fn publish(
         &self,
@@ -498,17 +677,93 @@ impl Hub {
         from_worker: usize,
     ) {
         let channel: Arc<str> = channel.into();
-        if let Some(l) = self.link() {
-            l.peers.send_all(Msg::Event {
-                app,
-                channel: Arc::clone(&channel),
-                cache,
-                exclude,
-                ack: ack.as_ref().map(|a| a.id),
-                frame: Arc::clone(&frame),
-            });
+        let ack_id = ack.as_ref().map(|a| a.id);
+        let order = match self.link() {
+            None => Order::Local,
+            Some(l) => {
+                let unsequenced = || Msg::Event {
+                    app,
+                    channel: Arc::clone(&channel),
+                    cache,
+                    exclude,
+                    ack: ack_id,
+                    origin: l.me,
+                    pos: None,
+                    frame: Arc::clone(&frame),
+                };
+                let owner = owner(app, &channel, l.processes);
+                if !sequenced(&channel) {
+                    l.peers.send_all(unsequenced());
+                    Order::Local
+                } else if owner == l.me {
+                    Order::Assign {
+                        origin: l.me,
+                        ack: ack_id,
+                    }
+                } else {
+                    // Our own subscribers get it when the owner sends it back, sequenced; the
+                    // ack (kept in `owed`, since there are siblings) counts our workers then.
+                    l.peers.send_to(owner, unsequenced());
+                    return;
+                }
+            }
+        };
+        self.publish_here(app, channel, frame, cache, exclude, ack, from_worker, order);
+    }
+
+    /// An event a sibling sent (see [`Msg::Event`]), or one whose owner could not be reached:
+    /// sequenced here, as if this process owned its channel.
+    pub fn sequence_here(&self, m: Msg) {
+        let Msg::Event {
+            app,
+            channel,
+            cache,
+            exclude,
+            ack,
+            origin,
+            pos,
+            frame,
+        } = m
+        else {
+            return;
+        };
+        if usize::from(app) >= self.apps.len() {
+            return;
         }
-        self.publish_here(app, channel, frame, cache, exclude, ack, from_worker);
+        let Some(me) = self.link().map(|l| l.me) else {
+            return;
+        };
+        // Who waits for this process's workers: our own API request, or the origin's.
+        let waiting = ack.and_then(|id| {
+            if origin == me {
+                lock(&self.owed).get(&id).cloned()
+            } else {
+                Some(Arc::new(Ack {
+                    remaining: AtomicUsize::new(self.workers()),
+                    made: Instant::now(),
+                    id,
+                    target: AckTarget::Remote {
+                        process: origin,
+                        id,
+                    },
+                }))
+            }
+        });
+        let order = match pos {
+            Some(p) => Order::Given(p),
+            None if sequenced(&channel) => Order::Assign { origin, ack },
+            None => Order::Local,
+        };
+        self.publish_here(
+            app,
+            channel,
+            frame,
+            cache,
+            exclude,
+            waiting,
+            usize::MAX,
+            order,
+        );
     }
 
     /// Delivers an event to this process's subscribers only.
@@ -522,27 +777,44 @@ impl Hub {
         exclude: Option<SocketId>,
         ack: Option<Arc<Ack>>,
         from_worker: usize,
+        order: Order,
     ) {
         let key = (app, channel);
         let mut shard = self.shard(app, &key.1);
         let mut woken = Vec::new();
         if cache {
-            let ch = shard.entry(key.clone()).or_default();
+            let ch = shard.entry(key.clone()).or_insert_with(Channel::new);
             ch.cache = Some((Arc::clone(&frame), Instant::now()));
         }
-        self.post(&mut shard, &key, frame, exclude, ack, &mut woken);
+        let sse = self.keep(&mut shard, &key, &frame, order, cache, exclude);
+        self.post_at(&mut shard, &key, frame, sse, exclude, ack, &mut woken);
         drop(shard);
         self.wake(&woken, from_worker);
+    }
+
+    /// Puts an event without a position (membership on a presence channel) in every mailbox.
+    fn post(
+        &self,
+        shard: &mut Shard,
+        key: &Key,
+        frame: Arc<[u8]>,
+        exclude: Option<SocketId>,
+        ack: Option<Arc<Ack>>,
+        woken: &mut Vec<usize>,
+    ) {
+        self.post_at(shard, key, frame, None, exclude, ack, woken);
     }
 
     /// Gives the event the channel's next sequence number and puts it in every mailbox; the
     /// caller holds the channel's shard. A channel without subscribers here still gets it when
     /// someone waits for an acknowledgement (every worker counts it), at the cost of a lookup.
-    fn post(
+    #[allow(clippy::too_many_arguments)]
+    fn post_at(
         &self,
-        shard: &mut HashMap<Key, Channel>,
+        shard: &mut Shard,
         key: &Key,
         frame: Arc<[u8]>,
+        sse: Option<Entry>,
         exclude: Option<SocketId>,
         ack: Option<Arc<Ack>>,
         woken: &mut Vec<usize>,
@@ -562,6 +834,7 @@ impl Hub {
             channel: Arc::clone(&key.1),
             seq,
             frame,
+            sse,
             exclude,
             ack,
             posted: Instant::now(),
@@ -570,6 +843,75 @@ impl Hub {
             lock(&m.queue).push(Mail::Event(Arc::clone(&event)));
             if !m.has_mail.swap(true, Ordering::AcqRel) {
                 woken.push(i);
+            }
+        }
+    }
+
+    /// Gives an event its position on its channel (assigned here, or the owner's) and keeps it
+    /// in the history, and returns it as event streams send it. The owner tells its siblings
+    /// here, under the channel's lock, so that they receive a channel's events in position
+    /// order. Presence channels have no positions; without siblings and without a history,
+    /// only channels with a stream in this process need them.
+    #[allow(clippy::too_many_arguments)]
+    fn keep(
+        &self,
+        shard: &mut Shard,
+        key: &Key,
+        frame: &Arc<[u8]>,
+        order: Order,
+        cache: bool,
+        exclude: Option<SocketId>,
+    ) -> Option<Entry> {
+        if !sequenced(&key.1) {
+            return None; // not for event streams (CHANNELS.md §4)
+        }
+        let now = unix_ms();
+        let limits = self.limits;
+        let ch = if limits.size > 0 || order != Order::Local {
+            shard.entry(key.clone()).or_insert_with(Channel::new)
+        } else {
+            shard.get_mut(key).filter(|c| c.streams > 0)?
+        };
+        // The owner's positions grow; one of its events may still arrive here after a stream
+        // joined at a position this process made up from the clock (a channel it had no
+        // record of), and keeps its own.
+        let pos = match order {
+            Order::Given(p) => p,
+            _ => ch.last.after(now),
+        };
+        ch.last = ch.last.max(pos);
+        ch.keep_until_ms = now.saturating_add(limits.ttl_ms);
+        let wanted = limits.size > 0 || ch.streams > 0;
+        if let (Order::Assign { origin, ack }, Some(l)) = (order, self.link()) {
+            l.peers.send_all(Msg::Event {
+                app: key.0,
+                channel: Arc::clone(&key.1),
+                cache,
+                exclude,
+                ack,
+                origin,
+                pos: Some(pos),
+                frame: Arc::clone(frame),
+            });
+        }
+        if !wanted {
+            return None;
+        }
+        let entry = super::sse::entry(frame, pos, now)?;
+        if limits.size > 0 {
+            let mut deltas: Vec<(u16, Delta)> = Vec::new();
+            let Shard { channels, fifo } = shard;
+            fifo.keep(channels, key, entry.clone(), limits, &mut deltas);
+            self.count_history(&deltas);
+        }
+        Some(entry)
+    }
+
+    fn count_history(&self, deltas: &[(u16, Delta)]) {
+        for (app, d) in deltas {
+            if let Some(s) = self.stats.get(usize::from(*app)) {
+                s.history_events.fetch_add(d.events, Ordering::Relaxed);
+                s.history_bytes.fetch_add(d.bytes, Ordering::Relaxed);
             }
         }
     }
@@ -618,8 +960,13 @@ impl Hub {
     /// that nobody is subscribed to, and acknowledgements a sibling will never send. Called
     /// now and then (worker 0, about once a minute); touches each shard once.
     pub fn sweep(&self, now: Instant) {
+        let now_ms = unix_ms();
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
+            let mut deltas = Vec::new();
+            let Shard { channels, fifo } = &mut *shard;
+            fifo.expire(channels, now_ms, self.limits.ttl_ms, &mut deltas);
+            self.count_history(&deltas);
             for ch in shard.values_mut() {
                 if ch
                     .cache

@@ -2,12 +2,11 @@
 //! events delivered here, their subscriber counts and presence merged into the node's view,
 //! their restarts, and what this process tells them in turn (changed counts, figures).
 
-use super::{Ack, AckTarget, AppIdx, Channel, Hub, Key, Member, lock};
+use super::{AppIdx, Channel, Hub, Key, Member, lock};
 use crate::app::channels::bus::Msg;
 use crate::app::channels::pusher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::atomic::Ordering;
 
 impl Hub {
     /// Applies what sibling process `from` said.
@@ -30,27 +29,7 @@ impl Hub {
                 Msg::Absent { app, channel, user } => {
                     self.remote_presence(from, app, channel, &user, None)
                 }
-                Msg::Event {
-                    app,
-                    channel,
-                    cache,
-                    exclude,
-                    ack,
-                    frame,
-                } => {
-                    if usize::from(app) >= self.apps.len() {
-                        continue;
-                    }
-                    let ack = ack.map(|id| {
-                        Arc::new(Ack {
-                            remaining: AtomicUsize::new(self.workers()),
-                            made: Instant::now(),
-                            id,
-                            target: AckTarget::Remote { process: from, id },
-                        })
-                    });
-                    self.publish_here(app, channel, frame, cache, exclude, ack, usize::MAX);
-                }
+                m @ Msg::Event { .. } => self.sequence_here(m),
                 Msg::Acked { id } => self.acked_by_id(id),
                 Msg::Bus {
                     inbound,
@@ -75,7 +54,7 @@ impl Hub {
         }
         let key = (app, channel);
         let mut shard = self.shard(app, &key.1);
-        let ch = shard.entry(key.clone()).or_default();
+        let ch = shard.entry(key.clone()).or_insert_with(Channel::new);
         let before = ch.total();
         if count == 0 {
             ch.remote.remove(&from);
@@ -109,7 +88,7 @@ impl Hub {
         let key = (app, channel);
         let mut shard = self.shard(app, &key.1);
         let mut woken = Vec::new();
-        let ch = shard.entry(key.clone()).or_default();
+        let ch = shard.entry(key.clone()).or_insert_with(Channel::new);
         match (info, ch.members.get_mut(user)) {
             (Some(_), Some(m)) => {
                 if !m.remote.contains(&from) {

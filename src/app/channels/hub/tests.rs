@@ -33,7 +33,7 @@ proptest! {
     fn presence_follows_the_first_and_last_connection_of_each_user(
         ops in proptest::collection::vec((0u8..4, any::<bool>()), 1..200)
     ) {
-        let hub = Hub::new(vec![AppConfig::builtin()], 1);
+        let hub = Hub::new(vec![AppConfig::builtin()], &crate::config::Config::default().channels, 1);
         let ch: Arc<str> = "presence-p".into();
         let mut conns: Vec<Vec<u8>> = vec![Vec::new(); 4];
         let me = SocketId { origin: 1, n: 1 };
@@ -41,7 +41,7 @@ proptest! {
             let u = format!("u{user}");
             let before = conns[user as usize].len();
             if join {
-                let r = hub.join(0, &ch, Some((&u, "{}")), 100, me, 0);
+                let r = hub.join(0, &ch, Some((&u, "{}")), 100, me, 0, Via::Socket);
                 prop_assert!(r.is_ok());
                 conns[user as usize].push(0);
                 let m = mail(&hub);
@@ -51,7 +51,7 @@ proptest! {
                     prop_assert!(m.is_empty());
                 }
             } else if before > 0 {
-                hub.leave(0, &ch, Some(&u), 0);
+                hub.leave(0, &ch, Some(&u), 0, false);
                 conns[user as usize].pop();
                 let m = mail(&hub);
                 let others = conns.iter().map(Vec::len).sum::<usize>() > 0;
@@ -72,7 +72,7 @@ proptest! {
         }
         for (i, c) in conns.iter().enumerate() {
             for _ in 0..c.len() {
-                hub.leave(0, &ch, Some(&format!("u{i}")), 0);
+                hub.leave(0, &ch, Some(&format!("u{i}")), 0, false);
             }
         }
         prop_assert!(hub.channels(0, "").is_empty());
@@ -85,12 +85,12 @@ proptest! {
     fn each_channel_is_sequenced_in_every_mailbox(
         posts in proptest::collection::vec(0u8..3, 1..100)
     ) {
-        let hub = Hub::new(vec![AppConfig::builtin()], 2);
+        let hub = Hub::new(vec![AppConfig::builtin()], &crate::config::Config::default().channels, 2);
         let me = SocketId { origin: 1, n: 1 };
         let names: Vec<Arc<str>> = (0..3).map(|i| Arc::from(format!("c{i}"))).collect();
         let mut joined = Vec::new();
         for n in &names {
-            joined.push(hub.join(0, n, None, 100, me, 0).ok().unwrap().seq);
+            joined.push(hub.join(0, n, None, 100, me, 0, Via::Socket).ok().unwrap().seq);
         }
         for &c in &posts {
             hub.publish(0, &names[c as usize], frame("e"), false, None, None, 0);
@@ -113,10 +113,15 @@ proptest! {
 /// Expired caches of channels nobody is subscribed to are forgotten; live ones are not.
 #[test]
 fn the_sweep_forgets_expired_caches_only() {
-    let hub = Hub::new(vec![AppConfig::builtin()], 1);
+    // Without a recovery history, which would keep the channels for its own TTL.
+    let mut channels = crate::config::Config::default().channels;
+    channels.history_size = 0;
+    let hub = Hub::new(vec![AppConfig::builtin()], &channels, 1);
     let me = SocketId { origin: 1, n: 1 };
     let held: Arc<str> = "cache-held".into();
-    hub.join(0, &held, None, 100, me, 0).ok().unwrap();
+    hub.join(0, &held, None, 100, me, 0, Via::Socket)
+        .ok()
+        .unwrap();
     for name in ["cache-held", "cache-alone"] {
         hub.publish(0, name, frame("e"), true, None, None, 0);
     }

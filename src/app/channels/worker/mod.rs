@@ -1,11 +1,11 @@
 //! Owns one worker's part of the channels: its connections' socket ids and subscriptions,
 //! its index of channel → local subscribers, the WebSocket protocol's handling of each client
-//! message, the HTTP API calls it receives, and the events its mailbox brings, turned into
-//! frames queued on its subscribers. Single-threaded: interior mutability, no locks except
+//! message, the HTTP API calls and event streams it receives, and the events its mailbox
+//! brings, turned into frames (or event-stream chunks) queued on its subscribers. Single-threaded: interior mutability, no locks except
 //! through the [`Hub`].
 
 use super::auth;
-use super::hub::{AppIdx, Hub, JoinError, Mail, SocketId};
+use super::hub::{AppIdx, Hub, JoinError, Mail, Pos, SocketId, Via};
 use super::names::{self, Access};
 use super::pusher::{self, ClientMessage};
 use super::stats::AuthFailure;
@@ -39,8 +39,20 @@ pub mod code {
     pub const RATE: u16 = 4301;
 }
 
+/// How a subscriber takes its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    /// The WebSocket frame every socket shares.
+    Socket,
+    /// An event stream over this one channel: the chunk every such stream shares.
+    Stream,
+    /// An event stream over several channels, this one its `n`th: the event under the
+    /// stream's own ID.
+    MultiStream(u16),
+}
+
 /// A channel's subscribers on this worker, each with the channel sequence it joined at.
-type Subscribers = IndexMap<ConnId, u64>;
+type Subscribers = IndexMap<ConnId, (u64, Sink)>;
 
 struct Sub {
     channel: Arc<str>,
@@ -56,9 +68,32 @@ struct ConnState {
     /// Client-event rate: the second counted, and how many were sent in it.
     window: u64,
     sent: u32,
+    /// An event stream's position on each of its channels (in `subs` order): its ID.
+    stream: Option<Box<[Pos]>>,
+}
+
+impl ConnState {
+    fn new(
+        conn: ConnId,
+        app: AppIdx,
+        socket: u64,
+        subs: Vec<Sub>,
+        stream: Option<Box<[Pos]>>,
+    ) -> ConnState {
+        ConnState {
+            generation: conn.generation,
+            app,
+            socket,
+            subs,
+            window: 0,
+            sent: 0,
+            stream,
+        }
+    }
 }
 
 mod api_calls;
+mod streams;
 
 pub struct ChannelsWorker {
     hub: Arc<Hub>,
@@ -75,6 +110,9 @@ pub struct ChannelsWorker {
     rng: Cell<u64>,
     /// When worker 0 last had the hub forget expired state.
     last_sweep: Cell<Instant>,
+    /// Stream requests checked and answered `Answer::Stream`, by slot, until their stream
+    /// opens (right after, on the same call) or the connection closes.
+    pending_streams: RefCell<HashMap<u32, (u32, super::sse::StreamRequest)>>,
 }
 
 impl ChannelsWorker {
@@ -91,6 +129,7 @@ impl ChannelsWorker {
             mail: RefCell::default(),
             last_sweep: Cell::new(Instant::now()),
             rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (origin as u64) << 32),
+            pending_streams: RefCell::default(),
         }
     }
 
@@ -133,14 +172,7 @@ impl ChannelsWorker {
         self.next_socket.set(n + 1);
         self.conns.borrow_mut().insert(
             cx.conn.slot,
-            ConnState {
-                generation: cx.conn.generation,
-                app,
-                socket: n,
-                subs: Vec::new(),
-                window: 0,
-                sent: 0,
-            },
+            ConnState::new(cx.conn, app, n, Vec::new(), None),
         );
         let activity = cx.config.channels.activity_timeout.as_secs();
         tx.text(
@@ -272,6 +304,7 @@ impl ChannelsWorker {
             config.max_presence_members,
             me,
             self.index,
+            Via::Socket,
         );
         let joined = match joined {
             Ok(j) => j,
@@ -288,7 +321,7 @@ impl ChannelsWorker {
             .borrow_mut()
             .entry((app, Arc::clone(&channel_arc)))
             .or_default()
-            .insert(cx.conn, joined.seq);
+            .insert(cx.conn, (joined.seq, Sink::Socket));
         if let Some(c) = self.conns.borrow_mut().get_mut(&cx.conn.slot) {
             c.subs.push(Sub {
                 channel: channel_arc,
@@ -324,10 +357,10 @@ impl ChannelsWorker {
             };
             (c.app, c.subs.swap_remove(i))
         };
-        self.leave(cx.conn, sub.0, sub.1);
+        self.leave(cx.conn, sub.0, sub.1, false);
     }
 
-    fn leave(&self, conn: ConnId, app: AppIdx, sub: Sub) {
+    fn leave(&self, conn: ConnId, app: AppIdx, sub: Sub, stream: bool) {
         let key = (app, Arc::clone(&sub.channel));
         {
             let mut subs = self.subs.borrow_mut();
@@ -342,7 +375,7 @@ impl ChannelsWorker {
             .subscriptions
             .fetch_sub(1, Ordering::Relaxed);
         self.hub
-            .leave(app, &sub.channel, sub.user.as_deref(), self.index);
+            .leave(app, &sub.channel, sub.user.as_deref(), self.index, stream);
     }
 
     fn client_event(
@@ -420,23 +453,29 @@ impl ChannelsWorker {
     /// jitter over half the shutdown timeout, so that their clients do not all come back in
     /// the same second.
     pub fn drain(&self, cx: &Context<'_>) -> Drain {
+        Drain {
+            code: code::RECONNECT,
+            reason: "server restarting: reconnect",
+            after_ms: self.drain_after(cx),
+        }
+    }
+
+    /// A moment for one connection's drain, spread with jitter over half the shutdown timeout.
+    fn drain_after(&self, cx: &Context<'_>) -> u64 {
         let span = (cx.config.server.shutdown_timeout.as_millis() as u64 / 2).max(1);
         let mut x = self.rng.get() ^ u64::from(cx.conn.slot).wrapping_mul(0x2545_F491_4F6C_DD1D);
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         self.rng.set(x);
-        Drain {
-            code: code::RECONNECT,
-            reason: "server restarting: reconnect",
-            // At least 1 ms: 0 means "now" to the WebSocket layer, which is fine too, but the
-            // spread should include the start.
-            after_ms: x % span + 1,
-        }
+        // At least 1 ms: 0 means "now" to the protocols, which is fine too, but the spread
+        // should include the start.
+        x % span + 1
     }
 
     /// A connection is gone: leave its channels, forget it.
     pub fn closed(&self, cx: &Context<'_>, reason: CloseReason) {
+        self.pending_streams.borrow_mut().remove(&cx.conn.slot);
         let state = {
             let mut conns = self.conns.borrow_mut();
             match conns.get(&cx.conn.slot) {
@@ -446,12 +485,17 @@ impl ChannelsWorker {
         };
         let Some(state) = state else { return };
         let stats = &self.hub.stats[usize::from(state.app)];
-        stats.connections.fetch_sub(1, Ordering::Relaxed);
+        let stream = state.stream.is_some();
+        if stream {
+            stats.sse_streams.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            stats.connections.fetch_sub(1, Ordering::Relaxed);
+        }
         if reason == CloseReason::SlowReader {
             stats.slow_closes.fetch_add(1, Ordering::Relaxed);
         }
         for sub in state.subs {
-            self.leave(cx.conn, state.app, sub);
+            self.leave(cx.conn, state.app, sub, stream);
         }
     }
 
@@ -478,33 +522,71 @@ impl ChannelsWorker {
         self.hub.take_mail(self.index, &mut mail);
         let mut work = self.work.borrow_mut();
         let subs = self.subs.borrow();
-        let conns = self.conns.borrow();
+        let mut conns = self.conns.borrow_mut();
         for m in mail.drain(..) {
             match m {
                 Mail::Event(ev) => {
                     let stats = &self.hub.stats[usize::from(ev.app)];
                     if let Some(set) = subs.get(&(ev.app, Arc::clone(&ev.channel))) {
                         let excluded = ev.exclude.filter(|s| s.origin == self.origin).map(|s| s.n);
-                        let to: Vec<ConnId> = set
-                            .iter()
-                            .filter(|&(id, &joined)| {
-                                ev.seq > joined
-                                    && excluded.is_none_or(|n| {
-                                        self.state(&conns, *id).is_none_or(|c| c.socket != n)
-                                    })
-                            })
-                            .map(|(id, _)| *id)
-                            .collect();
-                        if !to.is_empty() {
+                        let mut sockets = Vec::new();
+                        let mut streams = Vec::new();
+                        let mut delivered = 0;
+                        for (&id, &(joined, sink)) in set {
+                            if ev.seq <= joined {
+                                continue;
+                            }
+                            match sink {
+                                Sink::Socket => {
+                                    if excluded.is_none_or(|n| {
+                                        self.state(&conns, id).is_none_or(|c| c.socket != n)
+                                    }) {
+                                        sockets.push(id);
+                                    }
+                                }
+                                Sink::Stream => streams.push(id),
+                                Sink::MultiStream(n) => {
+                                    let (Some(entry), Some(c)) = (&ev.sse, conns.get_mut(&id.slot))
+                                    else {
+                                        continue;
+                                    };
+                                    let Some(positions) = c.stream.as_deref_mut() else {
+                                        continue;
+                                    };
+                                    if let Some(p) = positions.get_mut(usize::from(n)) {
+                                        *p = entry.pos;
+                                    }
+                                    let id_text = super::sse::format_id(positions);
+                                    delivered += 1;
+                                    work.push(Work::Deliver {
+                                        frame: super::sse::with_id(&id_text, entry.lines()),
+                                        to: vec![id],
+                                        slow_cap: SLOW_SUBSCRIBER_BYTES,
+                                        slow_code: code::SLOW,
+                                    });
+                                }
+                            }
+                        }
+                        for (to, frame) in [
+                            (sockets, Some(&ev.frame)),
+                            (streams, ev.sse.as_ref().map(|e| &e.chunk)),
+                        ] {
+                            if let Some(frame) = frame
+                                && !to.is_empty()
+                            {
+                                delivered += to.len();
+                                work.push(Work::Deliver {
+                                    frame: Arc::clone(frame),
+                                    to,
+                                    slow_cap: SLOW_SUBSCRIBER_BYTES,
+                                    slow_code: code::SLOW,
+                                });
+                            }
+                        }
+                        if delivered > 0 {
                             stats
                                 .deliveries
-                                .fetch_add(to.len() as u64, Ordering::Relaxed);
-                            work.push(Work::Deliver {
-                                frame: Arc::clone(&ev.frame),
-                                to,
-                                slow_cap: SLOW_SUBSCRIBER_BYTES,
-                                slow_code: code::SLOW,
-                            });
+                                .fetch_add(delivered as u64, Ordering::Relaxed);
                         }
                     }
                     stats.fanout_time(ev.posted.elapsed().as_micros() as u64);
