@@ -17,6 +17,9 @@ by rep; medians. Modes:
     pusher                a Pusher channels subscriber (holdfast only): /app/app-key, then one
                           public channel (of 100) and one presence channel (of 100) as its own
                           user, signed as CHANNELS.md says: the issue-15 memory target's shape
+    sse                   a Server-Sent Events subscriber (holdfast only): GET
+                          /app/app-key/events on one public channel (of 100), held after its
+                          first chunk (retry and id): the issue-16 memory target's shape
 
     python3 bench/idle_rss.py [--mode http] [--conns 10000] [--reps 3]
 
@@ -119,6 +122,13 @@ def pusher_exchange(s):
     recv_until(s, lambda g: g.count(b"subscription_succeeded") >= 2)
 
 
+def sse_exchange(s):
+    """Open an event stream on one of 100 public channels; wait for its first chunk."""
+    i = next(SUBSCRIBERS)
+    s.sendall(f"GET /app/app-key/events?channel=idle-{i % 100} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    recv_until(s, lambda g: b"retry: " in g and g.endswith(b"\n\n\r\n"))
+
+
 TLS_CLIENT = ssl.create_default_context()
 TLS_CLIENT.check_hostname = False
 TLS_CLIENT.verify_mode = ssl.CERT_NONE
@@ -133,6 +143,8 @@ def exchange(s, mode):
         one_request(s)
     elif mode == "pusher":
         pusher_exchange(s)
+    elif mode == "sse":
+        sse_exchange(s)
     else:
         ws_exchange(s, mode)
     return s
@@ -211,6 +223,7 @@ SERVERS = {
     "ws-deflate-nct": ["holdfast"],
     "tls": ["nginx", "holdfast"],
     "pusher": ["holdfast"],
+    "sse": ["holdfast"],
 }
 
 

@@ -127,6 +127,18 @@ fn get(stream: &mut TlsStream, path: &str) -> (u16, Vec<u8>) {
     )
 }
 
+/// Publishes event `e` with `data` on `channel` through the signed HTTP API on `api`.
+fn publish_over(api: &mut TlsStream, channel: &str, data: &str) {
+    let body = format!(r#"{{"name":"e","channel":"{channel}","data":"{data}"}}"#);
+    let path = "/apps/app-id/events";
+    let q = common::pusher::signed_query("POST", path, &[], &body, ("app-key", "app-secret"), 0);
+    let req = format!(
+        "POST {path}?{q} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(request(api, &req).0, 200);
+}
+
 /// Lends a TLS stream to a BufReader for one response.
 struct ReadHalf<'a>(&'a mut TlsStream);
 
@@ -662,15 +674,7 @@ fn pusher_channels_over_tls() {
         .collect();
     let mut api = connect(tls, &config).unwrap();
     for i in 0..20 {
-        let body = format!(r#"{{"name":"e","channel":"secure-news","data":"{i}"}}"#);
-        let path = "/apps/app-id/events";
-        let q =
-            common::pusher::signed_query("POST", path, &[], &body, ("app-key", "app-secret"), 0);
-        let req = format!(
-            "POST {path}?{q} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        assert_eq!(request(&mut api, &req).0, 200);
+        publish_over(&mut api, "secure-news", &i.to_string());
     }
     for ws in &mut subs {
         for i in 0..20 {
@@ -681,6 +685,68 @@ fn pusher_channels_over_tls() {
             );
         }
     }
+}
+
+/// Server-Sent Events on the TLS listener: the chunked stream inside TLS carries the events
+/// (encrypted per connection) and `curl` reads them as any client would.
+#[test]
+fn server_sent_events_over_tls() {
+    let certs = Certs::new("sse");
+    let server = start(&certs, &[]);
+    let config = default_client(&certs);
+    let tls = server.tls_addr.unwrap();
+    let mut stream = connect(tls, &config).unwrap();
+    stream
+        .write_all(
+            b"GET /app/app-key/events?channel=secure-feed HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        )
+        .unwrap();
+    stream.flush().unwrap();
+    let mut curl = std::process::Command::new("curl")
+        .args(["-sN", "--max-time", "10", "--cacert"])
+        .arg(certs.cert())
+        .arg(format!(
+            "https://localhost:{}/app/app-key/events?channel=secure-feed",
+            tls.port()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let mut curl_out = BufReader::new(curl.stdout.take().unwrap());
+    let mut first = String::new();
+    curl_out.read_line(&mut first).unwrap();
+    assert_eq!(first, "retry: 3000\n");
+    let mut api = connect(tls, &config).unwrap();
+    for i in 0..5 {
+        publish_over(&mut api, "secure-feed", &i.to_string());
+    }
+    // The rustls stream: read until all five events are in the decoded text.
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    let want = r#"data: {"channel":"secure-feed","data":"4"}"#;
+    while !String::from_utf8_lossy(&text).contains(want) {
+        let n = stream.read(&mut buf).expect("stream data");
+        assert!(n > 0, "the stream ended");
+        text.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("Content-Type: text/event-stream"), "{text}");
+    let mut seen = String::new();
+    while !seen.contains(want) {
+        let mut line = String::new();
+        assert!(
+            curl_out.read_line(&mut line).unwrap() > 0,
+            "curl ended: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    for i in 0..5 {
+        let line = format!(r#"data: {{"channel":"secure-feed","data":"{i}"}}"#);
+        assert!(text.contains(&line) && seen.contains(&line), "{i}");
+    }
+    let _ = curl.kill();
+    let _ = curl.wait();
 }
 
 #[test]

@@ -1,17 +1,23 @@
 //! The parsers of `app::channels` on arbitrary input: a client's Pusher message
 //! (`pusher::parse`, `names::classify`), a bus datagram between server processes
-//! (`bus::decode`), and a whole HTTP API request (`api::parse`, signed or not).
+//! (`bus::decode`), a whole HTTP API request (`api::parse`, signed or not), and the same bytes
+//! as an event-stream request (`sse::check`, with a `Last-Event-ID`).
 //!
 //! Checks, beyond "no panic":
 //! - a parsed subscribe names a channel that `classify` judges without panicking;
 //! - a decoded datagram encodes back to bytes that decode to the same messages (the codec is
 //!   its own inverse on everything it accepts);
 //! - an API refusal has a status of 400, 401, 404, 405 or 413 and a JSON body with an
-//!   `error` string; an unsigned request is never accepted.
+//!   `error` string; an unsigned request is never accepted;
+//! - a client message made into an event-stream message is one message: whatever its name and
+//!   data hold, the blank line that ends a message comes only at its end;
+//! - an event-stream request is refused with 400, 403 or 404, or accepted with at least one
+//!   channel and, when it recovers, one position per channel.
 #![no_main]
 
-use holdfast::app::channels::{api, bus, names, pusher};
-use holdfast::config::AppConfig;
+use holdfast::app::channels::hub::{Hub, Pos};
+use holdfast::app::channels::{api, bus, names, pusher, sse};
+use holdfast::config::{AppConfig, Config};
 use holdfast::proto::http1::exchange::Request;
 use holdfast::proto::http1::request::{Method, Version};
 use holdfast_fuzz::inputs::ChannelsInput;
@@ -26,6 +32,21 @@ fuzz_target!(|input: ChannelsInput<'_>| {
             let _ = names::classify(&text);
             if let Ok(pusher::ClientMessage::Subscribe { channel, .. }) = pusher::parse(&text) {
                 let _ = names::classify(&channel);
+            }
+            if let Ok(pusher::ClientMessage::ClientEvent {
+                event,
+                channel,
+                data,
+            }) = pusher::parse(&text)
+            {
+                let frame = pusher::frame(&pusher::event(&event, &channel, data.get(), Some("u")));
+                if let Some(e) = sse::entry(&frame, Pos { ms: 1, n: 1 }, 0) {
+                    let lines = e.lines();
+                    assert!(lines.ends_with(b"\n\n"));
+                    let body = &lines[..lines.len() - 2];
+                    assert!(!body.windows(2).any(|w| w == b"\n\n"), "{lines:?}");
+                    assert!(!body.contains(&b'\r'));
+                }
             }
         }
         ChannelsInput::Datagram(bytes) => {
@@ -66,7 +87,18 @@ fuzz_target!(|input: ChannelsInput<'_>| {
                 path: path.as_bytes(),
                 query: Some(query.as_bytes()),
                 body,
+                last_event_id: (!body.is_empty()).then_some(body),
             };
+            let hub = hub();
+            match sse::check(&req, hub, 100, NOW) {
+                Ok(r) => {
+                    assert!(!r.channels.is_empty() && r.channels.len() <= 100);
+                    if let Some(from) = &r.from {
+                        assert_eq!(from.len(), r.channels.len());
+                    }
+                }
+                Err(e) => assert!(matches!(e.status, 400 | 403 | 404), "{e:?}"),
+            }
             match api::parse(&req, |id| (id == "app-id").then_some((0, &app)), NOW) {
                 Ok(_) => assert!(sign, "an unsigned request was accepted"),
                 Err(e) => {
@@ -79,10 +111,23 @@ fuzz_target!(|input: ChannelsInput<'_>| {
     }
 });
 
+/// One hub for every input: the built-in app, default limits.
+fn hub() -> &'static Hub {
+    static HUB: std::sync::OnceLock<Hub> = std::sync::OnceLock::new();
+    HUB.get_or_init(|| {
+        let config = Config::default();
+        Hub::new(config.effective_apps(), &config.channels, 1)
+    })
+}
+
 /// `query` with the auth parameters and a valid signature added, as an SDK would sign it
 /// (percent-escapes left out, so that the signed values are the ones the server decodes).
 fn signed(method: Method, path: &str, query: &str, body: &[u8]) -> String {
-    let verb = if method == Method::Post { "POST" } else { "GET" };
+    let verb = if method == Method::Post {
+        "POST"
+    } else {
+        "GET"
+    };
     let pairs: Vec<(String, String)> = query
         .split('&')
         .filter(|p| !p.is_empty() && !p.contains('%') && !p.contains('+'))

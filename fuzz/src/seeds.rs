@@ -180,6 +180,14 @@ fn channels_seeds() -> Vec<Seed> {
             let a = api(0, "/apps/app-id/channels/presence-room/users", "", b"");
             channels("users", 2, a.clone(), &a)
         },
+        {
+            // An event stream recovering two channels (the body is its Last-Event-ID).
+            let mut a = vec![0, 0];
+            a.extend_from_slice(
+                b"/app/app-key/events\nchannel=news&channel=private-a&expires=1900000000&auth=00\n5-1,6-2",
+            );
+            channels("event_stream", 2, a.clone(), &a)
+        },
     ]
 }
 

@@ -235,10 +235,12 @@ pub fn entry(frame: &[u8], pos: Pos, at_ms: u64) -> Option<Entry> {
     }
     data.push('}');
     // JSON keeps line breaks only as whitespace between tokens (a client event's data as the
-    // client wrote it): each line of it becomes a `data:` line, which the client joins again.
+    // client wrote it): each line of it (ended by LF, CRLF or a lone CR, as SSE reads them)
+    // becomes a `data:` line, which the client joins again with LF.
+    let data = data.replace("\r\n", "\n").replace('\r', "\n");
     for line in data.split('\n') {
         lines.extend_from_slice(b"data: ");
-        lines.extend_from_slice(line.trim_end_matches('\r').as_bytes());
+        lines.extend_from_slice(line.as_bytes());
         lines.push(b'\n');
     }
     lines.push(b'\n');
@@ -291,14 +293,14 @@ mod tests {
         let frame = pusher::frame(&pusher::event(
             "client-x\r\nevent: forged",
             "private-a",
-            "{\r\n\"a\": 1\n}",
+            "{\r\n\"a\":\r1\n}",
             Some("u1"),
         ));
         let e = entry(&frame, Pos { ms: 1, n: 1 }, 0).unwrap();
         let text = body(&e.chunk);
         assert_eq!(
             text,
-            "id: 1-1\nevent: client-x  event: forged\ndata: {\"channel\":\"private-a\",\"data\":{\ndata: \"a\": 1\ndata: },\"user_id\":\"u1\"}\n\n"
+            "id: 1-1\nevent: client-x  event: forged\ndata: {\"channel\":\"private-a\",\"data\":{\ndata: \"a\":\ndata: 1\ndata: },\"user_id\":\"u1\"}\n\n"
         );
         // What an EventSource rebuilds is the JSON again.
         let data: Vec<&str> = text
