@@ -5,6 +5,7 @@
 
 pub mod handler;
 pub mod http1;
+pub mod proxy;
 pub mod sse;
 pub mod text;
 pub mod tls;
