@@ -109,6 +109,10 @@ pub struct ServerConfig {
     /// connection only once its first bytes have arrived (or after `http.header_timeout`),
     /// saving a wake-up per connection and never spending a slot on a client that stays silent.
     pub defer_accept: bool,
+    /// Every connection (on both listeners) starts with a PROXY protocol header (v1 or v2)
+    /// from a load balancer; the client address it names is the connection's. A connection
+    /// without a valid one within `http.header_timeout` is closed and counted.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -205,6 +209,7 @@ impl Default for Config {
                 shutdown_timeout: Duration::from_secs(30),
                 drain_delay: Duration::ZERO,
                 defer_accept: false,
+                proxy_protocol: false,
             },
             http: HttpConfig {
                 keepalive_timeout: Duration::from_secs(75),
@@ -317,6 +322,7 @@ impl Config {
             "server.shutdown_timeout" => self.server.shutdown_timeout = dur(v).map_err(e)?,
             "server.drain_delay" => self.server.drain_delay = dur(v).map_err(e)?,
             "server.defer_accept" => self.server.defer_accept = boolean(v).map_err(e)?,
+            "server.proxy_protocol" => self.server.proxy_protocol = boolean(v).map_err(e)?,
             "http.keepalive_timeout" => self.http.keepalive_timeout = dur(v).map_err(e)?,
             "http.header_timeout" => self.http.header_timeout = dur(v).map_err(e)?,
             "http.keepalive_requests" => self.http.keepalive_requests = int(v).map_err(e)?,
@@ -526,6 +532,7 @@ const KEYS: &[&str] = &[
     "server.shutdown_timeout",
     "server.drain_delay",
     "server.defer_accept",
+    "server.proxy_protocol",
     "http.keepalive_timeout",
     "http.header_timeout",
     "http.keepalive_requests",

@@ -35,10 +35,13 @@ pub enum CloseReason {
     SlowReader,
     /// The TLS handshake or a record failed (an alert sent), or plaintext on the TLS port.
     TlsError,
+    /// `server.proxy_protocol`: no valid PROXY header (missing, malformed, or not complete
+    /// within `http.header_timeout`).
+    ProxyHeader,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 15] = [
+    pub const ALL: [CloseReason; 16] = [
         CloseReason::PeerClosed,
         CloseReason::Requested,
         CloseReason::IdleTimeout,
@@ -54,6 +57,7 @@ impl CloseReason {
         CloseReason::HeartbeatTimeout,
         CloseReason::SlowReader,
         CloseReason::TlsError,
+        CloseReason::ProxyHeader,
     ];
 
     pub fn label(self) -> &'static str {
@@ -73,6 +77,7 @@ impl CloseReason {
             CloseReason::HeartbeatTimeout => "heartbeat_timeout",
             CloseReason::SlowReader => "slow_reader",
             CloseReason::TlsError => "tls_error",
+            CloseReason::ProxyHeader => "proxy_header",
         }
     }
 

@@ -3,7 +3,8 @@
 //! whole time, and one backend stopped with SIGTERM. With `server.drain_delay` covering the
 //! balancer's health check, not one request fails; without it, the balancer keeps sending new
 //! connections to a closed port until its check notices, and some do. HAProxy is told not to
-//! retry, so that it hides no refusal.
+//! retry, so that it hides no refusal. And HAProxy in TCP mode with `send-proxy-v2` in front of
+//! two nodes with `server.proxy_protocol`: the nodes see and log the real client address.
 
 mod common;
 
@@ -24,6 +25,19 @@ struct Haproxy {
 
 impl Haproxy {
     fn start(name: &str, backends: &[SocketAddr]) -> Haproxy {
+        let checks = "  option httpchk\n  http-check send meth GET uri /healthz ver HTTP/1.1 hdr Host lb\n  \
+                      http-check expect status 200\n";
+        Haproxy::start_with(name, backends, "http", checks, "check")
+    }
+
+    /// A balancer in `mode`, with `checks` in its backend and `server_options` on each server.
+    fn start_with(
+        name: &str,
+        backends: &[SocketAddr],
+        mode: &str,
+        checks: &str,
+        server_options: &str,
+    ) -> Haproxy {
         let binary = common::tools::apt_tool("haproxy", "haproxy");
         let dir = std::env::temp_dir().join(format!("holdfast-lb-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -34,16 +48,19 @@ impl Haproxy {
         let servers: String = backends
             .iter()
             .enumerate()
-            .map(|(i, a)| format!("  server s{i} {a} check\n"))
+            .map(|(i, a)| format!("  server s{i} {a} {server_options}\n"))
             .collect();
+        let close = if mode == "http" {
+            "  option http-server-close\n"
+        } else {
+            ""
+        };
         let config = format!(
             "global\n  maxconn 1000\n\
-             defaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  \
+             defaults\n  mode {mode}\n  timeout connect 2s\n  timeout client 10s\n  \
              timeout server 10s\n  retries 0\n\
              frontend fe\n  bind {addr}\n  default_backend be\n\
-             backend be\n  balance roundrobin\n  option http-server-close\n  \
-             option httpchk\n  http-check send meth GET uri /healthz ver HTTP/1.1 hdr Host lb\n  \
-             http-check expect status 200\n  default-server {CHECK}\n{servers}"
+             backend be\n  balance roundrobin\n{close}{checks}  default-server {CHECK}\n{servers}"
         );
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, config).unwrap();
@@ -131,4 +148,52 @@ fn without_drain_delay_the_balancer_sends_connections_to_a_closed_port() {
     // no failure, the test above proves nothing.
     let (ok, failed) = rolling_stop("nodelay", "0s");
     assert!(failed > 0, "no request failed ({ok} answered)");
+}
+
+/// HAProxy in TCP mode sends a PROXY v2 header on every connection to two nodes (its health
+/// checks too, with `check-send-proxy`); the nodes answer through it and log the client's own
+/// address (a source address of our choosing), not the balancer's.
+#[test]
+fn behind_haproxy_send_proxy_v2_the_nodes_see_the_real_client() {
+    let nodes: Vec<Server> = (0..2)
+        .map(|_| Server::start(&["server.proxy_protocol=true", "log.access=stderr"]))
+        .collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let lb = Haproxy::start_with(
+        "proxy-v2",
+        &addrs,
+        "tcp",
+        "",
+        "send-proxy-v2 check check-send-proxy",
+    );
+    let mut ports = Vec::new();
+    for _ in 0..6 {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&"127.0.0.9:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        sock.connect(&lb.addr.into()).unwrap();
+        let mut s: TcpStream = sock.into();
+        ports.push(s.local_addr().unwrap().port());
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let resp = common::read_response(&mut BufReader::new(s)).unwrap();
+        assert_eq!(resp.status, 200);
+    }
+    for port in ports {
+        let client = format!("127.0.0.9:{port}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !nodes.iter().any(|n| n.log_text().contains(&client)) {
+            assert!(
+                Instant::now() < deadline,
+                "{client} is in no node's access log"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // Both nodes served (round robin), each seeing the client's address.
+    for n in &nodes {
+        assert!(n.log_text().contains("127.0.0.9:"), "{}", n.log_text());
+    }
 }

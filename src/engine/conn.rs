@@ -47,6 +47,8 @@ pub struct Conn {
     pub close_after_flush: Option<(CloseReason, bool)>,
     /// The deadline the wheel holds for this slot (u64::MAX: none).
     pub armed_deadline: u64,
+    /// `server.proxy_protocol`: the PROXY header has not been read yet.
+    pub proxy_header: Option<Box<ProxyWait>>,
     pub proto: Session,
 }
 
@@ -69,6 +71,7 @@ impl Conn {
             dirty: false,
             close_after_flush: None,
             armed_deadline: u64::MAX,
+            proxy_header: None,
             proto,
         }
     }
@@ -120,6 +123,14 @@ impl Conn {
         }
         q.push(Seg::Shared(frame));
     }
+}
+
+/// A connection waiting for its PROXY header.
+pub struct ProxyWait {
+    /// When it is given up (`http.header_timeout` after the accept).
+    pub deadline: u64,
+    /// What arrived of it so far (empty until a header comes in pieces).
+    pub gathered: Vec<u8>,
 }
 
 #[cfg(test)]

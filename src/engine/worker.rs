@@ -5,7 +5,7 @@
 
 use super::bufring::BufRing;
 use super::clock::DateCache;
-use super::conn::{Conn, Phase};
+use super::conn::{Conn, Phase, ProxyWait};
 use super::outq::{Seg, Spare};
 use super::ring;
 use super::sockopt;
@@ -17,6 +17,7 @@ use crate::log::writer::AccessLog;
 use crate::metrics::{Metrics, TimeoutKind};
 use crate::proto::handler::{ConnId, Handler, Work};
 use crate::proto::http1::Http1Conn;
+use crate::proto::proxy;
 use crate::proto::tls::TlsSession;
 use crate::proto::{Action, CloseReason, Context, Session};
 use crate::time::wheel::Wheel;
@@ -405,6 +406,12 @@ impl Worker {
             _ => Session::Http1(Http1Conn::new(now)),
         };
         let slot = self.st.conns.insert(Conn::new(fd, generation, session));
+        if shared.config.server.proxy_protocol {
+            self.st.conns[slot].proxy_header = Some(Box::new(ProxyWait {
+                deadline: now + crate::proto::ms(shared.config.http.header_timeout),
+                gathered: Vec::new(),
+            }));
+        }
         if self.st.access.is_some() {
             self.st.set_peer(slot, sockopt::peer_addr(borrowed));
         }
@@ -442,7 +449,22 @@ impl Worker {
             let accepting_input = conn.phase == Phase::Open && conn.close_after_flush.is_none();
             if accepting_input {
                 let data = self.io.bufs.get(bid, res as usize);
-                let action = self.st.call(slot, |p, cx, out| p.on_input(data, cx, out));
+                let action = match self.st.strip_proxy_header(slot, data) {
+                    Stripped::Passed(at) if at == data.len() => Action::Continue,
+                    Stripped::Passed(at) => {
+                        let rest = &data[at..];
+                        self.st.call(slot, |p, cx, out| p.on_input(rest, cx, out))
+                    }
+                    Stripped::Gathered(rest) if rest.is_empty() => Action::Continue,
+                    Stripped::Gathered(rest) => {
+                        self.st.call(slot, |p, cx, out| p.on_input(&rest, cx, out))
+                    }
+                    Stripped::Waiting => Action::Continue,
+                    Stripped::Refused => Action::Close {
+                        reason: CloseReason::ProxyHeader,
+                        linger: false,
+                    },
+                };
                 self.io.bufs.recycle(bid);
                 self.apply(slot, action);
             } else {
@@ -710,6 +732,12 @@ impl Worker {
             };
             conn.armed_deadline = u64::MAX;
             match conn.phase {
+                Phase::Open if conn.proxy_header.is_some() => {
+                    // No PROXY header within the session's first deadline (http.header_timeout
+                    // for HTTP and for a TLS handshake): nothing to answer, the balancer is
+                    // not speaking the protocol.
+                    self.begin_close(slot, CloseReason::ProxyHeader);
+                }
                 Phase::Open => {
                     let stuck = conn.close_after_flush;
                     let action = self.st.call(slot, |p, cx, out| p.on_timeout(cx, out));
@@ -941,6 +969,50 @@ impl State {
             .map(|_| slot)
     }
 
+    /// `server.proxy_protocol`: takes the PROXY header off the start of a connection's input.
+    /// The client address it names becomes the connection's; a connection whose first bytes
+    /// are not a valid header is refused (counted as `proxy_header` when it closes).
+    fn strip_proxy_header(&mut self, slot: usize, data: &[u8]) -> Stripped {
+        let conn = &mut self.conns[slot];
+        let Some(wait) = conn.proxy_header.as_deref_mut() else {
+            return Stripped::Passed(0);
+        };
+        let gathered = &mut wait.gathered;
+        let parsed = if gathered.is_empty() {
+            proxy::parse(data)
+        } else {
+            gathered.extend_from_slice(data);
+            proxy::parse(gathered)
+        };
+        match parsed {
+            Ok(proxy::Parsed::Incomplete) => {
+                if gathered.is_empty() {
+                    gathered.extend_from_slice(data);
+                }
+                Stripped::Waiting
+            }
+            Ok(proxy::Parsed::Done { consumed, source }) => {
+                let gathered = conn
+                    .proxy_header
+                    .take()
+                    .map(|w| w.gathered)
+                    .unwrap_or_default();
+                if source.is_some() && self.access.is_some() {
+                    self.set_peer(slot, source);
+                }
+                if gathered.is_empty() {
+                    Stripped::Passed(consumed)
+                } else {
+                    Stripped::Gathered(gathered[consumed..].to_vec())
+                }
+            }
+            Err(_) => {
+                conn.proxy_header = None;
+                Stripped::Refused
+            }
+        }
+    }
+
     fn set_peer(&mut self, slot: usize, addr: Option<std::net::SocketAddr>) {
         if self.peers.len() <= slot {
             self.peers.resize(slot + 1, Peer::UNKNOWN);
@@ -970,7 +1042,10 @@ impl State {
         if conn.phase != Phase::Open {
             return;
         }
-        let deadline = conn.proto.deadline(&self.shared.config);
+        let mut deadline = conn.proto.deadline(&self.shared.config);
+        if let Some(wait) = conn.proxy_header.as_deref() {
+            deadline = deadline.min(wait.deadline);
+        }
         if deadline != conn.armed_deadline {
             conn.armed_deadline = deadline;
             if deadline == u64::MAX {
@@ -1127,4 +1202,16 @@ fn close_fd(ring: &mut IoUring, fd: RawFd) {
         .flags(squeue::Flags::SKIP_SUCCESS)
         .user_data(Token::new(Op::Close, 0, 0).encode());
     push(ring, sqe);
+}
+
+/// What taking a PROXY header off a connection's input left for its protocol.
+enum Stripped {
+    /// No header expected, or it ended at this offset of the bytes just received.
+    Passed(usize),
+    /// The header came in pieces: what followed it.
+    Gathered(Vec<u8>),
+    /// Only part of the header so far.
+    Waiting,
+    /// Not a valid header: close.
+    Refused,
 }
