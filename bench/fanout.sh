@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Channel fan-out: holdfast (Pusher channels, CHANNELS.md) versus nginx + nchan
-# (bench/nginx-nchan.conf), one server core each (CPU 0), wsload on CPU 1: SUBS WebSocket
-# subscribers, then wsload publishes SIZE-byte events and counts every delivery (lost,
-# duplicated, out of order; latency per delivery and from publish to the last subscriber).
-# Writes bench/results/fanout.md (medians of REPS, ratios holdfast/nchan, then every run).
+# (bench/nginx-nchan.conf), one server core each (CPU 0), wsload on CPU 1: SUBS subscribers,
+# then wsload publishes SIZE-byte events and counts every delivery (lost, duplicated, out of
+# order; latency per delivery and from publish to the last subscriber).
+# TRANSPORT=ws (the default): WebSocket subscribers on both (holdfast's /app/{key}, nchan's
+# /sub/CH upgrade); writes bench/results/fanout.md. TRANSPORT=sse: Server-Sent Events
+# subscribers on both (holdfast's /app/{key}/events, nchan's EventSource at /sub/CH);
+# writes bench/results/fanout-sse.md. Either: medians of REPS, ratios holdfast/nchan, then
+# every run.
 #
 # Scenarios:  one      SUBS subscribers on 1 channel
 #             hundred  SUBS subscribers spread over 100 channels
@@ -31,6 +35,7 @@
 #
 #   bash bench/fanout.sh                              # REPS=3
 #   REPS=1 SCENARIOS=one SAT_RATES_ONE="10 20" bash bench/fanout.sh
+#   TRANSPORT=sse bash bench/fanout.sh                # the same over Server-Sent Events
 #   QUOTA=0.6 SAT_RATES_ONE="4 6 8 10 12 16" SAT_RATES_HUNDRED="400 600 800 1000 1200 1600" bash bench/fanout.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +55,13 @@ QUIET_PCT=${QUIET_PCT:-10}
 QUIET_WAIT=${QUIET_WAIT:-120}
 HF_PORT=${HF_PORT:-18380}
 NG_PORT=${NG_PORT:-18381}
-OUT=bench/results/fanout.md
+TRANSPORT=${TRANSPORT:-ws}
+case $TRANSPORT in
+  ws) OUT=bench/results/fanout.md; SCHEME=ws; SSE_FLAG=(); SUBSCRIBERS="WebSocket subscribers" ;;
+  sse) OUT=bench/results/fanout-sse.md; SCHEME=http; SSE_FLAG=(--sse)
+       SUBSCRIBERS="Server-Sent Events subscribers" ;;
+  *) echo "TRANSPORT=$TRANSPORT: ws or sse"; exit 1 ;;
+esac
 WORK=$(mktemp -d /tmp/holdfast-fanout-bench.XXXXXX)
 mkdir -p bench/results
 
@@ -139,12 +150,12 @@ run() {
   local server=$1 scenario=$2 kind=$3 rep=$4 rate=$5 seconds=$6 channels url peer json line
   case $scenario in one) channels=1 ;; hundred) channels=100 ;; esac
   case $server in
-    holdfast) url=ws://127.0.0.1:$HF_PORT/; peer=pusher ;;
-    nchan) url=ws://127.0.0.1:$NG_PORT/; peer=nchan ;;
+    holdfast) url=$SCHEME://127.0.0.1:$HF_PORT/; peer=pusher ;;
+    nchan) url=$SCHEME://127.0.0.1:$NG_PORT/; peer=nchan ;;
   esac
   wait_quiet
   start "$server" "$kind"
-  json=$(taskset -c 1 timeout 300 "$WSLOAD" subscribe --peer "$peer" --url "$url" -c "$SUBS" \
+  json=$(taskset -c 1 timeout 300 "$WSLOAD" subscribe --peer "$peer" "${SSE_FLAG[@]}" --url "$url" -c "$SUBS" \
            --channels "$channels" --size "$SIZE" --publish-rate "$rate" \
            --events $((rate * seconds)) --publishers "$PUBLISHERS" --server-pid "$MEASURE_PID" \
            --json 2>>"$WORK/wsload.log" || true)
@@ -181,9 +192,9 @@ for rep in $(seq "$REPS"); do
 done
 
 {
-  echo "### Channel fan-out, $SUBS WebSocket subscribers, $SIZE-byte events: holdfast vs nginx + nchan, one server core (CPU 0${QUOTA:+, capped at $QUOTA of it for the saturation ladder}), wsload on CPU 1, $REPS reps, medians"
+  echo "### Channel fan-out, $SUBS $SUBSCRIBERS, $SIZE-byte events: holdfast vs nginx + nchan, one server core (CPU 0${QUOTA:+, capped at $QUOTA of it for the saturation ladder}), wsload on CPU 1, $REPS reps, medians"
   echo
-  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r); $(date -u +%Y-%m-%d); nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null | sed 's/^[0-9]*://; s/+.*//'); command: \`${QUOTA:+QUOTA=$QUOTA }REPS=$REPS DURATION=$DURATION SAT_RATES_ONE=\"$SAT_RATES_ONE\" SAT_RATES_HUNDRED=\"$SAT_RATES_HUNDRED\" bash bench/fanout.sh\` (latency: $LAT_RATE_ONE events/s on 1 channel, $LAT_RATE_HUNDRED events/s over 100 channels, ${DURATION}s; saturation steps ${SAT_DURATION}s: \"$SAT_RATES_ONE\" and \"$SAT_RATES_HUNDRED\" events/s; $PUBLISHERS publisher connections at most; each run waited for the host to be under $QUIET_PCT % busy, at most ${QUIET_WAIT}s)"
+  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r); $(date -u +%Y-%m-%d); nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null | sed 's/^[0-9]*://; s/+.*//'); command: \`TRANSPORT=$TRANSPORT ${QUOTA:+QUOTA=$QUOTA }REPS=$REPS DURATION=$DURATION SAT_RATES_ONE=\"$SAT_RATES_ONE\" SAT_RATES_HUNDRED=\"$SAT_RATES_HUNDRED\" bash bench/fanout.sh\` (latency: $LAT_RATE_ONE events/s on 1 channel, $LAT_RATE_HUNDRED events/s over 100 channels, ${DURATION}s; saturation steps ${SAT_DURATION}s: \"$SAT_RATES_ONE\" and \"$SAT_RATES_HUNDRED\" events/s; $PUBLISHERS publisher connections at most; each run waited for the host to be under $QUIET_PCT % busy, at most ${QUIET_WAIT}s)"
   echo
   python3 bench/fanout_report.py table "$WORK/runs.tsv"
 } | tee "$OUT"

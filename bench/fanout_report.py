@@ -1,5 +1,6 @@
 """bench/fanout.sh's figures: turns one `wsload subscribe --json` report into a line of
-runs.tsv (`line`), and runs.tsv into the Markdown of bench/results/fanout.md (`table`):
+runs.tsv (`line`), and runs.tsv into the Markdown of bench/results/fanout.md (or
+fanout-sse.md, TRANSPORT=sse) (`table`):
 medians over the reps per scenario and server, the ratios holdfast/nchan next to the
 project's targets, then every run.
 

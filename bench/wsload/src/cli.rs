@@ -186,7 +186,8 @@ pub struct ChannelArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub publishers: u32,
     /// What the server speaks: `pusher` (holdfast's channels: /app/{key}, the signed HTTP
-    /// API) or `nchan` (nginx's nchan module: WebSocket to /sub/{channel}, POST /pub/{channel}).
+    /// API) or `nchan` (nginx's nchan module: WebSocket or, with --sse, EventSource to
+    /// /sub/{channel}; POST /pub/{channel}).
     #[arg(long, value_enum, default_value = "pusher")]
     pub peer: Peer,
     /// A channel every subscriber subscribes to as well as its own (the broadcasts'); its
@@ -283,8 +284,9 @@ pub struct SubscribeArgs {
     /// without them all.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub settle: Duration,
-    /// Subscribe over Server-Sent Events (GET /app/{key}/events?channel=…) instead of
-    /// WebSocket; --url is then http:// or https:// (ws:// and wss:// work too).
+    /// Subscribe over Server-Sent Events (GET /app/{key}/events?channel=…, or GET
+    /// /sub/{channel} with --peer nchan) instead of WebSocket; --url is then http:// or
+    /// https:// (ws:// and wss:// work too).
     #[arg(long)]
     pub sse: bool,
     /// Sample this server process's CPU time and RSS from /proc (when publishing): before

@@ -2,9 +2,10 @@
 //! (answering server pings, optionally sending its own heartbeats), `echo` keeps one message
 //! in flight on each, `http-idle` holds keep-alive HTTP/1.1 connections; each over plain TCP or
 //! TLS (with session resumption); `handshakes` opens and closes TLS connections back to back to
-//! count handshakes per second (churn.rs); `subscribe` holds Pusher channel subscribers
-//! (WebSocket or SSE) and counts what is delivered to them, publishing through the HTTP API
-//! itself with `--publish-rate` (coord.rs, publish.rs); `publish` is that publisher alone.
+//! count handshakes per second (churn.rs); `subscribe` holds channel subscribers (holdfast's
+//! Pusher channels or nginx's nchan, over WebSocket or SSE) and counts what is delivered to
+//! them, publishing through the server's HTTP API itself with `--publish-rate` (coord.rs,
+//! publish.rs); `publish` is that publisher alone.
 //! Connections open at a ramp rate from rotating source addresses 127.0.0.2… on loopback; past
 //! the per-process file limit the run shards itself over child processes. Reports HDR
 //! percentiles of connect time, round trips and delivery latency, counts of failed and lost
@@ -174,9 +175,6 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
         }
         if rate > 0.0 && a.channel.events() == 0 {
             return Err("nothing to publish: --events or --publish-duration is 0".into());
-        }
-        if a.sse && a.channel.peer == cli::Peer::Nchan {
-            return Err("--sse is for --peer pusher (nchan subscribers use WebSocket)".into());
         }
         if a.server_pid.is_some() && !a.channel.publishing() {
             return Err("--server-pid needs --publish-rate or --broadcast-every".into());

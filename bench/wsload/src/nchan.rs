@@ -1,7 +1,9 @@
 //! Owns the nchan wire pieces (nginx's nchan module, the peer bench/fanout.sh measures holdfast
-//! against): a subscriber is a WebSocket to `/sub/{channel}` and is subscribed as soon as the
-//! upgrade is answered; every message it is sent is a text frame holding the raw published
-//! body, which is wsload's event data (pusher.rs `event_data`) itself. The publisher sends
+//! against): a subscriber is a WebSocket to `/sub/{channel}`, subscribed as soon as the upgrade
+//! is answered, or with --sse an EventSource stream from the same path, subscribed at its 200
+//! head (sse.rs reads the stream); every message it is sent is a text frame, or an event's
+//! `data:`, holding the raw published body, which is wsload's event data (pusher.rs
+//! `event_data`) itself. The publisher sends
 //! `POST /pub/{channel}` with that data as the body; nchan answers 201 (the channel had
 //! subscribers) or 202 (it had none), both success. nchan's messages carry no channel name,
 //! so a delivery is always taken as the subscriber's own channel (no misrouting is seen).

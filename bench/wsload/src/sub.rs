@@ -3,8 +3,9 @@
 //! `pusher:connection_established`, subscribes to its channel (and to the shared channel, with
 //! `--shared-channel`) and counts as connected once every `subscription_succeeded` has arrived;
 //! Pusher over SSE (sse.rs reads the stream): subscribed once the stream has started; nchan
-//! (nchan.rs, no shared channel): a WebSocket to its channel's own path, subscribed once the
-//! upgrade is answered. Either way each delivery is checked against the sequence track
+//! (nchan.rs, no shared channel): a WebSocket or an EventSource stream to its channel's own
+//! path, subscribed once the upgrade or the stream's 200 head is answered, each message or
+//! event's data the published body itself. Either way each delivery is checked against the sequence track
 //! (track.rs) of the channel it names and its latency — receipt minus the publisher's
 //! wall-clock send time carried in the event — is recorded; a delivery on the shared channel
 //! (a broadcast) is recorded per broadcast, for its time to the last subscriber.
@@ -29,7 +30,8 @@ pub struct SubPlan {
     /// WebSocket: the shared channel's `pusher:subscribe` frame (empty without one).
     pub subscribe_shared: Vec<u8>,
     /// Per channel, the request that opens a subscriber's connection when it is not the shared
-    /// upgrade: SSE's GET, nchan's upgrade to the channel's path (empty for Pusher WebSocket).
+    /// upgrade: the SSE GET (holdfast's events path, nchan's channel path), nchan's upgrade to
+    /// the channel's path (empty for Pusher WebSocket).
     pub requests: Vec<Vec<u8>>,
     /// The masked `pusher:pong` frame.
     pub pong: Vec<u8>,
@@ -72,9 +74,13 @@ impl SubPlan {
                     crate::sse::request(&pusher::sse_path(key, c, shared.as_deref()), authority)
                 })
                 .collect(),
-            (Peer::Nchan, _) => channels
+            (Peer::Nchan, false) => channels
                 .iter()
                 .map(|c| crate::ws::upgrade_request(&nchan::sub_path(c), authority))
+                .collect(),
+            (Peer::Nchan, true) => channels
+                .iter()
+                .map(|c| crate::sse::request(&nchan::sub_path(c), authority))
                 .collect(),
         };
         let upgrade = crate::ws::upgrade_request(&pusher::connect_path(key), authority);
@@ -89,6 +95,16 @@ impl SubPlan {
             peer,
         };
         (plan, upgrade)
+    }
+
+    /// Over SSE, whether a subscriber counts as subscribed at the stream's 200 head rather
+    /// than at its first line. nchan answers the head once the subscriber is in the channel
+    /// (a publish right after it is seen answers 201 and reaches the subscriber) and may send
+    /// nothing more before the first event (1.3.6 sends a `: hi` comment, not always in the same
+    /// segment). A holdfast subscriber counts at the stream's first line, the `retry:` that
+    /// CHANNELS.md §4 puts first, as it always has.
+    pub fn sse_subscribed_at_head(&self) -> bool {
+        self.peer == Peer::Nchan
     }
 
     /// The first request a subscriber sends: its channel's own, or the shared upgrade.
@@ -171,6 +187,19 @@ impl Conn {
         self.pusher_message(cx, msg)
     }
 
+    /// Acts on one SSE event's data: holdfast's `{"channel","data"}`, or nchan's published body
+    /// itself (read as its WebSocket messages are).
+    pub(crate) fn sub_sse_data(&mut self, cx: &mut Ctx, data: &[u8]) {
+        let plan = cx.plan.sub.as_ref().expect("a subscribe plan");
+        let msg = match plan.peer {
+            Peer::Pusher => pusher::parse_sse(data, self.channel_names(cx)),
+            Peer::Nchan => nchan::parse(data),
+        };
+        if let Msg::Event { on, seq, sent_ns } = msg {
+            self.delivered(cx, on, seq, sent_ns);
+        }
+    }
+
     /// Acts on one message from the server.
     pub(crate) fn pusher_message(&mut self, cx: &mut Ctx, msg: Msg) -> io::Result<()> {
         let plan = cx.plan.sub.as_ref().expect("a subscribe plan");
@@ -244,5 +273,31 @@ mod tests {
         // in the shards beside a million server connections on one host.
         let size = std::mem::size_of::<Sub>();
         assert!(size <= 96, "{size} bytes");
+    }
+
+    #[test]
+    fn each_peer_and_transport_opens_its_own_way() {
+        let channels = || vec!["bench-0".to_string(), "bench-1".to_string()];
+        let text = |r: &[u8]| String::from_utf8(r.to_vec()).unwrap();
+        let plan = |peer, sse| SubPlan::new(channels(), None, sse, peer, "k", "127.0.0.1:9").0;
+
+        // nchan over SSE: a GET of the channel's own path, subscribed at the head.
+        let p = plan(Peer::Nchan, true);
+        assert_eq!(
+            text(&p.requests[1]),
+            "GET /sub/bench-1 HTTP/1.1\r\nHost: 127.0.0.1:9\r\nAccept: text/event-stream\r\n\r\n"
+        );
+        assert!(p.sse_subscribed_at_head() && p.subscribe.is_empty());
+        // nchan over WebSocket: an upgrade to the same path.
+        let p = plan(Peer::Nchan, false);
+        assert!(text(&p.requests[0]).starts_with("GET /sub/bench-0 HTTP/1.1\r\n"));
+        assert!(text(&p.requests[0]).contains("Upgrade: websocket"));
+        // holdfast over SSE: its events path, subscribed at the stream's first line.
+        let p = plan(Peer::Pusher, true);
+        assert!(text(&p.requests[0]).starts_with("GET /app/k/events?channel=bench-0 HTTP/1.1"));
+        assert!(!p.sse_subscribed_at_head());
+        // holdfast over WebSocket: the shared upgrade, then a subscribe message per channel.
+        let p = plan(Peer::Pusher, false);
+        assert!(p.requests.is_empty() && p.subscribe.len() == 2);
     }
 }

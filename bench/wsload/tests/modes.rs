@@ -377,7 +377,15 @@ fn bad_arguments_exit_2_with_one_line() {
         &["subscribe", "--channels", "0"],
         &["subscribe", "--publish-rate", "10", "--events", "0"],
         &["subscribe", "--sse", "--url", "ftp://127.0.0.1:1/"],
-        &["subscribe", "--sse", "--peer", "nchan"],
+        // nchan over SSE is fine; with a shared channel it is not, over either transport.
+        &[
+            "subscribe",
+            "--sse",
+            "--peer",
+            "nchan",
+            "--shared-channel",
+            "all",
+        ],
         &["subscribe", "--peer", "mqtt"],
         &["subscribe", "--server-pid", "1"],
         &["subscribe", "--server-pid", "me", "--publish-rate", "1"],
