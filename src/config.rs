@@ -22,6 +22,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub log: LogConfig,
     pub channels: ChannelsConfig,
+    pub cluster: ClusterConfig,
     /// `[[apps]]` (CHANNELS.md §1); empty means the built-in default app, which only a server
     /// listening on loopback alone may use (see [`Config::effective_apps`]).
     pub apps: Vec<AppConfig>,
@@ -41,6 +42,26 @@ pub struct ChannelsConfig {
     pub history_memory: u64,
     /// A comment line on an SSE stream after this much silence.
     pub sse_heartbeat: Duration,
+}
+
+/// `[cluster]`: the Redis that joins this node to others (CHANNELS.md §5).
+#[derive(Clone, PartialEq, Default)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host:port[/db]`; empty: this node is alone.
+    pub redis: String,
+    /// Starts every key and pub/sub channel name holdfast uses in Redis, so that several
+    /// clusters (or other applications) can share one Redis.
+    pub prefix: String,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    /// The URL may carry a password: only whether one is set is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis", &(!self.redis.is_empty()))
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 /// One `[[apps]]` table: the credentials and limits of one application (CHANNELS.md §1).
@@ -262,6 +283,10 @@ impl Default for Config {
                 history_memory: 64 * 1024 * 1024,
                 sse_heartbeat: Duration::from_secs(15),
             },
+            cluster: ClusterConfig {
+                redis: String::new(),
+                prefix: "holdfast".into(),
+            },
             apps: Vec::new(),
         }
     }
@@ -373,6 +398,8 @@ impl Config {
             "channels.history_ttl" => self.channels.history_ttl = dur(v).map_err(e)?,
             "channels.history_memory" => self.channels.history_memory = size(v).map_err(e)?,
             "channels.sse_heartbeat" => self.channels.sse_heartbeat = dur(v).map_err(e)?,
+            "cluster.redis" => self.cluster.redis = string(v).map_err(e)?,
+            "cluster.prefix" => self.cluster.prefix = string(v).map_err(e)?,
             _ => return Err(unknown_key(key)),
         }
         Ok(())
@@ -423,6 +450,21 @@ impl Config {
             !self.channels.sse_heartbeat.is_zero(),
             "channels.sse_heartbeat",
             "must be more than 0",
+        )?;
+        check(
+            self.cluster.redis.is_empty() || self.cluster.redis.starts_with("redis://"),
+            "cluster.redis",
+            "must be a redis://host:port[/db] URL, or empty for a node alone",
+        )?;
+        check(
+            !self.cluster.prefix.is_empty()
+                && self
+                    .cluster
+                    .prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}'),
+            "cluster.prefix",
+            "must be a non-empty name of printable ASCII characters without spaces or braces",
         )?;
         check(
             self.server.workers <= 1024,
@@ -572,6 +614,8 @@ const KEYS: &[&str] = &[
     "channels.history_ttl",
     "channels.history_memory",
     "channels.sse_heartbeat",
+    "cluster.redis",
+    "cluster.prefix",
 ];
 
 impl Config {

@@ -32,6 +32,7 @@ const ECHO_PATH: &[u8] = b"/ws";
 pub struct Node {
     apps: Vec<crate::config::AppConfig>,
     channels: crate::config::ChannelsConfig,
+    cluster: crate::config::ClusterConfig,
     hub: OnceLock<Arc<Hub>>,
 }
 
@@ -40,6 +41,7 @@ impl Node {
         Node {
             apps: config.effective_apps(),
             channels: config.channels.clone(),
+            cluster: config.cluster.clone(),
             hub: OnceLock::new(),
         }
     }
@@ -49,7 +51,10 @@ impl Application for Node {
     fn start(&self, place: ProcessPlace, workers: usize, wakers: Vec<Waker>) -> Result<(), String> {
         let hub = Arc::new(Hub::new(self.apps.clone(), &self.channels, workers));
         hub.set_wakers(&wakers);
-        if place.count > 1 {
+        if !self.cluster.redis.is_empty() {
+            // Every process is a cluster member of its own: Redis joins the siblings too.
+            channels::cluster::start(&hub, &self.cluster, &self.channels)?;
+        } else if place.count > 1 {
             channels::peers::start(&hub, place.group, place.index as u16, place.count)?;
         }
         let _ = self.hub.set(hub);

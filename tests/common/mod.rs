@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod pusher;
+pub mod sse;
 pub mod tools;
+pub mod ws;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

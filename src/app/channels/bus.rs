@@ -46,6 +46,9 @@ pub enum Msg {
     Acked { id: u64 },
     /// The sender's figures for `app` (`stats::Snapshot::to_summed`), for `/metrics`.
     Stats { app: AppIdx, values: Vec<u64> },
+    /// The sender is up: a cluster member says so every second, and one silent for
+    /// `cluster::MEMBER_SILENCE` is gone.
+    Alive,
     /// The sender's bus messages received, sent, and lost, for `/metrics`.
     Bus {
         inbound: u64,
@@ -150,6 +153,7 @@ pub fn encode(out: &mut Vec<u8>, m: &Msg) {
                 out.extend_from_slice(&v.to_be_bytes());
             }
         }
+        Msg::Alive => out.push(8),
         Msg::Stats { app, values } => {
             out.push(6);
             out.extend_from_slice(&app.to_be_bytes());
@@ -271,6 +275,7 @@ pub fn decode(datagram: &[u8]) -> Option<(u16, Vec<Msg>)> {
                 outbound: r.u64()?,
                 errors: r.u64()?,
             },
+            8 => Msg::Alive,
             _ => return None,
         };
         msgs.push(m);
@@ -335,6 +340,7 @@ mod tests {
                 outbound: 5,
                 errors: 6,
             },
+            Msg::Alive,
         ]
     }
 

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod bus;
+pub mod cluster;
 pub mod hub;
 pub mod names;
 pub mod peers;

@@ -6,7 +6,7 @@
 //! order per sender, or not at all with an error the sender sees.
 
 use super::bus::{self, Msg};
-use super::hub::Hub;
+use super::hub::{Hub, Transport};
 use crate::log;
 use std::collections::VecDeque;
 use std::os::linux::net::SocketAddrExt;
@@ -72,7 +72,7 @@ pub fn start(hub: &Arc<Hub>, group: u32, process: u16, processes: usize) -> Resu
     let _ = setsockopt(&sender, sockopt::SndBuf, &SOCKET_BUFFER);
     let reader = sock;
     let (tx, rx) = mpsc::channel();
-    hub.set_peers(Peers { tx }, process, processes);
+    hub.set_link(Transport::Siblings(Peers { tx }), process, processes);
     let weak = Arc::downgrade(hub);
     std::thread::Builder::new()
         .name("holdfast-bus-in".into())

@@ -369,17 +369,33 @@ fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Appends the bus series: messages exchanged with sibling processes, and failures.
+/// Appends the bus series: messages exchanged with sibling processes or, in a cluster, with
+/// the other members through Redis, and what could not cross.
 pub fn render_bus(out: &mut String, [inbound, outbound, errors]: [u64; 3]) {
     let _ = writeln!(
         out,
         "# HELP holdfast_channel_bus_messages_total Channel messages exchanged with the node's other \
-         server processes.\n# TYPE holdfast_channel_bus_messages_total counter\n\
+         server processes, or with the cluster through Redis.\n\
+         # TYPE holdfast_channel_bus_messages_total counter\n\
          holdfast_channel_bus_messages_total{{direction=\"in\"}} {inbound}\n\
          holdfast_channel_bus_messages_total{{direction=\"out\"}} {outbound}\n\
-         # HELP holdfast_channel_bus_errors_total Channel messages that could not be sent to or \
-         read from another server process.\n# TYPE holdfast_channel_bus_errors_total counter\n\
+         # HELP holdfast_channel_bus_errors_total Channel messages (events, presence changes) \
+         that could not cross to another server process or cluster member.\n\
+         # TYPE holdfast_channel_bus_errors_total counter\n\
          holdfast_channel_bus_errors_total {errors}"
+    );
+}
+
+/// Appends the cluster series: whether this member is in touch with Redis, and how many
+/// members it hears (itself included).
+pub fn render_cluster(out: &mut String, up: bool, members: usize) {
+    let _ = writeln!(
+        out,
+        "# HELP holdfast_cluster_up Whether this server process is subscribed to the cluster's \
+         Redis bus.\n# TYPE holdfast_cluster_up gauge\nholdfast_cluster_up {}\n\
+         # HELP holdfast_cluster_members Cluster members this process hears, itself included.\n\
+         # TYPE holdfast_cluster_members gauge\nholdfast_cluster_members {members}",
+        u8::from(up)
     );
 }
 

@@ -20,6 +20,7 @@
 //! user is gone from every process, so every subscriber hears of each change once.
 
 use super::bus::Msg;
+use super::cluster::Outbox;
 use super::peers::Peers;
 use super::pusher;
 use super::stats::AppStats;
@@ -288,12 +289,50 @@ pub struct Occupancy {
     pub user_count: u64,
 }
 
-/// This process among its siblings, once the bus is up.
+/// How this process reaches the others that share its channels.
+pub enum Transport {
+    /// The sibling processes of this node (`server.processes > 1`), over Unix datagrams.
+    Siblings(Peers),
+    /// The members of a cluster (`[cluster] redis`), through Redis: every process of every
+    /// node is a member, and Redis gives every event its position.
+    Cluster(Outbox),
+}
+
+/// This process among the others, once the bus is up.
 struct Link {
-    peers: Peers,
-    /// This process's index among its siblings.
+    transport: Transport,
+    /// This process's index among its siblings, or its member number in the cluster.
     me: u16,
     processes: usize,
+}
+
+impl Link {
+    fn send_all(&self, m: Msg) {
+        match &self.transport {
+            Transport::Siblings(p) => p.send_all(m),
+            Transport::Cluster(c) => c.send_all(m),
+        }
+    }
+    fn send_to(&self, to: u16, m: Msg) {
+        match &self.transport {
+            Transport::Siblings(p) => p.send_to(to, m),
+            Transport::Cluster(c) => c.send_to(to, m),
+        }
+    }
+    fn cluster(&self) -> Option<&Outbox> {
+        match &self.transport {
+            Transport::Cluster(c) => Some(c),
+            Transport::Siblings(_) => None,
+        }
+    }
+    /// The sibling processes an acknowledgement waits for (cluster members never answer
+    /// one: Redis taking the event is the cluster's part, CHANNELS.md §3).
+    fn siblings(&self) -> usize {
+        match self.transport {
+            Transport::Siblings(_) => self.processes - 1,
+            Transport::Cluster(_) => 0,
+        }
+    }
 }
 
 /// How an event gets its position on its channel.
@@ -347,6 +386,11 @@ pub struct Hub {
     sibling_stats: Mutex<HashMap<u16, HashMap<AppIdx, Vec<u64>>>>,
     /// Each sibling's latest bus figures (`Msg::Bus`): in, out, errors.
     sibling_bus: Mutex<HashMap<u16, [u64; 3]>>,
+    /// When each other cluster member was last heard from: one silent for
+    /// `cluster::MEMBER_SILENCE` is gone, with its subscribers and presence members.
+    heard: Mutex<HashMap<u16, Instant>>,
+    /// Whether this cluster member is in touch with Redis (subscribed to the bus).
+    pub cluster_up: AtomicBool,
     /// Bus messages in and out, and what could not be sent or read.
     pub bus_in: AtomicU64,
     pub bus_out: AtomicU64,
@@ -388,6 +432,8 @@ impl Hub {
             next_ack: AtomicU64::new(1),
             sibling_stats: Mutex::default(),
             sibling_bus: Mutex::default(),
+            heard: Mutex::default(),
+            cluster_up: AtomicBool::new(false),
             bus_in: AtomicU64::new(0),
             bus_out: AtomicU64::new(0),
             bus_errors: AtomicU64::new(0),
@@ -403,11 +449,11 @@ impl Hub {
         let _ = self.wakers.set(wakers.to_vec());
     }
 
-    /// Joins this process to its siblings: from now on events, subscriber counts and presence
-    /// cross the bus.
-    pub fn set_peers(&self, peers: Peers, me: u16, processes: usize) {
+    /// Joins this process to its siblings or its cluster: from now on events, subscriber
+    /// counts and presence cross the bus.
+    pub fn set_link(&self, transport: Transport, me: u16, processes: usize) {
         let _ = self.link.set(Link {
-            peers,
+            transport,
             me,
             processes,
         });
@@ -416,12 +462,23 @@ impl Hub {
     /// Tells every sibling this process started with nothing (they answer with their state).
     pub fn peers_hello(&self) {
         if let Some(l) = self.link() {
-            l.peers.send_all(Msg::Hello);
+            l.send_all(Msg::Hello);
         }
     }
 
     fn link(&self) -> Option<&Link> {
-        self.link.get().filter(|l| l.processes > 1)
+        self.link
+            .get()
+            .filter(|l| l.processes > 1 || l.cluster().is_some())
+    }
+
+    /// The first half of socket ids made by worker `index` of server process `process`:
+    /// unique on the node, and in a cluster unique across it (the member number is in it).
+    pub fn socket_origin(&self, process: usize, index: usize) -> u32 {
+        match self.link.get() {
+            Some(l) if l.cluster().is_some() => u32::from(l.me) << 11 | (index as u32 + 1),
+            _ => (process * 1024 + index + 1) as u32,
+        }
     }
 
     pub fn app_by_key(&self, key: &str) -> Option<AppIdx> {
@@ -528,7 +585,7 @@ impl Hub {
                 self.post(&mut shard, &key, frame, Some(me), None, &mut woken);
             }
             if first_here && let Some(l) = self.link() {
-                l.peers.send_all(Msg::Present {
+                l.send_all(Msg::Present {
                     app,
                     channel: Arc::clone(channel),
                     user: user.to_string(),
@@ -604,7 +661,7 @@ impl Hub {
             m.local = m.local.saturating_sub(1);
             if m.local == 0 {
                 if let Some(l) = self.link() {
-                    l.peers.send_all(Msg::Absent {
+                    l.send_all(Msg::Absent {
                         app,
                         channel: Arc::clone(channel),
                         user: user.to_string(),
@@ -638,11 +695,14 @@ impl Hub {
     /// An acknowledgement for an API request on `conn` of `worker`, to be answered with
     /// `body` once `events` events have reached every worker and every sibling process.
     pub fn ack(&self, events: usize, worker: usize, conn: ConnId, body: String) -> Arc<Ack> {
-        let siblings = self.link().map_or(0, |l| l.processes - 1);
+        // Linked, the event comes back to be delivered here (from the owner process, or
+        // positioned by Redis) and finds its acknowledgement by id.
+        let linked = self.link();
+        let siblings = linked.map_or(0, Link::siblings);
         let ack = Arc::new(Ack {
             remaining: AtomicUsize::new((events * (self.workers() + siblings)).max(1)),
             made: Instant::now(),
-            id: if siblings > 0 {
+            id: if linked.is_some() {
                 self.next_ack.fetch_add(1, Ordering::Relaxed)
             } else {
                 0
@@ -653,7 +713,7 @@ impl Hub {
                 body: Mutex::new(Some(body)),
             },
         });
-        if siblings > 0 {
+        if linked.is_some() {
             lock(&self.owed).insert(ack.id, Arc::clone(&ack));
         }
         ack
@@ -693,8 +753,12 @@ impl Hub {
                 };
                 let owner = owner(app, &channel, l.processes);
                 if !sequenced(&channel) {
-                    l.peers.send_all(unsequenced());
+                    l.send_all(unsequenced());
                     Order::Local
+                } else if let Some(cluster) = l.cluster() {
+                    // Redis positions it and sends it to every member, this one included.
+                    cluster.sequence(unsequenced());
+                    return;
                 } else if owner == l.me {
                     Order::Assign {
                         origin: l.me,
@@ -703,7 +767,7 @@ impl Hub {
                 } else {
                     // Our own subscribers get it when the owner sends it back, sequenced; the
                     // ack (kept in `owed`, since there are siblings) counts our workers then.
-                    l.peers.send_to(owner, unsequenced());
+                    l.send_to(owner, unsequenced());
                     return;
                 }
             }
@@ -730,13 +794,17 @@ impl Hub {
         if usize::from(app) >= self.apps.len() {
             return;
         }
-        let Some(me) = self.link().map(|l| l.me) else {
+        let Some(link) = self.link() else {
             return;
         };
-        // Who waits for this process's workers: our own API request, or the origin's.
+        let me = link.me;
+        // Who waits for this process's workers: our own API request, or the origin's (a
+        // sibling's; cluster members wait for nobody else's workers).
         let waiting = ack.and_then(|id| {
             if origin == me {
                 lock(&self.owed).get(&id).cloned()
+            } else if link.cluster().is_some() {
+                None
             } else {
                 Some(Arc::new(Ack {
                     remaining: AtomicUsize::new(self.workers()),
@@ -882,8 +950,12 @@ impl Hub {
         ch.last = ch.last.max(pos);
         ch.keep_until_ms = now.saturating_add(limits.ttl_ms);
         let wanted = limits.size > 0 || ch.streams > 0;
-        if let (Order::Assign { origin, ack }, Some(l)) = (order, self.link()) {
-            l.peers.send_all(Msg::Event {
+        // (In a cluster, a position made here is one Redis could not give: nobody else
+        // could be told either.)
+        if let (Order::Assign { origin, ack }, Some(l)) = (order, self.link())
+            && l.cluster().is_none()
+        {
+            l.send_all(Msg::Event {
                 app: key.0,
                 channel: Arc::clone(&key.1),
                 cache,
@@ -950,7 +1022,7 @@ impl Hub {
             }
             AckTarget::Remote { process, id } => {
                 if let Some(l) = self.link() {
-                    l.peers.send_to(*process, Msg::Acked { id: *id });
+                    l.send_to(*process, Msg::Acked { id: *id });
                 }
             }
         }
@@ -1026,6 +1098,13 @@ impl Hub {
             }
         }
         super::stats::render_bus(out, bus);
+        if self.link().is_some_and(|l| l.cluster().is_some()) {
+            super::stats::render_cluster(
+                out,
+                self.cluster_up.load(Ordering::Relaxed),
+                lock(&self.heard).len() + 1,
+            );
+        }
     }
 
     pub fn has_mail(&self, worker: usize) -> bool {

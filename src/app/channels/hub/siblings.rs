@@ -1,18 +1,73 @@
-//! Owns what the hub does with the sibling processes' messages (`server.processes > 1`): their
-//! events delivered here, their subscriber counts and presence merged into the node's view,
-//! their restarts, and what this process tells them in turn (changed counts, figures).
+//! Owns what the hub does with the messages of the other processes that share its channels
+//! (sibling processes under `server.processes > 1`, cluster members under `[cluster]`): their
+//! events delivered here, their subscriber counts and presence merged into this view, their
+//! restarts and (in a cluster) their silence, and what this process tells them in turn
+//! (changed counts, figures, its own state).
 
 use super::{AppIdx, Channel, Hub, Key, Member, lock};
 use crate::app::channels::bus::Msg;
 use crate::app::channels::pusher;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 impl Hub {
     /// Applies what sibling process `from` said.
     pub fn on_bus(&self, from: u16, msgs: Vec<Msg>) {
         self.bus_in.fetch_add(msgs.len() as u64, Ordering::Relaxed);
         for m in msgs {
+            self.apply(from, m);
+        }
+    }
+
+    /// Applies what cluster member `from` published. The bus brings this member's own
+    /// messages back too: of them, only its events matter (positioned by Redis, they are
+    /// delivered here now, in the channel's order); its other messages are about itself.
+    /// Figures are per process in a cluster: the others' are not added to this `/metrics`.
+    pub fn on_cluster(&self, from: u16, msgs: Vec<Msg>) {
+        self.bus_in.fetch_add(msgs.len() as u64, Ordering::Relaxed);
+        let me = self.link().map(|l| l.me);
+        if Some(from) == me {
+            for m in msgs {
+                if matches!(m, Msg::Event { pos: Some(_), .. }) {
+                    self.sequence_here(m);
+                }
+            }
+            return;
+        }
+        lock(&self.heard).insert(from, Instant::now());
+        for m in msgs {
+            if !matches!(m, Msg::Stats { .. } | Msg::Bus { .. } | Msg::Acked { .. }) {
+                self.apply(from, m);
+            }
+        }
+    }
+
+    /// Forgets the cluster members not heard from for `silence` (killed, cut off from Redis,
+    /// or this member is): their subscribers and presence members leave. Returns how many
+    /// members are known now, this one included.
+    pub fn forget_silent(&self, silence: Duration) -> usize {
+        let gone: Vec<u16> = {
+            let mut heard = lock(&self.heard);
+            let gone = heard
+                .iter()
+                .filter(|(_, at)| at.elapsed() >= silence)
+                .map(|(m, _)| *m)
+                .collect::<Vec<_>>();
+            for m in &gone {
+                heard.remove(m);
+            }
+            gone
+        };
+        for m in gone {
+            crate::log::info!("cluster: member {m} went silent; its members and subscribers leave");
+            self.forget(m);
+        }
+        lock(&self.heard).len() + 1
+    }
+
+    fn apply(&self, from: u16, m: Msg) {
+        {
             match m {
                 Msg::Hello => self.sibling_restarted(from),
                 Msg::Subs {
@@ -44,6 +99,7 @@ impl Hub {
                         .or_default()
                         .insert(app, values);
                 }
+                Msg::Alive => {}
             }
         }
     }
@@ -125,12 +181,50 @@ impl Hub {
         self.wake(&woken, usize::MAX);
     }
 
-    /// Sibling `from` started afresh: what it had is gone (its members leave where it was
-    /// their last process), and it is told what this process has.
+    /// Sibling `from` started afresh (or a cluster member rejoined, and sends its state
+    /// next): what it had is gone, and it is told what this process has.
     fn sibling_restarted(&self, from: u16) {
+        self.forget(from);
+        if let Some(l) = self.link() {
+            for m in self.own_state() {
+                l.send_to(from, m);
+            }
+        }
+    }
+
+    /// This process's subscriber counts and presence members, as the others learn them.
+    pub fn own_state(&self) -> Vec<Msg> {
+        let mut state = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            for (key, ch) in shard.iter() {
+                for (user, m) in ch.members.iter() {
+                    if m.local > 0 {
+                        state.push(Msg::Present {
+                            app: key.0,
+                            channel: Arc::clone(&key.1),
+                            user: user.clone(),
+                            info: m.info.to_string(),
+                        });
+                    }
+                }
+                if ch.subscribers > 0 {
+                    state.push(Msg::Subs {
+                        app: key.0,
+                        channel: Arc::clone(&key.1),
+                        count: ch.subscribers,
+                    });
+                }
+            }
+        }
+        state
+    }
+
+    /// What `from` had is gone: its subscribers leave the counts, and its presence members
+    /// leave where it was their last process.
+    fn forget(&self, from: u16) {
         lock(&self.sibling_stats).remove(&from);
         lock(&self.sibling_bus).remove(&from);
-        let mut state = Vec::new();
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
             let keys: Vec<Key> = shard.keys().cloned().collect();
@@ -149,21 +243,6 @@ impl Hub {
                         if had != m.remote.len() && !m.present() {
                             gone.push(user.clone());
                         }
-                        if m.local > 0 {
-                            state.push(Msg::Present {
-                                app: key.0,
-                                channel: Arc::clone(&key.1),
-                                user: user.clone(),
-                                info: m.info.to_string(),
-                            });
-                        }
-                    }
-                    if ch.subscribers > 0 {
-                        state.push(Msg::Subs {
-                            app: key.0,
-                            channel: Arc::clone(&key.1),
-                            count: ch.subscribers,
-                        });
                     }
                 }
                 for user in gone {
@@ -173,11 +252,6 @@ impl Hub {
                     shard.remove(&key);
                 }
                 self.wake(&woken, usize::MAX);
-            }
-        }
-        if let Some(l) = self.link() {
-            for m in state {
-                l.peers.send_to(from, m);
             }
         }
     }

@@ -117,7 +117,7 @@ pub struct ChannelsWorker {
 
 impl ChannelsWorker {
     pub fn new(hub: Arc<Hub>, index: usize, process: usize) -> ChannelsWorker {
-        let origin = (process * 1024 + index + 1) as u32;
+        let origin = hub.socket_origin(process, index);
         ChannelsWorker {
             hub,
             index,
@@ -515,9 +515,14 @@ impl ChannelsWorker {
             self.last_sweep.set(Instant::now());
             self.hub.sweep(Instant::now());
         }
-        if !self.hub.has_mail(self.index) {
-            return;
+        // An event's acknowledgement finished here lands in this same mailbox, without a
+        // wake-up (see `Hub::acked`): look again until it is empty.
+        while self.hub.has_mail(self.index) {
+            self.read_mail();
         }
+    }
+
+    fn read_mail(&self) {
         let mut mail = std::mem::take(&mut *self.mail.borrow_mut());
         self.hub.take_mail(self.index, &mut mail);
         let mut work = self.work.borrow_mut();
