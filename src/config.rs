@@ -134,6 +134,12 @@ pub struct ServerConfig {
     /// from a load balancer; the client address it names is the connection's. A connection
     /// without a valid one within `http.header_timeout` is closed and counted.
     pub proxy_protocol: bool,
+    /// Connections one client address may hold at once (0: no limit). Over it, a new one is
+    /// answered 429 (HTTP), closed with 1013 (WebSocket) or closed before TLS.
+    pub max_connections_per_ip: usize,
+    /// New connections one client address may open per second, in bursts of as many (0: no
+    /// limit); over it, answered as above.
+    pub connection_rate_per_ip: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -231,6 +237,8 @@ impl Default for Config {
                 drain_delay: Duration::ZERO,
                 defer_accept: false,
                 proxy_protocol: false,
+                max_connections_per_ip: 0,
+                connection_rate_per_ip: 0,
             },
             http: HttpConfig {
                 keepalive_timeout: Duration::from_secs(75),
@@ -348,6 +356,13 @@ impl Config {
             "server.drain_delay" => self.server.drain_delay = dur(v).map_err(e)?,
             "server.defer_accept" => self.server.defer_accept = boolean(v).map_err(e)?,
             "server.proxy_protocol" => self.server.proxy_protocol = boolean(v).map_err(e)?,
+            "server.max_connections_per_ip" => {
+                self.server.max_connections_per_ip = int(v).map_err(e)? as usize
+            }
+            "server.connection_rate_per_ip" => {
+                self.server.connection_rate_per_ip = u32::try_from(int(v).map_err(e)?)
+                    .map_err(|_| err(key, "must be at most 4294967295".into()))?
+            }
             "http.keepalive_timeout" => self.http.keepalive_timeout = dur(v).map_err(e)?,
             "http.header_timeout" => self.http.header_timeout = dur(v).map_err(e)?,
             "http.keepalive_requests" => self.http.keepalive_requests = int(v).map_err(e)?,
@@ -575,6 +590,8 @@ const KEYS: &[&str] = &[
     "server.drain_delay",
     "server.defer_accept",
     "server.proxy_protocol",
+    "server.max_connections_per_ip",
+    "server.connection_rate_per_ip",
     "http.keepalive_timeout",
     "http.header_timeout",
     "http.keepalive_requests",

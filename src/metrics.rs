@@ -83,6 +83,9 @@ pub struct WorkerMetrics {
     pub ws_pongs_received: Counter,
     pub ws_heartbeat_timeouts: Counter,
     pub ws_slow_reader_closes: Counter,
+    /// New connections over a per-address limit: `server.max_connections_per_ip`, then
+    /// `server.connection_rate_per_ip`.
+    pub per_ip_refusals: [Counter; 2],
     pub tls_handshakes_full: Counter,
     pub tls_handshakes_resumed: Counter,
     pub tls_failures: [Counter; TlsFailure::ALL.len()],
@@ -395,6 +398,18 @@ impl Metrics {
         self.counter(&mut s, name, "kind=\"resumed\"", |w| {
             w.tls_handshakes_resumed.get()
         });
+        let name = "holdfast_per_ip_refusals_total";
+        Self::family(
+            &mut s,
+            name,
+            "counter",
+            "New connections over a per-address limit (answered 429, closed with 1013, or closed \
+             before TLS), by limit.",
+        );
+        for (i, limit) in ["connections", "rate"].into_iter().enumerate() {
+            let extra = format!("limit=\"{limit}\"");
+            self.counter(&mut s, name, &extra, |w| w.per_ip_refusals[i].get());
+        }
         let name = "holdfast_tls_failures_total";
         Self::family(
             &mut s,

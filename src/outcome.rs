@@ -38,10 +38,13 @@ pub enum CloseReason {
     /// `server.proxy_protocol`: no valid PROXY header (missing, malformed, or not complete
     /// within `http.header_timeout`).
     ProxyHeader,
+    /// Over `server.max_connections_per_ip` or `server.connection_rate_per_ip` (answered 429 or
+    /// closed with 1013, or closed before TLS).
+    PerIpLimit,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 16] = [
+    pub const ALL: [CloseReason; 17] = [
         CloseReason::PeerClosed,
         CloseReason::Requested,
         CloseReason::IdleTimeout,
@@ -58,6 +61,7 @@ impl CloseReason {
         CloseReason::SlowReader,
         CloseReason::TlsError,
         CloseReason::ProxyHeader,
+        CloseReason::PerIpLimit,
     ];
 
     pub fn label(self) -> &'static str {
@@ -78,6 +82,7 @@ impl CloseReason {
             CloseReason::SlowReader => "slow_reader",
             CloseReason::TlsError => "tls_error",
             CloseReason::ProxyHeader => "proxy_header",
+            CloseReason::PerIpLimit => "per_ip_limit",
         }
     }
 

@@ -7,6 +7,7 @@ mod clock;
 mod conn;
 mod listener;
 mod outq;
+mod per_ip;
 mod ring;
 mod shm;
 mod sockopt;
@@ -101,8 +102,13 @@ pub fn run(
         );
     }
 
+    let per_ip = per_ip::PerIp::new(
+        config.server.max_connections_per_ip,
+        config.server.connection_rate_per_ip,
+    );
     let shared = Arc::new(Shared {
         metrics,
+        per_ip,
         config,
         shutdown: Default::default(),
         stopping: Default::default(),

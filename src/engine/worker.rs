@@ -56,6 +56,21 @@ pub struct Shared {
     pub tls: Option<crate::proto::tls::TlsShared>,
     /// Present when `log.access` is on.
     pub access: Option<AccessLog>,
+    /// Present when a per-address limit is on.
+    pub per_ip: Option<super::per_ip::PerIp>,
+}
+
+/// A connection's standing under the per-address limits (kept beside the slab, and only
+/// while a limit is on).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum IpStanding {
+    /// Not counted (no limit on, or the address is not known yet).
+    #[default]
+    Uncounted,
+    /// Admitted and counted against this address until it closes.
+    Counted(std::net::IpAddr),
+    /// Over a limit: its first request is refused (429, or a WebSocket closed with 1013).
+    Over,
 }
 
 struct Listener {
@@ -95,6 +110,8 @@ struct State {
     /// Each slot's client address, kept beside the slab (not in `Conn`) and only while the
     /// access log is on: an idle connection pays nothing for it otherwise, 18 bytes with it.
     peers: Vec<Peer>,
+    /// Each slot's standing under the per-address limits, only while one is on.
+    standing: Vec<IpStanding>,
     /// This worker's application.
     app: Box<dyn Handler>,
 }
@@ -115,6 +132,7 @@ macro_rules! context {
             tls_scratch: &$st.tls_scratch,
             access: $st.access.as_ref(),
             peer: $peer,
+            over_limit: false,
             app: &*$st.app,
             conn: $conn,
         }
@@ -187,6 +205,7 @@ impl Worker {
                 tls_scratch: Default::default(),
                 access,
                 peers: Vec::new(),
+                standing: Vec::new(),
                 app,
             },
             listeners: listeners
@@ -412,8 +431,21 @@ impl Worker {
                 gathered: Vec::new(),
             }));
         }
-        if self.st.access.is_some() {
-            self.st.set_peer(slot, sockopt::peer_addr(borrowed));
+        let need_addr = self.st.access.is_some()
+            || (shared.per_ip.is_some() && !shared.config.server.proxy_protocol);
+        if need_addr {
+            let addr = sockopt::peer_addr(borrowed);
+            if self.st.access.is_some() {
+                self.st.set_peer(slot, addr);
+            }
+            if !shared.config.server.proxy_protocol && self.st.judge(slot, addr) {
+                // Over a limit on the TLS listener: closed before the handshake costs anything.
+                let conn = self.st.conns.remove(slot);
+                close_fd(&mut self.io.ring, conn.fd);
+                wm.closed(CloseReason::PerIpLimit);
+                metrics.release();
+                return;
+            }
         }
         arm_recv(&mut self.io, &mut self.st.conns[slot], slot);
         self.st.sync_timer(slot);
@@ -462,6 +494,10 @@ impl Worker {
                     Stripped::Waiting => Action::Continue,
                     Stripped::Refused => Action::Close {
                         reason: CloseReason::ProxyHeader,
+                        linger: false,
+                    },
+                    Stripped::OverLimit => Action::Close {
+                        reason: CloseReason::PerIpLimit,
                         linger: false,
                     },
                 };
@@ -717,6 +753,7 @@ impl Worker {
         }
         let conn = self.st.conns.remove(slot);
         close_fd(&mut self.io.ring, conn.fd);
+        self.st.unjudge(slot);
         self.st.shared.metrics.release();
     }
 
@@ -926,7 +963,8 @@ impl State {
             slot: slot as u32,
             generation: conn.generation,
         };
-        let cx = context!(self, id, self.peers.get(slot).copied().unwrap_or_default());
+        let mut cx = context!(self, id, self.peers.get(slot).copied().unwrap_or_default());
+        cx.over_limit = self.standing.get(slot) == Some(&IpStanding::Over);
         let proto = &mut conn.proto;
         let action = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             f(proto, &cx, &mut out)
@@ -1000,6 +1038,9 @@ impl State {
                 if source.is_some() && self.access.is_some() {
                     self.set_peer(slot, source);
                 }
+                if self.judge(slot, source) {
+                    return Stripped::OverLimit;
+                }
                 if gathered.is_empty() {
                     Stripped::Passed(consumed)
                 } else {
@@ -1010,6 +1051,42 @@ impl State {
                 conn.proxy_header = None;
                 Stripped::Refused
             }
+        }
+    }
+
+    /// Counts a new connection from `addr` against the per-address limits; one over them is
+    /// marked so that its protocol refuses its first request. True when it is over them on
+    /// the TLS listener, where it is to be closed now. An unknown address (a PROXY `LOCAL`
+    /// health check, a socket without a peer) is not counted.
+    fn judge(&mut self, slot: usize, addr: Option<std::net::SocketAddr>) -> bool {
+        let (Some(table), Some(addr)) = (self.shared.per_ip.as_ref(), addr) else {
+            return false;
+        };
+        if self.standing.len() <= slot {
+            self.standing.resize(slot + 1, IpStanding::Uncounted);
+        }
+        let ip = addr.ip();
+        match table.admit(ip, self.now) {
+            super::per_ip::Verdict::Admitted => {
+                self.standing[slot] = IpStanding::Counted(ip);
+                false
+            }
+            verdict @ (super::per_ip::Verdict::TooMany | super::per_ip::Verdict::TooFast) => {
+                let which = usize::from(verdict == super::per_ip::Verdict::TooFast);
+                self.shared.metrics.workers[self.index].per_ip_refusals[which].inc();
+                self.standing[slot] = IpStanding::Over;
+                matches!(self.conns[slot].proto, Session::Tls(_))
+            }
+        }
+    }
+
+    /// A slot is freed: its address has one connection less.
+    fn unjudge(&mut self, slot: usize) {
+        if let Some(s) = self.standing.get_mut(slot) {
+            if let (IpStanding::Counted(ip), Some(table)) = (*s, self.shared.per_ip.as_ref()) {
+                table.release(ip, self.now);
+            }
+            *s = IpStanding::Uncounted;
         }
     }
 
@@ -1214,4 +1291,6 @@ enum Stripped {
     Waiting,
     /// Not a valid header: close.
     Refused,
+    /// The address it names is over a per-address limit, on the TLS listener: close.
+    OverLimit,
 }

@@ -23,6 +23,14 @@ pub struct ConnId {
 }
 
 /// What a WebSocket application wants after a message or an open.
+/// The route of a WebSocket the protocol layer opens only to close it with 1013 (try again
+/// later): its client's address is over a per-address limit. Applications number their own
+/// routes from 1 up and never see this one.
+pub const ROUTE_OVER_LIMIT: u16 = u16::MAX;
+
+/// WebSocket close code 1013 (RFC 6455 §7.4.2, IANA registry): try again later.
+pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WsVerdict {
     Continue,

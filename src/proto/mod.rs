@@ -64,6 +64,9 @@ pub struct Context<'a> {
     pub access: Option<&'a WorkerLog>,
     /// The client's address (known only while the access log is on).
     pub peer: Peer,
+    /// The client's address is over a per-address limit (`server.max_connections_per_ip`,
+    /// `server.connection_rate_per_ip`): its first request is refused.
+    pub over_limit: bool,
     /// This worker's application: what requests and messages mean.
     pub app: &'a dyn Handler,
     /// The connection this call is about (default for calls about no connection).

@@ -12,6 +12,7 @@ use super::response::{self, Body, Head, Persist};
 use super::upgrade;
 use crate::config::Config;
 use crate::log::access::Request;
+use crate::proto::handler::ROUTE_OVER_LIMIT;
 use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP, feed_buffered, ms};
 
 /// The longest request target we accept (nginx's default large header buffer is 8 KiB too).
@@ -495,6 +496,9 @@ impl Http1Conn {
             }),
             started,
         };
+        if cx.over_limit {
+            return self.over_limit(head, method, target, head_bytes, started, log, cx, out);
+        }
         match cx.app.request(&req, cx) {
             Answer::Reply(reply) => {
                 let held = Held {
@@ -639,6 +643,36 @@ impl Http1Conn {
         cx.metrics.response(status);
         cx.log_access(log.request, status, out.len() - before, log.started);
         close(CloseReason::BadRequest, true)
+    }
+
+    /// The first request of a connection whose address is over a per-address limit: a
+    /// WebSocket upgrade is completed only to be closed with 1013 (try again later), as a
+    /// WebSocket client understands; anything else gets 429 with `Retry-After`. Either way
+    /// the connection ends.
+    #[allow(clippy::too_many_arguments)]
+    fn over_limit(
+        &mut self,
+        head: &RequestHead,
+        method: &[u8],
+        target: &[u8],
+        head_bytes: Option<&[u8]>,
+        started: u64,
+        log: Logged<'_>,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        if head.upgrade_websocket && head.connection_upgrade {
+            let held = Held::new(head, method, target, started);
+            return self.upgrade(head, head_bytes, ROUTE_OVER_LIMIT, held, log, cx, out);
+        }
+        let reason = "too many connections from this address; try again later";
+        match self.error_with(429, reason, "Retry-After: 1\r\n", log, cx, out) {
+            Action::Close { linger, .. } => Action::Close {
+                reason: CloseReason::PerIpLimit,
+                linger,
+            },
+            other => other,
+        }
     }
 
     /// Validates an upgrade the application asked for and keeps it for the layer above, which
@@ -801,6 +835,7 @@ mod tests {
                 tls_scratch: &tls,
                 access: Some(&log),
                 peer: Peer::from("192.0.2.7:40000".parse::<std::net::SocketAddr>().unwrap()),
+                over_limit: false,
                 app: &crate::app::WorkerApp::standalone(),
                 conn: Default::default(),
             };

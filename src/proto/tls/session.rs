@@ -623,6 +623,7 @@ mod tests {
                 tls_scratch: &self.tls,
                 access: None,
                 peer: Default::default(),
+                over_limit: false,
                 app: &crate::app::WorkerApp::standalone(),
                 conn: Default::default(),
             };

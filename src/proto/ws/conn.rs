@@ -13,7 +13,7 @@ use super::frame::{
 use super::sender::RSV1;
 use super::utf8::Utf8Validator;
 use crate::config::Config;
-use crate::proto::handler::{Drain, WsVerdict};
+use crate::proto::handler::{self, Drain, WsVerdict};
 use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP, feed_buffered, ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +108,12 @@ impl WsConn {
     /// The handshake is done: the application says hello (or refuses) on the new connection.
     /// `target` is the request target of the upgrade.
     pub fn open(&mut self, target: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
-        let verdict = {
+        let verdict = if self.route == handler::ROUTE_OVER_LIMIT {
+            handler::WsVerdict::Close {
+                code: handler::CLOSE_TRY_AGAIN_LATER,
+                reason: "too many connections from this address".into(),
+            }
+        } else {
             let mut tx = Sender::new(out, self.deflate.as_deref_mut(), cx.ws_scratch, cx.metrics);
             cx.app.ws_open(self.route, target, cx, &mut tx)
         };
@@ -703,6 +708,7 @@ mod tests {
                 tls_scratch: &self.tls_scratch,
                 access: None,
                 peer: Default::default(),
+                over_limit: false,
                 app: &crate::app::WorkerApp::standalone(),
                 conn: Default::default(),
             };
