@@ -279,6 +279,50 @@ fn an_event_stream_recovers_on_another_node() {
 }
 
 #[test]
+fn a_node_started_later_recovers_from_the_history_in_redis() {
+    let redis = Redis::start("later");
+    let a = node(&redis, &[]);
+    let target = "/app/app-key/events?channel=feed";
+    let mut s = Stream::open(&a, target, "");
+    for i in 0..2 {
+        publish(&a, "feed", "e", &i.to_string(), None);
+    }
+    let mut last = String::new();
+    for _ in 0..2 {
+        last = s.event().id.unwrap();
+    }
+    drop(s);
+    for i in 2..6 {
+        publish(&a, "feed", "e", &i.to_string(), None);
+    }
+    // b starts after all of them: its own history knows none; Redis's has them.
+    let b = node(&redis, &[]);
+    wait_members(&b, 2);
+    let mut s = Stream::open(&b, target, &format!("Last-Event-ID: {last}\r\n"));
+    assert_eq!(s.status, 200);
+    for i in 2..6 {
+        let m = s.event();
+        assert_eq!(m.event.as_deref(), Some("e"), "{m:?}");
+        assert_eq!(m.json()["data"], i.to_string());
+    }
+    publish(&a, "feed", "e", "live", None);
+    assert_eq!(s.event().json()["data"], "live", "then live, nothing twice");
+    // A position from long before the TTL: recovery_failed, as on a single node.
+    let mut s = Stream::open(&b, target, "Last-Event-ID: 1000-0\r\n");
+    let first = s.event();
+    assert_eq!(
+        first.event.as_deref(),
+        Some("holdfast:recovery_failed"),
+        "{first:?}"
+    );
+    let metrics = b.metrics_text();
+    assert!(
+        metrics.contains("holdfast_sse_recoveries_total{app=\"app-id\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
 fn redis_going_away_and_a_killed_node_are_survived() {
     let mut redis = Redis::start("faults");
     let a = node(&redis, &[]);

@@ -23,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 pub const ROUTE_ECHO: u16 = 1;
 pub const ROUTE_CHANNELS: u16 = 2;
 /// The event-stream route (Server-Sent Events of the channels).
-pub const ROUTE_EVENTS: u16 = 3;
+pub use channels::ROUTE_EVENTS;
 
 /// The path that upgrades to the WebSocket echo.
 const ECHO_PATH: &[u8] = b"/ws";
@@ -104,9 +104,11 @@ impl Handler for WorkerApp {
         }
         if channels::sse::is_stream_path(req.path) {
             return match self.channels.stream_request(req, cx) {
-                Ok(()) => Answer::Stream {
+                Ok(true) => Answer::Stream {
                     route: ROUTE_EVENTS,
                 },
+                // It waits for the cluster's history; the worker starts it then.
+                Ok(false) => Answer::Later,
                 Err(reply) => Answer::Reply(reply),
             };
         }

@@ -871,6 +871,14 @@ impl Worker {
                             self.apply(slot, action);
                         }
                     }
+                    Work::Stream { to, route } => {
+                        if let Some(slot) = self.st.live(to) {
+                            let action = self
+                                .st
+                                .call(slot, move |p, cx, out| p.on_stream_later(route, cx, out));
+                            self.apply(slot, action);
+                        }
+                    }
                 }
             }
             self.work = work;

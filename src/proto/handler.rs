@@ -73,6 +73,9 @@ pub enum Work {
     },
     /// The reply to a request that answered [`Answer::Later`].
     Reply { to: ConnId, reply: Reply<'static> },
+    /// A request that answered [`Answer::Later`] is an event stream after all, ready now: as
+    /// if it had answered [`Answer::Stream`] with `route`.
+    Stream { to: ConnId, route: u16 },
 }
 
 /// One worker's application: called by the protocols with a [`Context`], and by the engine

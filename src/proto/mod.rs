@@ -268,6 +268,16 @@ impl Session {
         }
     }
 
+    /// A request that answered `Answer::Later` is an event stream after all (see
+    /// `Work::Stream`).
+    pub fn on_stream_later(&mut self, route: u16, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        match self {
+            Session::Http1(h) => h.on_stream_later(route, cx, out),
+            Session::Tls(t) => t.on_stream_later(route, cx, out),
+            Session::Ws(_) | Session::Stream(_) => Action::Continue,
+        }
+    }
+
     /// Whether a frame fanned out from elsewhere may be queued as it is, shared with the other
     /// recipients: a plain WebSocket that is open and has at most `slow_cap` bytes unsent.
     /// Otherwise [`Session::deliver`] decides (TLS encrypts per connection; a slow reader is

@@ -18,6 +18,9 @@ pub mod worker;
 pub use hub::Hub;
 pub use worker::ChannelsWorker;
 
+/// The route of the channels' event streams, as the HTTP layer hands it back.
+pub const ROUTE_EVENTS: u16 = 3;
+
 /// Whether a request path is the Pusher WebSocket endpoint `/app/{key}`.
 pub fn is_socket_path(path: &[u8]) -> bool {
     path.strip_prefix(b"/app/")

@@ -285,6 +285,25 @@ impl Http1Conn {
         self.on_input(&[], cx, out)
     }
 
+    /// The request that waited (`Answer::Later`) is an event stream after all.
+    pub fn on_stream_later(&mut self, route: u16, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        let Some(held) = self.awaiting.take() else {
+            return Action::Continue;
+        };
+        let held = *held;
+        // The access log names the request by a copy of its line: the Held itself moves on.
+        let line = held.line.clone();
+        let log = Logged {
+            request: Some(Request {
+                method: &line[..held.method_len],
+                target: &line[held.method_len..],
+                version: held.version.as_str(),
+            }),
+            started: held.started,
+        };
+        self.stream_held(held, route, log, cx, out)
+    }
+
     /// Unconsumed input, handed over after an upgrade.
     pub fn take_buffer(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.buf)
@@ -517,7 +536,7 @@ impl Http1Conn {
             }
             Answer::Stream { route } => {
                 let held = Held::new(head, method, target, started);
-                self.stream(head, route, held, log, cx, out)
+                self.stream_held(held, route, log, cx, out)
             }
             Answer::Later => {
                 self.awaiting = Some(Box::new(Held::new(head, method, target, started)));
@@ -723,11 +742,10 @@ impl Http1Conn {
     /// not end, then the connection is the stream's (the layer above opens it). A stream is
     /// the last exchange on its connection. HTTP/1.0 has no chunked coding and HEAD no body:
     /// both are refused.
-    fn stream(
+    fn stream_held(
         &mut self,
-        head: &RequestHead,
-        route: u16,
         held: Held,
+        route: u16,
         log: Logged<'_>,
         cx: &Context<'_>,
         out: &mut Vec<u8>,
@@ -735,10 +753,10 @@ impl Http1Conn {
         if cx.draining {
             return self.error(503, "server shutting down", log, cx, out);
         }
-        if head.version == Version::Http10 {
+        if held.version == Version::Http10 {
             return self.error(505, "an event stream needs HTTP/1.1", log, cx, out);
         }
-        if head.method != Method::Get {
+        if &held.line[..held.method_len] != b"GET" {
             return self.error_with(
                 405,
                 "an event stream is a GET",

@@ -137,6 +137,16 @@ impl TlsSession {
         self.step(&[], cx, out, true, |s, cx, o| s.on_reply(reply, cx, o))
     }
 
+    /// A request that answered later is an event stream: its head, encrypted.
+    pub fn on_stream_later(&mut self, route: u16, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        if self.handshaking || self.closing.is_some() {
+            return Action::Continue;
+        }
+        self.step(&[], cx, out, true, |s, cx, o| {
+            s.on_stream_later(route, cx, o)
+        })
+    }
+
     /// A frame fanned out to the inner WebSocket session: encrypted for this connection.
     pub fn deliver(
         &mut self,

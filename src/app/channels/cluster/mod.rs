@@ -15,9 +15,10 @@
 pub mod wire;
 
 use super::bus::{self, Msg};
-use super::hub::{Hub, Transport};
+use super::hub::{AppIdx, Fetched, Hub, Pos, Transport, unix_ms};
 use crate::config::{ChannelsConfig, ClusterConfig};
 use crate::log;
+use crate::proto::handler::ConnId;
 use redis::{Client, Connection};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak, mpsc};
@@ -53,6 +54,16 @@ enum Outgoing {
     To(u16, Msg),
     /// An event for Redis to position and send to every member.
     Sequence(Msg),
+    /// A reconnecting event stream's request for the history after its positions.
+    Fetch(Fetch),
+}
+
+struct Fetch {
+    worker: usize,
+    conn: ConnId,
+    app: AppIdx,
+    channels: Vec<Arc<str>>,
+    from: Vec<Pos>,
 }
 
 /// The sending end the hub holds.
@@ -69,6 +80,22 @@ impl Outbox {
     }
     pub fn sequence(&self, m: Msg) {
         let _ = self.tx.send(Outgoing::Sequence(m));
+    }
+    pub fn fetch(
+        &self,
+        worker: usize,
+        conn: ConnId,
+        app: AppIdx,
+        channels: Vec<Arc<str>>,
+        from: Vec<Pos>,
+    ) {
+        let _ = self.tx.send(Outgoing::Fetch(Fetch {
+            worker,
+            conn,
+            app,
+            channels,
+            from,
+        }));
     }
 }
 
@@ -267,6 +294,8 @@ enum Sent {
     Sequence { events: Vec<Msg>, datagram: Vec<u8> },
     /// The member key's refresh.
     Refresh,
+    /// A history read for a waiting event stream.
+    Fetch(Fetch),
 }
 
 /// Gathers what the workers queue and sends it to Redis, one pipeline per batch; every
@@ -341,6 +370,24 @@ fn build(member: &Member, queue: Vec<Outgoing>, refresh: bool) -> (redis::Pipeli
             Outgoing::All(m) => (Target::All, m),
             Outgoing::To(to, m) => (Target::To(to), m),
             Outgoing::Sequence(m) => (Target::Sequence, m),
+            Outgoing::Fetch(f) => {
+                let cmd = pipe
+                    .cmd("EVAL")
+                    .arg(wire::FETCH_SCRIPT)
+                    .arg(f.channels.len());
+                let app_id = member
+                    .app_ids
+                    .get(usize::from(f.app))
+                    .map_or("", String::as_str);
+                for c in &f.channels {
+                    cmd.arg(member.names.history(app_id, c));
+                }
+                for p in &f.from {
+                    cmd.arg(p.to_string());
+                }
+                sent.push(Sent::Fetch(f));
+                continue;
+            }
         };
         if run.target != Some(target) || run.full() {
             run.flush(member, &mut pipe, &mut sent);
@@ -475,6 +522,10 @@ fn answered(member: &Member, hub: &Hub, sent: Vec<Sent>, replies: Vec<redis::Val
                     None => events.into_iter().for_each(|m| hub.sequence_here(m)),
                 }
             }
+            Sent::Fetch(f) => {
+                let fetched = read_history(member, &f, &reply);
+                hub.fetched(f.worker, f.conn, fetched);
+            }
             Sent::Refresh => {
                 if matches!(reply, redis::Value::Int(0)) {
                     log::limited!(
@@ -505,7 +556,46 @@ fn not_sent(hub: &Hub, sent: Vec<Sent>) {
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
                 events.into_iter().for_each(|m| hub.sequence_here(m));
             }
+            Sent::Fetch(f) => hub.fetched(f.worker, f.conn, vec![None; f.channels.len()]),
             Sent::Refresh => {}
         }
     }
+}
+
+/// What Redis held for each channel of a fetch, as the hub merges it: None for a channel
+/// whose history cannot vouch for everything after the position (trimmed past it, or an
+/// event in it older than the TTL), or when the answer is not what the script returns.
+fn read_history(member: &Member, f: &Fetch, reply: &redis::Value) -> Vec<Option<Fetched>> {
+    let none = || vec![None; f.channels.len()];
+    let Some((now_ms, streams)) = wire::parse_fetch(reply) else {
+        log::limited!(Warn, "cluster: a history read came back misshapen");
+        return none();
+    };
+    if streams.len() != f.channels.len() {
+        return none();
+    }
+    let local_now = unix_ms();
+    streams
+        .into_iter()
+        .zip(&f.from)
+        .map(|(read, from)| {
+            if read.deleted.is_some_and(|d| d > *from) {
+                return None; // trimmed after the position: events are gone
+            }
+            let mut entries = Vec::with_capacity(read.entries.len());
+            for (pos, frame) in read.entries {
+                if pos.ms.saturating_add(member.history_ttl_ms) <= local_now {
+                    return None; // past the TTL, as this member's own history would say
+                }
+                entries.extend(super::sse::entry(&frame, pos, pos.ms));
+            }
+            Some(Fetched {
+                entries,
+                upto: Pos {
+                    ms: now_ms,
+                    n: u64::MAX,
+                },
+            })
+        })
+        .collect()
 }

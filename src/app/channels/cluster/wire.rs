@@ -37,6 +37,95 @@ end
 return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 ";
 
+/// Reads what the history streams hold after a reconnecting event stream's positions, for a
+/// member whose own history does not reach back so far: Redis's clock, then for each stream
+/// the newest ID trimmed from it (empty when the stream does not exist: no event within the
+/// TTL) and its entries after the position. Redis 7 or later (`max-deleted-entry-id`).
+/// KEYS: the history streams. ARGV: the position after which each is read.
+pub const FETCH_SCRIPT: &str = "\
+local t = redis.call('TIME')
+local out = {t[1], t[2]}
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 0 then
+    out[#out + 1] = ''
+    out[#out + 1] = {}
+  else
+    local deleted = '0-0'
+    local info = redis.call('XINFO', 'STREAM', key)
+    for j = 1, #info, 2 do
+      if info[j] == 'max-deleted-entry-id' then deleted = info[j + 1] end
+    end
+    out[#out + 1] = deleted
+    out[#out + 1] = redis.call('XRANGE', key, '(' .. ARGV[i], '+')
+  end
+end
+return out
+";
+
+/// One stream's part of [`FETCH_SCRIPT`]'s answer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StreamRead {
+    /// The newest ID trimmed from the stream (None: the stream does not exist).
+    pub deleted: Option<Pos>,
+    /// Its entries after the position asked: ID and the event's frame.
+    pub entries: Vec<(Pos, Vec<u8>)>,
+}
+
+/// [`FETCH_SCRIPT`]'s answer: Redis's clock in ms, and each stream's part, in order; None
+/// when it is not shaped as the script makes it.
+pub fn parse_fetch(v: &redis::Value) -> Option<(u64, Vec<StreamRead>)> {
+    use redis::Value;
+    let text = |v: &Value| -> Option<String> {
+        match v {
+            Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+            Value::SimpleString(s) => Some(s.clone()),
+            Value::Int(i) => Some(i.to_string()),
+            _ => None,
+        }
+    };
+    let Value::Array(items) = v else {
+        return None;
+    };
+    let secs: u64 = text(items.first()?)?.parse().ok()?;
+    let micros: u64 = text(items.get(1)?)?.parse().ok()?;
+    let mut streams = Vec::new();
+    for pair in items[2..].chunks(2) {
+        let [deleted, entries] = pair else {
+            return None;
+        };
+        let deleted = text(deleted)?;
+        let deleted = if deleted.is_empty() {
+            None
+        } else {
+            Some(Pos::parse(&deleted)?)
+        };
+        let Value::Array(entries) = entries else {
+            return None;
+        };
+        let mut read = Vec::with_capacity(entries.len());
+        for e in entries {
+            let Value::Array(e) = e else { return None };
+            let pos = Pos::parse(&text(e.first()?)?)?;
+            let Value::Array(fields) = e.get(1)? else {
+                return None;
+            };
+            let frame = fields
+                .chunks(2)
+                .find(|kv| kv.first().and_then(text).as_deref() == Some("f"))
+                .and_then(|kv| match kv.get(1) {
+                    Some(Value::BulkString(b)) => Some(b.clone()),
+                    _ => None,
+                })?;
+            read.push((pos, frame));
+        }
+        streams.push(StreamRead {
+            deleted,
+            entries: read,
+        });
+    }
+    Some((secs * 1000 + micros / 1000, streams))
+}
+
 /// The names holdfast uses in Redis, all under `cluster.prefix`.
 #[derive(Debug, Clone)]
 pub struct Names {
@@ -162,6 +251,37 @@ mod tests {
         assert!(unpack(b"no line feed").is_none());
         let plain = datagram(&[Msg::Hello]);
         assert_eq!(unpack(&pack(b"", &plain)), Some((7, vec![Msg::Hello])));
+    }
+
+    #[test]
+    fn a_fetch_answer_parses_and_a_misshapen_one_does_not() {
+        use redis::Value;
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let entry = |id: &str, frame: &str| {
+            Value::Array(vec![bulk(id), Value::Array(vec![bulk("f"), bulk(frame)])])
+        };
+        let answer = Value::Array(vec![
+            bulk("1700000000"),
+            bulk("250000"),
+            bulk("5-0"),
+            Value::Array(vec![entry("6-0", "a"), entry("6-1", "b")]),
+            bulk(""),
+            Value::Array(vec![]),
+        ]);
+        let (ms, streams) = parse_fetch(&answer).unwrap();
+        assert_eq!(ms, 1_700_000_000_250);
+        assert_eq!(streams.len(), 2);
+        assert_eq!(streams[0].deleted, Some(Pos { ms: 5, n: 0 }));
+        assert_eq!(
+            streams[0].entries,
+            vec![
+                (Pos { ms: 6, n: 0 }, b"a".to_vec()),
+                (Pos { ms: 6, n: 1 }, b"b".to_vec())
+            ]
+        );
+        assert_eq!(streams[1].deleted, None);
+        assert!(parse_fetch(&Value::Array(vec![bulk("x"), bulk("0")])).is_none());
+        assert!(parse_fetch(&Value::Nil).is_none());
     }
 
     #[test]

@@ -133,6 +133,11 @@ impl History {
         self.entries.is_empty()
     }
 
+    /// The newest position forgotten (for the memory cap or the size).
+    pub fn forgotten(&self) -> Pos {
+        self.forgotten
+    }
+
     /// Keeps `entry` (the newest), forgetting the oldest past `size`.
     fn push(&mut self, entry: Entry, size: usize, delta: &mut Delta) -> usize {
         let mut dropped_here = 0;

@@ -127,6 +127,12 @@ pub enum Mail {
         conn: ConnId,
         body: String,
     },
+    /// What the cluster's history held for the event stream waiting on `conn`, per channel
+    /// in its request's order (None: nothing Redis could vouch for).
+    Fetched {
+        conn: ConnId,
+        fetched: Vec<Option<Fetched>>,
+    },
 }
 
 #[derive(Default)]
@@ -271,11 +277,25 @@ pub enum Recovered {
 }
 
 /// How a subscription joins: a WebSocket, or an event stream that may recover from a
-/// position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
+/// position (with, in a cluster, what Redis's history held after it, fetched before the join
+/// because this process's own history does not reach back so far).
+#[derive(Clone, Copy)]
+pub enum Via<'a> {
     Socket,
-    Stream { from: Option<Pos> },
+    Stream {
+        from: Option<Pos>,
+        fetched: Option<&'a Fetched>,
+    },
+}
+
+/// A channel's events after a stream's position as the cluster's history in Redis held them
+/// (every one of them: nothing after the position was trimmed, none is past the TTL), when it
+/// was read.
+#[derive(Clone)]
+pub struct Fetched {
+    pub entries: Vec<Entry>,
+    /// Redis's clock when it was read: the events up to here are all in `entries`.
+    pub upto: Pos,
 }
 
 pub enum JoinError {
@@ -517,7 +537,7 @@ impl Hub {
         max_members: usize,
         me: SocketId,
         from_worker: usize,
-        via: Via,
+        via: Via<'_>,
     ) -> Result<Joined, JoinError> {
         let mut shard = self.shard(app, channel);
         let key = (app, Arc::clone(channel));
@@ -557,10 +577,10 @@ impl Hub {
         }
         ch.subscribers += 1;
         let mut recovered = Recovered::Live;
-        if let Via::Stream { from } = via {
+        if let Via::Stream { from, fetched } = via {
             ch.streams += 1;
             if let Some(from) = from {
-                recovered = self.recover(ch, from);
+                recovered = self.recover(ch, from, fetched);
             }
         }
         let at = ch.last;
@@ -605,28 +625,82 @@ impl Hub {
         })
     }
 
-    /// The events a stream missed on `ch` since `from`, or why they cannot be had.
-    fn recover(&self, ch: &Channel, from: Pos) -> Recovered {
-        if self.limits.size == 0 {
-            return Recovered::Failed;
-        }
-        let floor = Pos {
+    /// Where this process's history of `ch` vouches from: before it, it may not know every
+    /// event (it started later, or the record is younger than the TTL).
+    fn floor(&self, ch: &Channel) -> Pos {
+        Pos {
             ms: self
                 .start_ms
                 .max(ch.created_ms.saturating_sub(self.limits.ttl_ms)),
             n: 0,
-        };
-        match ch
-            .history
-            .since(from, ch.last, floor, unix_ms(), self.limits.ttl_ms)
-        {
-            Replay::Failed => Recovered::Failed,
-            Replay::Events(positions) => Recovered::Events(
+        }
+    }
+
+    /// The events a stream missed on `ch` since `from`, or why they cannot be had. When this
+    /// process's history does not reach back to `from`, what Redis held (`fetched`) covers
+    /// the part before it, and this history the rest: together, every event after `from`
+    /// up to the join, each once.
+    fn recover(&self, ch: &Channel, from: Pos, fetched: Option<&Fetched>) -> Recovered {
+        if self.limits.size == 0 {
+            return Recovered::Failed;
+        }
+        let floor = self.floor(ch);
+        let (now, ttl) = (unix_ms(), self.limits.ttl_ms);
+        let local = |since: Pos| match ch.history.since(since, ch.last, floor, now, ttl) {
+            Replay::Failed => None,
+            Replay::Events(positions) => Some(
                 positions
                     .iter()
                     .filter_map(|p| ch.history.get(*p).cloned())
-                    .collect(),
+                    .collect::<Vec<Entry>>(),
             ),
+        };
+        if let Some(events) = local(from) {
+            return Recovered::Events(events);
+        }
+        let Some(f) = fetched else {
+            return Recovered::Failed;
+        };
+        // This history is whole after `cut`; Redis's must reach at least that far.
+        let cut = floor.max(ch.history.forgotten()).max(from);
+        if f.upto < cut || from > ch.last {
+            return Recovered::Failed;
+        }
+        let mut events: Vec<Entry> = f
+            .entries
+            .iter()
+            .filter(|e| e.pos > from && e.pos <= cut)
+            .cloned()
+            .collect();
+        if cut < ch.last {
+            match local(cut) {
+                Some(rest) => events.extend(rest),
+                None => return Recovered::Failed,
+            }
+        }
+        Recovered::Events(events)
+    }
+
+    /// Whether a stream recovering from `from` on `channel` needs the cluster's history: this
+    /// process's does not reach back so far, Redis's may (`from` is within the TTL), and this
+    /// process is a cluster member in touch with Redis.
+    pub fn needs_cluster_history(&self, app: AppIdx, channel: &Arc<str>, from: Pos) -> bool {
+        let in_touch = self.link().is_some_and(|l| l.cluster().is_some())
+            && self.cluster_up.load(Ordering::Relaxed);
+        if !in_touch || self.limits.size == 0 {
+            return false;
+        }
+        let now = unix_ms();
+        if from.ms.saturating_add(self.limits.ttl_ms) <= now {
+            return false; // expired everywhere
+        }
+        let shard = self.shard(app, channel);
+        match shard.get(&(app, Arc::clone(channel))) {
+            Some(ch) => {
+                let floor = self.floor(ch);
+                from < floor.max(ch.history.forgotten()) && from <= ch.last
+            }
+            None => from.ms < self.start_ms.max(now.saturating_sub(self.limits.ttl_ms)),
         }
     }
 
@@ -998,6 +1072,34 @@ impl Hub {
             {
                 f();
             }
+        }
+    }
+
+    /// Asks the cluster for its history of `channels` after `from` (one position each), for
+    /// the event stream waiting on `conn` of `worker`; the answer comes as `Mail::Fetched`
+    /// (always, if only with nothing in it).
+    pub fn fetch_history(
+        &self,
+        worker: usize,
+        conn: ConnId,
+        app: AppIdx,
+        channels: &[Arc<str>],
+        from: &[Pos],
+    ) {
+        match self.link().and_then(Link::cluster) {
+            Some(c) => c.fetch(worker, conn, app, channels.to_vec(), from.to_vec()),
+            None => self.fetched(worker, conn, vec![None; channels.len()]),
+        }
+    }
+
+    /// The cluster's answer to `fetch_history`, for the worker.
+    pub fn fetched(&self, worker: usize, conn: ConnId, fetched: Vec<Option<Fetched>>) {
+        let Some(m) = self.mailboxes.get(worker) else {
+            return;
+        };
+        lock(&m.queue).push(Mail::Fetched { conn, fetched });
+        if !m.has_mail.swap(true, Ordering::AcqRel) {
+            self.wake(&[worker], usize::MAX);
         }
     }
 

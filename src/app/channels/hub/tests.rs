@@ -19,7 +19,7 @@ fn mail(hub: &Hub) -> Vec<String> {
     m.into_iter()
         .filter_map(|m| match m {
             Mail::Event(e) => Some(String::from_utf8_lossy(&e.frame).into_owned()),
-            Mail::Acked { .. } => None,
+            Mail::Acked { .. } | Mail::Fetched { .. } => None,
         })
         .collect()
 }
@@ -182,7 +182,18 @@ fn replay_and_live_events_meet_without_gap_or_repeat_under_concurrent_publishing
     let mut mail = Vec::new();
     hub.take_mail(0, &mut mail); // what came before the join is not this stream's
     let joined = hub
-        .join(0, &ch, None, 100, me, 0, Via::Stream { from: Some(from) })
+        .join(
+            0,
+            &ch,
+            None,
+            100,
+            me,
+            0,
+            Via::Stream {
+                from: Some(from),
+                fetched: None,
+            },
+        )
         .ok()
         .unwrap();
     publisher.join().unwrap();
@@ -205,4 +216,61 @@ fn replay_and_live_events_meet_without_gap_or_repeat_under_concurrent_publishing
     assert_eq!(seen, want);
     assert!(!replayed.is_empty(), "some events were replayed");
     assert!(seen.len() > replayed.len(), "and some came live");
+}
+
+/// A member that started after a stream's position recovers from what Redis held before its
+/// own history and its own history after: every event once, in order; without Redis's part,
+/// or with one that ends before this history begins, the recovery fails.
+#[test]
+fn a_fetched_history_fills_what_this_process_never_saw() {
+    let channels = crate::config::Config::default().channels;
+    let hub = Hub::new(vec![AppConfig::builtin()], &channels, 1);
+    let ch: Arc<str> = "late".into();
+    let frame = |i: u32| pusher::frame(&pusher::event("e", "late", &format!("\"{i}\""), None));
+    for i in 10..15 {
+        hub.publish(0, "late", frame(i), false, None, None, 0);
+    }
+    let start = hub.start_ms;
+    let before = |k: u64| Pos {
+        ms: start - 100 + k,
+        n: 0,
+    };
+    let entry =
+        |i: u32, pos: Pos| crate::app::channels::sse::entry(&frame(i), pos, pos.ms).unwrap();
+    let from = before(0);
+    // Redis's read: two events this process never saw, then (as it may) ones it did.
+    let mut entries = vec![entry(1, before(10)), entry(2, before(20))];
+    let local = hub.shard(0, "late")[&(0, Arc::clone(&ch))]
+        .history
+        .entries_positions();
+    entries.extend(local.iter().take(2).map(|p| entry(99, *p)));
+    let fetched = Fetched {
+        entries,
+        upto: Pos {
+            ms: unix_ms(),
+            n: u64::MAX,
+        },
+    };
+    let join = |f: Option<&Fetched>| {
+        let me = SocketId { origin: 1, n: 1 };
+        let via = Via::Stream {
+            from: Some(from),
+            fetched: f,
+        };
+        let j = hub.join(0, &ch, None, 100, me, 0, via).ok().unwrap();
+        hub.leave(0, &ch, None, 0, true);
+        j.recovered
+    };
+    let Recovered::Events(got) = join(Some(&fetched)) else {
+        panic!("Redis's part and this history cover everything after the position");
+    };
+    let mut want = vec![before(10), before(20)];
+    want.extend(local);
+    assert_eq!(got.iter().map(|e| e.pos).collect::<Vec<_>>(), want);
+    assert!(matches!(join(None), Recovered::Failed));
+    let stale = Fetched {
+        upto: before(50),
+        ..fetched
+    };
+    assert!(matches!(join(Some(&stale)), Recovered::Failed));
 }

@@ -95,6 +95,14 @@ impl ConnState {
 mod api_calls;
 mod streams;
 
+/// An event stream checked and answered, not open yet: its connection's generation, its
+/// request, and what the cluster's history held when it had to be asked.
+struct PendingStream {
+    generation: u32,
+    request: super::sse::StreamRequest,
+    fetched: Option<Vec<Option<super::hub::Fetched>>>,
+}
+
 pub struct ChannelsWorker {
     hub: Arc<Hub>,
     index: usize,
@@ -112,7 +120,7 @@ pub struct ChannelsWorker {
     last_sweep: Cell<Instant>,
     /// Stream requests checked and answered `Answer::Stream`, by slot, until their stream
     /// opens (right after, on the same call) or the connection closes.
-    pending_streams: RefCell<HashMap<u32, (u32, super::sse::StreamRequest)>>,
+    pending_streams: RefCell<HashMap<u32, PendingStream>>,
 }
 
 impl ChannelsWorker {
@@ -603,6 +611,18 @@ impl ChannelsWorker {
                     to: conn,
                     reply: Reply::json(200, body.into_bytes()),
                 }),
+                Mail::Fetched { conn, fetched } => {
+                    let mut pending = self.pending_streams.borrow_mut();
+                    if let Some(p) = pending.get_mut(&conn.slot)
+                        && p.generation == conn.generation
+                    {
+                        p.fetched = Some(fetched);
+                        work.push(Work::Stream {
+                            to: conn,
+                            route: super::ROUTE_EVENTS,
+                        });
+                    }
+                }
             }
         }
         *self.mail.borrow_mut() = mail;

@@ -3,7 +3,7 @@
 
 use super::super::hub::{Entry, Recovered, Via, unix_ms};
 use super::super::sse::{self, StreamRequest};
-use super::{ChannelsWorker, ConnState, Sink, Sub};
+use super::{ChannelsWorker, ConnState, PendingStream, Sink, Sub};
 use crate::proto::Context;
 use crate::proto::handler::StreamDrain;
 use crate::proto::http1::exchange::{Reply, Request};
@@ -11,21 +11,37 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 impl ChannelsWorker {
-    /// Checks a request for `/app/{key}/events`: Ok when the stream may start (it opens in
-    /// [`ChannelsWorker::stream_open`], right after its head is written), otherwise the
-    /// refusal to answer.
+    /// Checks a request for `/app/{key}/events`: Ok(true) when the stream may start (it opens
+    /// in [`ChannelsWorker::stream_open`], right after its head is written), Ok(false) when it
+    /// first waits for the cluster's history (a recovery reaching back before this process's
+    /// own: it starts once `Mail::Fetched` arrives), otherwise the refusal to answer.
     pub fn stream_request(
         &self,
         req: &Request<'_>,
         cx: &Context<'_>,
-    ) -> Result<(), Reply<'static>> {
+    ) -> Result<bool, Reply<'static>> {
         let max = cx.config.channels.max_channels_per_connection;
         match sse::check(req, &self.hub, max, unix_ms() / 1000) {
             Ok(r) => {
-                self.pending_streams
-                    .borrow_mut()
-                    .insert(cx.conn.slot, (cx.conn.generation, r));
-                Ok(())
+                let ask = r.from.as_ref().is_some_and(|from| {
+                    r.channels
+                        .iter()
+                        .zip(from.iter())
+                        .any(|(c, f)| self.hub.needs_cluster_history(r.app, c, *f))
+                });
+                if let (true, Some(from)) = (ask, &r.from) {
+                    self.hub
+                        .fetch_history(self.index, cx.conn, r.app, &r.channels, from);
+                }
+                self.pending_streams.borrow_mut().insert(
+                    cx.conn.slot,
+                    PendingStream {
+                        generation: cx.conn.generation,
+                        request: r,
+                        fetched: None,
+                    },
+                );
+                Ok(!ask)
             }
             Err(refusal) => {
                 let body = format!(r#"{{"error":{}}}"#, super::pusher::quote(&refusal.message));
@@ -38,7 +54,12 @@ impl ChannelsWorker {
     /// stream starts at), and either what it missed or `holdfast:recovery_failed`.
     pub fn stream_open(&self, cx: &Context<'_>, out: &mut Vec<u8>) -> bool {
         let pending = self.pending_streams.borrow_mut().remove(&cx.conn.slot);
-        let Some((generation, req)) = pending else {
+        let Some(PendingStream {
+            generation,
+            request,
+            fetched,
+        }) = pending
+        else {
             return false;
         };
         if generation != cx.conn.generation {
@@ -48,7 +69,7 @@ impl ChannelsWorker {
             app,
             channels,
             from,
-        } = req;
+        } = request;
         let stats = &self.hub.stats[usize::from(app)];
         stats.sse_streams.fetch_add(1, Ordering::Relaxed);
         let n = self.next_socket.get();
@@ -62,6 +83,10 @@ impl ChannelsWorker {
         for (i, channel) in channels.iter().enumerate() {
             let via = Via::Stream {
                 from: from.as_ref().map(|f| f[i]),
+                fetched: fetched
+                    .as_ref()
+                    .and_then(|f| f.get(i))
+                    .and_then(Option::as_ref),
             };
             let Ok(joined) = self
                 .hub
