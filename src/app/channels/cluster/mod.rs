@@ -203,6 +203,16 @@ fn claim(client: &Client, names: &Names, token: &str) -> Result<u16, String> {
             .query(&mut con)
             .map_err(|e| e.to_string())?;
         if taken.is_some() {
+            // Notes since when Redis keeps histories, if this is its first member.
+            let _: i64 = redis::cmd("EVAL")
+                .arg(wire::REFRESH_SCRIPT)
+                .arg(2)
+                .arg(names.member(n))
+                .arg(names.since())
+                .arg(token)
+                .arg(MEMBER_KEY_LIFETIME.as_millis() as u64)
+                .query(&mut con)
+                .map_err(|e| e.to_string())?;
             return Ok(n);
         }
     }
@@ -374,7 +384,8 @@ fn build(member: &Member, queue: Vec<Outgoing>, refresh: bool) -> (redis::Pipeli
                 let cmd = pipe
                     .cmd("EVAL")
                     .arg(wire::FETCH_SCRIPT)
-                    .arg(f.channels.len());
+                    .arg(f.channels.len() + 1)
+                    .arg(member.names.since());
                 let app_id = member
                     .app_ids
                     .get(usize::from(f.app))
@@ -399,8 +410,9 @@ fn build(member: &Member, queue: Vec<Outgoing>, refresh: bool) -> (redis::Pipeli
     if refresh {
         pipe.cmd("EVAL")
             .arg(wire::REFRESH_SCRIPT)
-            .arg(1)
+            .arg(2)
             .arg(member.names.member(member.me))
+            .arg(member.names.since())
             .arg(&member.token)
             .arg(MEMBER_KEY_LIFETIME.as_millis() as u64);
         sent.push(Sent::Refresh);
@@ -469,7 +481,8 @@ impl Run {
                 let cmd = pipe
                     .cmd("EVAL")
                     .arg(wire::SEQUENCE_SCRIPT)
-                    .arg(messages.len());
+                    .arg(messages.len() + 1)
+                    .arg(member.names.since());
                 for m in &messages {
                     if let Msg::Event { app, channel, .. } = m {
                         let id = member
@@ -567,20 +580,30 @@ fn not_sent(hub: &Hub, sent: Vec<Sent>) {
 /// event in it older than the TTL), or when the answer is not what the script returns.
 fn read_history(member: &Member, f: &Fetch, reply: &redis::Value) -> Vec<Option<Fetched>> {
     let none = || vec![None; f.channels.len()];
-    let Some((now_ms, streams)) = wire::parse_fetch(reply) else {
+    let Some(wire::FetchAnswer {
+        now_ms,
+        since_ms,
+        streams,
+    }) = wire::parse_fetch(reply)
+    else {
         log::limited!(Warn, "cluster: a history read came back misshapen");
         return none();
     };
     if streams.len() != f.channels.len() {
         return none();
     }
+    // Redis restarted empty after the position (or so recently that nobody said when): it
+    // cannot vouch for what happened before.
+    let Some(since_ms) = since_ms else {
+        return none();
+    };
     let local_now = unix_ms();
     streams
         .into_iter()
         .zip(&f.from)
         .map(|(read, from)| {
-            if read.deleted.is_some_and(|d| d > *from) {
-                return None; // trimmed after the position: events are gone
+            if read.deleted.is_some_and(|d| d > *from) || from.ms < since_ms {
+                return None; // trimmed after the position, or Redis began after it
             }
             let mut entries = Vec::with_capacity(read.entries.len());
             for (pos, frame) in read.entries {

@@ -14,13 +14,18 @@ use crate::app::channels::hub::Pos;
 /// script alone, so every member receives a channel's events in the order of their
 /// positions, whichever member published them.
 ///
-/// KEYS: the history stream of each event, in order. ARGV: the bus channel, the batch's
-/// datagram, the entries a stream keeps, their lifetime in ms, then each event's frame.
+/// It also notes since when Redis has kept histories, if nobody has yet (Redis started empty).
+///
+/// KEYS: the `since` key, then the history stream of each event, in order. ARGV: the bus
+/// channel, the batch's datagram, the entries a stream keeps, their lifetime in ms, then each
+/// event's frame.
 pub const SEQUENCE_SCRIPT: &str = "\
+local t = redis.call('TIME')
+redis.call('SET', KEYS[1], t[1] * 1000 + math.floor(t[2] / 1000), 'NX')
 local ids = {}
-for i, key in ipairs(KEYS) do
-  ids[i] = redis.call('XADD', key, 'MAXLEN', '~', ARGV[3], '*', 'f', ARGV[4 + i])
-  redis.call('PEXPIRE', key, ARGV[4])
+for i = 2, #KEYS do
+  ids[i - 1] = redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[3], '*', 'f', ARGV[3 + i])
+  redis.call('PEXPIRE', KEYS[i], ARGV[4])
 end
 local joined = table.concat(ids, ',')
 redis.call('PUBLISH', ARGV[1], joined .. '\\n' .. ARGV[2])
@@ -30,7 +35,11 @@ return joined
 /// Keeps a member's number while it is the value's owner: the member refreshes it every
 /// second; a member that stops (killed, cut off) loses it after the key's lifetime.
 /// KEYS[1]: the member key; ARGV: the owner's token, the lifetime in ms.
+/// KEYS[2]: the key that says since when Redis has kept the histories (set once, by the
+/// first member to refresh after Redis started empty: histories from before are gone).
 pub const REFRESH_SCRIPT: &str = "\
+local t = redis.call('TIME')
+redis.call('SET', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000), 'NX')
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
@@ -40,12 +49,15 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 /// Reads what the history streams hold after a reconnecting event stream's positions, for a
 /// member whose own history does not reach back so far: Redis's clock, then for each stream
 /// the newest ID trimmed from it (empty when the stream does not exist: no event within the
-/// TTL) and its entries after the position. Redis 7 or later (`max-deleted-entry-id`).
-/// KEYS: the history streams. ARGV: the position after which each is read.
+/// TTL) and its entries after the position; before them, since when Redis has kept histories
+/// (empty: not known yet). Redis 7 or later (`max-deleted-entry-id`).
+/// KEYS: the `since` key, then the history streams. ARGV: the position after which each
+/// stream is read.
 pub const FETCH_SCRIPT: &str = "\
 local t = redis.call('TIME')
-local out = {t[1], t[2]}
-for i, key in ipairs(KEYS) do
+local out = {t[1], t[2], redis.call('GET', KEYS[1]) or ''}
+for i = 2, #KEYS do
+  local key = KEYS[i]
   if redis.call('EXISTS', key) == 0 then
     out[#out + 1] = ''
     out[#out + 1] = {}
@@ -56,7 +68,7 @@ for i, key in ipairs(KEYS) do
       if info[j] == 'max-deleted-entry-id' then deleted = info[j + 1] end
     end
     out[#out + 1] = deleted
-    out[#out + 1] = redis.call('XRANGE', key, '(' .. ARGV[i], '+')
+    out[#out + 1] = redis.call('XRANGE', key, '(' .. ARGV[i - 1], '+')
   end
 end
 return out
@@ -71,9 +83,19 @@ pub struct StreamRead {
     pub entries: Vec<(Pos, Vec<u8>)>,
 }
 
-/// [`FETCH_SCRIPT`]'s answer: Redis's clock in ms, and each stream's part, in order; None
-/// when it is not shaped as the script makes it.
-pub fn parse_fetch(v: &redis::Value) -> Option<(u64, Vec<StreamRead>)> {
+/// [`FETCH_SCRIPT`]'s answer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FetchAnswer {
+    /// Redis's clock, ms.
+    pub now_ms: u64,
+    /// Since when (ms) Redis has kept histories; None: not known (it restarted a moment ago).
+    pub since_ms: Option<u64>,
+    /// Each stream's part, in order.
+    pub streams: Vec<StreamRead>,
+}
+
+/// [`FETCH_SCRIPT`]'s answer; None when it is not shaped as the script makes it.
+pub fn parse_fetch(v: &redis::Value) -> Option<FetchAnswer> {
     use redis::Value;
     let text = |v: &Value| -> Option<String> {
         match v {
@@ -88,8 +110,14 @@ pub fn parse_fetch(v: &redis::Value) -> Option<(u64, Vec<StreamRead>)> {
     };
     let secs: u64 = text(items.first()?)?.parse().ok()?;
     let micros: u64 = text(items.get(1)?)?.parse().ok()?;
+    let since = text(items.get(2)?)?;
+    let since_ms = if since.is_empty() {
+        None
+    } else {
+        Some(since.parse().ok()?)
+    };
     let mut streams = Vec::new();
-    for pair in items[2..].chunks(2) {
+    for pair in items[3..].chunks(2) {
         let [deleted, entries] = pair else {
             return None;
         };
@@ -123,7 +151,11 @@ pub fn parse_fetch(v: &redis::Value) -> Option<(u64, Vec<StreamRead>)> {
             entries: read,
         });
     }
-    Some((secs * 1000 + micros / 1000, streams))
+    Some(FetchAnswer {
+        now_ms: secs * 1000 + micros / 1000,
+        since_ms,
+        streams,
+    })
 }
 
 /// The names holdfast uses in Redis, all under `cluster.prefix`.
@@ -149,6 +181,10 @@ impl Names {
     /// The key whose owner holds member number `n`.
     pub fn member(&self, n: u16) -> String {
         format!("{}:member:{n}", self.prefix)
+    }
+    /// Since when (Redis's clock, ms) Redis has kept the histories.
+    pub fn since(&self) -> String {
+        format!("{}:since", self.prefix)
     }
     /// One channel's history stream. The app id and channel name are length-prefixed so that
     /// no pair of them names another's stream.
@@ -263,13 +299,19 @@ mod tests {
         let answer = Value::Array(vec![
             bulk("1700000000"),
             bulk("250000"),
+            bulk("1699999999000"),
             bulk("5-0"),
             Value::Array(vec![entry("6-0", "a"), entry("6-1", "b")]),
             bulk(""),
             Value::Array(vec![]),
         ]);
-        let (ms, streams) = parse_fetch(&answer).unwrap();
+        let FetchAnswer {
+            now_ms: ms,
+            since_ms,
+            streams,
+        } = parse_fetch(&answer).unwrap();
         assert_eq!(ms, 1_700_000_000_250);
+        assert_eq!(since_ms, Some(1_699_999_999_000));
         assert_eq!(streams.len(), 2);
         assert_eq!(streams[0].deleted, Some(Pos { ms: 5, n: 0 }));
         assert_eq!(
@@ -280,7 +322,7 @@ mod tests {
             ]
         );
         assert_eq!(streams[1].deleted, None);
-        assert!(parse_fetch(&Value::Array(vec![bulk("x"), bulk("0")])).is_none());
+        assert!(parse_fetch(&Value::Array(vec![bulk("x"), bulk("0"), bulk("")])).is_none());
         assert!(parse_fetch(&Value::Nil).is_none());
     }
 
