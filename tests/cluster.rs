@@ -371,6 +371,37 @@ fn redis_going_away_and_a_killed_node_are_survived() {
         (Some("again"), Some("crossed"))
     );
 
+    // b is frozen (SIGSTOP: it reads nothing from Redis): a's publishes are answered and
+    // delivered as fast as ever, since nothing on a waits for another node.
+    assert_eq!(event(&mut on_a)["data"], "crossed");
+    b.signal("STOP");
+    let started = Instant::now();
+    for i in 0..50 {
+        let (status, body) = publish(&a, "news", "while-frozen", &i.to_string(), None);
+        assert_eq!(status, 200, "{body}");
+    }
+    for i in 0..50 {
+        assert_eq!(event(&mut on_a)["data"], i.to_string());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a frozen node slowed the others: {:?}",
+        started.elapsed()
+    );
+    b.signal("CONT");
+    for i in 0..50 {
+        assert_eq!(
+            event(&mut on_b)["data"],
+            i.to_string(),
+            "b catches up, in order"
+        );
+    }
+    assert_eq!(
+        b.log_text().matches("cluster: lost Redis").count(),
+        1,
+        "being stopped and continued is no lost connection"
+    );
+
     // b is killed: its presence member leaves on a within MEMBER_SILENCE (10 s) and a tick.
     let (mut watcher, sw) = pusher(&a);
     presence(&mut watcher, &sw, "watcher");

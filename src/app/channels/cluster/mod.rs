@@ -282,7 +282,12 @@ fn subscribe_and_read(
         );
     }
     loop {
-        let msg = sub.get_message().map_err(|e| e.to_string())?;
+        let msg = match sub.get_message() {
+            Ok(m) => m,
+            // Nothing was lost, and the client's decoder keeps what it had read: read again.
+            Err(e) if interrupted(&e) => continue,
+            Err(e) => return Err(e.to_string()),
+        };
         let Some(h) = hub.upgrade() else {
             return Ok(());
         };
@@ -294,6 +299,13 @@ fn subscribe_and_read(
             }
         }
     }
+}
+
+/// A socket read with a timeout fails with EINTR when the process was stopped and continued
+/// (SIGSTOP/SIGCONT, a debugger; signal(7)), even with no signal handler. The client's error
+/// kind for it is not public: the OS error number in its text tells it.
+fn interrupted(e: &redis::RedisError) -> bool {
+    e.is_io_error() && e.to_string().contains("(os error 4)")
 }
 
 /// One command of a pipeline, and what to do with its reply.
@@ -360,6 +372,19 @@ fn send(member: &Member, rx: mpsc::Receiver<Outgoing>, hub: &Weak<Hub>) {
                     // Whatever the error, the connection's state is unknown: start afresh.
                     con = None;
                     retry_at = Instant::now() + backoff;
+                    if interrupted(&e) && member.listening.load(Ordering::Acquire) {
+                        // Stopped and continued while waiting for the replies (see
+                        // `interrupted`): the batch went out and Redis ran it; its events
+                        // come back on the bus. Delivering them here too would repeat them.
+                        // Only a history read's answer is lost: its stream recovers from this
+                        // process's own history, or says recovery_failed.
+                        for s in sent {
+                            if let Sent::Fetch(f) = s {
+                                hub.fetched(f.worker, f.conn, vec![None; f.channels.len()]);
+                            }
+                        }
+                        continue;
+                    }
                     log::limited!(Warn, "cluster: Redis did not take a batch: {e}");
                     not_sent(&hub, sent);
                 }
