@@ -59,7 +59,7 @@ impl Coordinator {
         server: Option<Watch>,
     ) -> Coordinator {
         let server = server.map(|mut w| {
-            w.before = w.sample();
+            w.before = Some(w.sample());
             w
         });
         Coordinator {
@@ -90,10 +90,10 @@ impl Coordinator {
     }
 
     /// Reads the server (if watched) into one of its milestones.
-    fn read_server(&mut self, put: impl FnOnce(&mut Watch, Option<crate::server::Sample>)) {
+    fn read_server(&mut self, put: impl FnOnce(&mut Watch, Option<crate::server::Reading>)) {
         if let Some(w) = &mut self.server {
             let s = w.sample();
-            put(w, s);
+            put(w, Some(s));
         }
     }
 
