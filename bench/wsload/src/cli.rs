@@ -284,6 +284,12 @@ pub struct SubscribeArgs {
     /// without them all.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub settle: Duration,
+    /// Once every subscriber has subscribed, wait this long before publishing (and before the
+    /// --server-pid and --metrics-url readings that open the publishing window), so that what
+    /// subscribing set off has settled first: a cluster's nodes tell each other their
+    /// subscriber counts once a second, say.
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    pub publish_delay: Duration,
     /// Subscribe over Server-Sent Events (GET /app/{key}/events?channel=…, or GET
     /// /sub/{channel} with --peer nchan) instead of WebSocket; --url is then http:// or
     /// https:// (ws:// and wss:// work too).

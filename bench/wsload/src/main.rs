@@ -226,7 +226,8 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
     // Under a coordinator a shard holds until its parent says; this only bounds it.
     let shard_hold = match channel_args {
         Some(a) if publishing => {
-            hold + publish::planned(&a.channel)
+            hold + a.publish_delay
+                + publish::planned(&a.channel)
                 + publish::PUBLISH_SLACK
                 + coord::SETTLE_BOUND
                 + Duration::from_secs(30)
@@ -382,7 +383,12 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
                     ))
                 };
                 Some(coord::Coordinator::new(
-                    publisher, total, hold, a.settle, watch,
+                    publisher,
+                    total,
+                    hold,
+                    a.settle,
+                    a.publish_delay,
+                    watch,
                 ))
             }
             _ => None,

@@ -562,6 +562,8 @@ fn subscribe_watches_several_processes_and_metrics_pages() {
         &url,
         "--publish-url",
         &publish,
+        "--publish-delay",
+        "300ms",
         "-c",
         "50",
         "--channels",
@@ -609,6 +611,11 @@ fn subscribe_watches_several_processes_and_metrics_pages() {
         50.0
     );
     assert!(m["window_s"].as_f64().unwrap() > 0.0, "{m}");
+    assert!(
+        run.stderr.contains("all subscribed; publishing in 0.3s"),
+        "{}",
+        run.stderr
+    );
 }
 
 /// Every subscriber on its own channel and on a shared one, against two server processes
