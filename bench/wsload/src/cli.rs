@@ -284,6 +284,12 @@ pub struct SubscribeArgs {
     /// without them all.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub settle: Duration,
+    /// Once every subscriber has subscribed, wait this long before publishing (and before the
+    /// --server-pid and --metrics-url readings that open the publishing window), so that what
+    /// subscribing set off has settled first: a cluster's nodes tell each other their
+    /// subscriber counts once a second, say.
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    pub publish_delay: Duration,
     /// Subscribe over Server-Sent Events (GET /app/{key}/events?channel=…, or GET
     /// /sub/{channel} with --peer nchan) instead of WebSocket; --url is then http:// or
     /// https:// (ws:// and wss:// work too).
@@ -291,9 +297,28 @@ pub struct SubscribeArgs {
     pub sse: bool,
     /// Sample this server process's CPU time and RSS from /proc (when publishing): before
     /// the subscribers connect, once all have subscribed, and when the deliveries have
-    /// settled; reported under `server` (for nginx, give the worker's pid).
+    /// settled; reported under `server` (for nginx, give the worker's pid). Repeat it for
+    /// several (the nodes of a cluster): their figures are summed, and listed one by one
+    /// under `server.processes`.
     #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
+    /// Another process to read at the same moments (a Redis, a proxy) and report apart,
+    /// under `server.others`, never added to the servers' figures. Repeatable.
+    #[arg(long, value_name = "PID")]
+    pub other_pid: Vec<u32>,
+    /// A Prometheus text page (holdfast's http://HOST:PORT/metrics) to fetch at the same
+    /// moments; `server.metrics` gives how much each series named by --metrics-series grew
+    /// over the publishing window, per page and summed over them. Repeatable.
+    #[arg(long, value_name = "URL")]
+    pub metrics_url: Vec<String>,
+    /// Which series of the --metrics-url pages to report: those whose name starts with this.
+    /// Repeatable.
+    #[arg(long, value_name = "PREFIX", default_values_t = ["holdfast_channel_bus_".to_string()])]
+    pub metrics_series: Vec<String>,
+    /// Publish to this server instead of the subscribers' (--url): a node of a cluster whose
+    /// subscribers connect through a proxy, say. http:// or https://; its path is not used.
+    #[arg(long, value_name = "URL")]
+    pub publish_url: Option<String>,
 }
 
 #[derive(Args, Clone)]

@@ -27,6 +27,8 @@ pub const SETTLE_BOUND: Duration = Duration::from_secs(60);
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Stage {
     Subscribing,
+    /// Every subscriber has subscribed; publishing waits out `--publish-delay`.
+    Waiting,
     Publishing,
     Settling,
     Ended,
@@ -39,6 +41,8 @@ pub struct Coordinator {
     subscribers: usize,
     hold: Duration,
     settle: Duration,
+    /// How long to wait between every subscriber subscribed and publishing.
+    delay: Duration,
     /// When every shard had settled.
     pub held_from: Option<Instant>,
     settle_from: Option<Instant>,
@@ -56,10 +60,11 @@ impl Coordinator {
         subscribers: usize,
         hold: Duration,
         settle: Duration,
+        delay: Duration,
         server: Option<Watch>,
     ) -> Coordinator {
         let server = server.map(|mut w| {
-            w.before = w.sample();
+            w.before = Some(w.sample());
             w
         });
         Coordinator {
@@ -69,6 +74,7 @@ impl Coordinator {
             subscribers,
             hold,
             settle,
+            delay,
             held_from: None,
             settle_from: None,
             last_deliveries: 0,
@@ -90,10 +96,10 @@ impl Coordinator {
     }
 
     /// Reads the server (if watched) into one of its milestones.
-    fn read_server(&mut self, put: impl FnOnce(&mut Watch, Option<crate::server::Sample>)) {
+    fn read_server(&mut self, put: impl FnOnce(&mut Watch, Option<crate::server::Reading>)) {
         if let Some(w) = &mut self.server {
             let s = w.sample();
-            put(w, s);
+            put(w, Some(s));
         }
     }
 
@@ -132,9 +138,18 @@ impl Conductor for Coordinator {
             return Ok(Some(self.end_line()));
         }
         self.publisher.turn(Duration::from_millis(5))?;
+        if self.stage == Stage::Subscribing && phase >= Phase::Hold {
+            self.held_from = Some(now);
+            self.stage = Stage::Waiting;
+            if !self.delay.is_zero() {
+                eprintln!(
+                    "wsload: all subscribed; publishing in {:.1}s",
+                    self.delay.as_secs_f64()
+                );
+            }
+        }
         match self.stage {
-            Stage::Subscribing if phase >= Phase::Hold => {
-                self.held_from = Some(now);
+            Stage::Waiting if self.held_from.is_some_and(|t| now - t >= self.delay) => {
                 self.read_server(|w, s| w.subscribed = s);
                 if shards.connected == 0 {
                     // Nobody to publish to.

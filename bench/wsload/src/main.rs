@@ -88,6 +88,20 @@ fn usage_error(e: clap::Error) -> ExitCode {
     }
 }
 
+/// A --metrics-url: plain http:// to an address (the page is fetched with a blocking GET).
+fn metrics_url(url: &str) -> Result<server::MetricsUrl, String> {
+    let t = cli::parse_url(url, true).map_err(|e| e.replace("--url", "--metrics-url"))?;
+    if t.tls {
+        return Err(format!("--metrics-url {url}: plain http:// only"));
+    }
+    Ok(server::MetricsUrl {
+        url: url.to_string(),
+        addr: t.addr,
+        authority: t.authority,
+        path: t.path,
+    })
+}
+
 /// Raises the soft file limit to the hard one and returns it.
 fn raise_nofile() -> u64 {
     match getrlimit(Resource::RLIMIT_NOFILE) {
@@ -176,8 +190,23 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
         if rate > 0.0 && a.channel.events() == 0 {
             return Err("nothing to publish: --events or --publish-duration is 0".into());
         }
-        if a.server_pid.is_some() && !a.channel.publishing() {
-            return Err("--server-pid needs --publish-rate or --broadcast-every".into());
+        let watching =
+            !(a.server_pid.is_empty() && a.other_pid.is_empty() && a.metrics_url.is_empty());
+        if watching && !a.channel.publishing() {
+            return Err(
+                "--server-pid, --other-pid and --metrics-url need --publish-rate or \
+                 --broadcast-every"
+                    .into(),
+            );
+        }
+        if a.server_pid.is_empty() && !(a.other_pid.is_empty() && a.metrics_url.is_empty()) {
+            return Err("--other-pid and --metrics-url go with --server-pid".into());
+        }
+        if let Some(url) = &a.publish_url {
+            cli::parse_url(url, true).map_err(|e| e.replace("--url", "--publish-url"))?;
+        }
+        for url in &a.metrics_url {
+            metrics_url(url)?;
         }
     }
     let publishing = channel_args.is_some_and(|a| a.channel.publishing());
@@ -197,7 +226,8 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
     // Under a coordinator a shard holds until its parent says; this only bounds it.
     let shard_hold = match channel_args {
         Some(a) if publishing => {
-            hold + publish::planned(&a.channel)
+            hold + a.publish_delay
+                + publish::planned(&a.channel)
                 + publish::PUBLISH_SLACK
                 + coord::SETTLE_BOUND
                 + Duration::from_secs(30)
@@ -331,11 +361,34 @@ fn start(mode: Mode) -> Result<ExitCode, String> {
         let deadline = spec.give_up_after() + run::CLOSE_BOUND + Duration::from_secs(15);
         let mut coordinator = match channel_args {
             Some(a) if publishing => {
-                let plan = publish::plan(&common, &target, &a.channel)?;
+                let publish_target = match &a.publish_url {
+                    Some(url) => cli::parse_url(url, true)?,
+                    None => target.clone(),
+                };
+                let plan = publish::plan(&common, &publish_target, &a.channel)?;
                 let publisher = publish::Publisher::new(plan)?;
-                let watch = a.server_pid.map(server::Watch::new);
+                let watch = if a.server_pid.is_empty() {
+                    None
+                } else {
+                    let urls = a
+                        .metrics_url
+                        .iter()
+                        .map(|u| metrics_url(u))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Some(server::Watch::new(
+                        a.server_pid.clone(),
+                        a.other_pid.clone(),
+                        urls,
+                        a.metrics_series.clone(),
+                    ))
+                };
                 Some(coord::Coordinator::new(
-                    publisher, total, hold, a.settle, watch,
+                    publisher,
+                    total,
+                    hold,
+                    a.settle,
+                    a.publish_delay,
+                    watch,
                 ))
             }
             _ => None,

@@ -389,6 +389,23 @@ fn bad_arguments_exit_2_with_one_line() {
         &["subscribe", "--peer", "mqtt"],
         &["subscribe", "--server-pid", "1"],
         &["subscribe", "--server-pid", "me", "--publish-rate", "1"],
+        &["subscribe", "--other-pid", "1", "--publish-rate", "1"],
+        &[
+            "subscribe",
+            "--publish-url",
+            "ftp://127.0.0.1:1/",
+            "--publish-rate",
+            "1",
+        ],
+        &[
+            "subscribe",
+            "--server-pid",
+            "1",
+            "--metrics-url",
+            "https://127.0.0.1:1/metrics",
+            "--publish-rate",
+            "1",
+        ],
         &[
             "subscribe",
             "--peer",
@@ -528,6 +545,77 @@ fn subscribe_run(sse: bool) {
 #[test]
 fn subscribe_counts_every_delivery() {
     subscribe_run(false);
+}
+
+/// Publishing to another address than the subscribers' (--publish-url), several server pids
+/// summed, another process apart, and the metrics pages' growth over the publishing window.
+#[test]
+fn subscribe_watches_several_processes_and_metrics_pages() {
+    let server = Server::start(&[]);
+    let url = server.url("ws", "/");
+    let publish = server.url("http", "/");
+    let metrics = server.url("http", "/metrics");
+    let pid = server.child.id().to_string();
+    let run = wsload(&[
+        "subscribe",
+        "--url",
+        &url,
+        "--publish-url",
+        &publish,
+        "--publish-delay",
+        "300ms",
+        "-c",
+        "50",
+        "--channels",
+        "2",
+        "--publish-rate",
+        "200",
+        "--events",
+        "20",
+        "--server-pid",
+        &pid,
+        "--server-pid",
+        &pid,
+        "--other-pid",
+        &pid,
+        "--metrics-url",
+        &metrics,
+        "--metrics-series",
+        "holdfast_channel_deliveries_total",
+        "--metrics-series",
+        "holdfast_channel_connections",
+        "--json",
+    ]);
+    let j = run.json();
+    assert_eq!(run.code, 0, "{j} {}", run.stderr);
+    // 10 events on each channel, 25 subscribers on each.
+    assert_eq!(count(&j, "deliveries"), 500, "{j}");
+    let s = &j["server"];
+    assert_eq!(s["processes"].as_array().unwrap().len(), 2, "{s}");
+    assert_eq!(s["others"].as_array().unwrap().len(), 1, "{s}");
+    let one = &s["processes"][0];
+    assert_eq!(
+        s["rss_settled_kib"],
+        2 * one["rss_settled_kib"].as_u64().unwrap()
+    );
+    let m = &s["metrics"];
+    assert_eq!(m["complete"], true, "{m}");
+    assert_eq!(
+        m["sum"]["holdfast_channel_deliveries_total{app=\"app-id\"}"], 500.0,
+        "{m}"
+    );
+    let page = &m["urls"][0];
+    assert_eq!(page["url"], metrics.as_str());
+    assert_eq!(
+        page["subscribed"]["holdfast_channel_connections{app=\"app-id\"}"],
+        50.0
+    );
+    assert!(m["window_s"].as_f64().unwrap() > 0.0, "{m}");
+    assert!(
+        run.stderr.contains("all subscribed; publishing in 0.3s"),
+        "{}",
+        run.stderr
+    );
 }
 
 /// Every subscriber on its own channel and on a shared one, against two server processes
