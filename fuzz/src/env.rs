@@ -114,6 +114,7 @@ impl Env {
             tls_scratch: &self.tls_scratch,
             access: None,
             peer: Peer::UNKNOWN,
+            over_limit: false,
             app: &self.app,
             conn: Default::default(),
         }
