@@ -317,7 +317,10 @@ fn unpack_deb(package: &str, root: &Path) -> Result<(), String> {
                 .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
         })
         .ok_or_else(|| format!("apt-get download {package} left no .deb"))?;
-    let staging = root.with_extension(format!("partial-{}", std::process::id()));
+    // Unique per call: two tests of one binary may unpack the same package at once.
+    static UNPACKS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = UNPACKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staging = root.with_extension(format!("partial-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(|e| e.to_string())?;
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&staging))?;
