@@ -442,6 +442,7 @@ impl Worker {
                 // Over a limit on the TLS listener: closed before the handshake costs anything.
                 let conn = self.st.conns.remove(slot);
                 close_fd(&mut self.io.ring, conn.fd);
+                self.st.unjudge(slot);
                 wm.closed(CloseReason::PerIpLimit);
                 metrics.release();
                 return;
@@ -1067,13 +1068,18 @@ impl State {
     /// the TLS listener, where it is to be closed now. An unknown address (a PROXY `LOCAL`
     /// health check, a socket without a peer) is not counted.
     fn judge(&mut self, slot: usize, addr: Option<std::net::SocketAddr>) -> bool {
-        let (Some(table), Some(addr)) = (self.shared.per_ip.as_ref(), addr) else {
+        let Some(table) = self.shared.per_ip.as_ref() else {
             return false;
         };
         if self.standing.len() <= slot {
             self.standing.resize(slot + 1, IpStanding::Uncounted);
         }
-        let ip = addr.ip();
+        // Every call sets the slot's standing: a reused slot must not keep its last
+        // occupant's.
+        let Some(ip) = addr.map(|a| a.ip()) else {
+            self.standing[slot] = IpStanding::Uncounted;
+            return false;
+        };
         match table.admit(ip, self.now) {
             super::per_ip::Verdict::Admitted => {
                 self.standing[slot] = IpStanding::Counted(ip);

@@ -44,9 +44,8 @@ impl Hub {
     }
 
     /// Forgets the cluster members not heard from for `silence` (killed, cut off from Redis,
-    /// or this member is): their subscribers and presence members leave. Returns how many
-    /// members are known now, this one included.
-    pub fn forget_silent(&self, silence: Duration) -> usize {
+    /// or this member is): their subscribers and presence members leave.
+    pub fn forget_silent(&self, silence: Duration) {
         let gone: Vec<u16> = {
             let mut heard = lock(&self.heard);
             let gone = heard
@@ -63,44 +62,41 @@ impl Hub {
             crate::log::info!("cluster: member {m} went silent; its members and subscribers leave");
             self.forget(m);
         }
-        lock(&self.heard).len() + 1
     }
 
     fn apply(&self, from: u16, m: Msg) {
-        {
-            match m {
-                Msg::Hello => self.sibling_restarted(from),
-                Msg::Subs {
-                    app,
-                    channel,
-                    count,
-                } => self.remote_subs(from, app, channel, count),
-                Msg::Present {
-                    app,
-                    channel,
-                    user,
-                    info,
-                } => self.remote_presence(from, app, channel, &user, Some(&info)),
-                Msg::Absent { app, channel, user } => {
-                    self.remote_presence(from, app, channel, &user, None)
-                }
-                m @ Msg::Event { .. } => self.sequence_here(m),
-                Msg::Acked { id } => self.acked_by_id(id),
-                Msg::Bus {
-                    inbound,
-                    outbound,
-                    errors,
-                } => {
-                    lock(&self.sibling_bus).insert(from, [inbound, outbound, errors]);
-                }
-                Msg::Stats { app, values } => {
-                    lock(&self.sibling_stats)
-                        .entry(from)
-                        .or_default()
-                        .insert(app, values);
-                }
-                Msg::Alive => {}
+        match m {
+            Msg::Hello => self.sibling_restarted(from),
+            Msg::Subs {
+                app,
+                channel,
+                count,
+            } => self.remote_subs(from, app, channel, count),
+            Msg::Present {
+                app,
+                channel,
+                user,
+                info,
+            } => self.remote_presence(from, app, channel, &user, Some(&info)),
+            Msg::Absent { app, channel, user } => {
+                self.remote_presence(from, app, channel, &user, None)
             }
+            m @ Msg::Event { .. } => self.sequence_here(m),
+            Msg::Acked { id } => self.acked_by_id(id),
+            Msg::Bus {
+                inbound,
+                outbound,
+                errors,
+            } => {
+                lock(&self.sibling_bus).insert(from, [inbound, outbound, errors]);
+            }
+            Msg::Stats { app, values } => {
+                lock(&self.sibling_stats)
+                    .entry(from)
+                    .or_default()
+                    .insert(app, values);
+            }
+            Msg::Alive => {}
         }
     }
 
