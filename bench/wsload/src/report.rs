@@ -200,6 +200,8 @@ pub struct Stats {
 const MAX_TRACKED_EVENTS: usize = 50_000_000;
 /// The same for broadcasts.
 const MAX_TRACKED_BROADCASTS: usize = 1_000_000;
+/// Up to this many events, the report lists each one's time to its last subscriber.
+const MAX_LISTED_EVENTS: usize = 5_000;
 
 impl Stats {
     pub fn new() -> Stats {
@@ -501,6 +503,11 @@ impl Summary {
             v["misrouted"] = c.misrouted.into();
             v["delivery_us"] = percentiles(&self.stats.delivery_us);
             v["last_subscriber_us"] = percentiles(&self.stats.last_subscriber_us());
+            // Each event's time to its last subscriber, in publish order, when there are few
+            // enough to list: a tail is found by when it happens, not only by how big it is.
+            if self.stats.event_last_us.len() <= MAX_LISTED_EVENTS {
+                v["last_subscriber_each_us"] = self.stats.event_last_us.clone().into();
+            }
             if let Some(shared) = &sub.shared {
                 let (to_all, short) = self.stats.broadcast_to_all_us(c.connected);
                 let each: Vec<Value> = (self.stats.broadcast_last_us.iter())
