@@ -46,6 +46,8 @@ impl Redis {
         let child = Command::new(binary)
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            // DEBUG SLEEP, from loopback only: a test makes Redis busy with it.
+            .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(&self.dir)
             .stdin(Stdio::null())
@@ -276,6 +278,53 @@ fn an_event_stream_recovers_on_another_node() {
     }
     publish(&a, "feed", "e", "live", None);
     assert_eq!(s.event().json()["data"], "live");
+}
+
+/// Sends one command to Redis on a connection of its own and leaves it running.
+fn redis_command(redis: &Redis, args: &[&str]) -> TcpStream {
+    use std::io::Write;
+    let mut c = TcpStream::connect(redis.addr()).unwrap();
+    let mut cmd = format!("*{}\r\n", args.len());
+    for a in args {
+        cmd += &format!("${}\r\n{a}\r\n", a.len());
+    }
+    c.write_all(cmd.as_bytes()).unwrap();
+    c
+}
+
+#[test]
+fn an_event_whose_answer_redis_kept_too_long_is_delivered_once() {
+    // Redis busy for 3 s (DEBUG SLEEP): the node's wait for the batch's answer times out
+    // after 2 s, so it delivers the event itself, not knowing whether Redis will run it. Redis
+    // does run it when it wakes, and the subscription (which waits up to 5 s) hears it: the
+    // node must know its own batch and not deliver it twice.
+    let redis = Redis::start("busy");
+    let a = node(&redis, &[]);
+    let (mut ws, _) = pusher(&a);
+    subscribe(&mut ws, "news", None, None);
+    let _busy = redis_command(&redis, &["DEBUG", "SLEEP", "3"]);
+    std::thread::sleep(Duration::from_millis(100));
+    let (status, body) = publish(&a, "news", "e", "during", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(event(&mut ws)["data"], "during");
+    assert!(
+        a.wait_log("cluster: Redis did not take a batch"),
+        "{}",
+        a.log_text()
+    );
+    // Redis is awake again and has run the batch; the next event is the next one delivered.
+    std::thread::sleep(Duration::from_millis(1500));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = publish(&a, "news", "e", "after", None);
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", a.log_text());
+    }
+    let next = event(&mut ws);
+    assert_eq!(next["data"], "after", "delivered twice?\n{}", a.log_text());
+    assert!(quiet(&mut ws, Duration::from_millis(500)), "nothing more");
 }
 
 #[test]

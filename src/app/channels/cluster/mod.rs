@@ -15,13 +15,14 @@
 pub mod wire;
 
 use super::bus::{self, Msg};
-use super::hub::{AppIdx, Fetched, Hub, Pos, Transport, unix_ms};
+use super::hub::{AppIdx, Fetched, Hub, Pos, Transport, lock, unix_ms};
 use crate::config::{ChannelsConfig, ClusterConfig};
 use crate::log;
 use crate::proto::handler::ConnId;
 use redis::{Client, Connection};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak, mpsc};
+use std::sync::{Arc, Mutex, Weak, mpsc};
 use std::time::{Duration, Instant};
 use wire::Names;
 
@@ -48,6 +49,9 @@ const BACKOFF_LAST: Duration = Duration::from_secs(5);
 /// Events one script call positions; messages one payload carries (about).
 const EVENTS_PER_CALL: usize = 512;
 const PAYLOAD_TARGET: usize = 256 * 1024;
+/// Batches delivered alone that are remembered: far more than can be waiting in Redis while
+/// the sender reconnects (one batch per pipeline, and the pipelines of a few seconds).
+const ALONE_KEPT: usize = 1024;
 
 enum Outgoing {
     All(Msg),
@@ -118,6 +122,32 @@ struct Member {
     rejoined: AtomicBool,
     /// Where Redis is, for the log (the URL may carry a password).
     place: String,
+    /// This member's batches of events it delivered alone while not knowing whether Redis ran
+    /// them (an error while waiting for the answer, or no subscription): if one comes back on
+    /// the bus after all, it is not delivered twice. The newest `ALONE_KEPT`.
+    alone: Mutex<VecDeque<u64>>,
+}
+
+impl Member {
+    fn delivered_alone(&self, batch: u64) {
+        let mut alone = lock(&self.alone);
+        if alone.len() == ALONE_KEPT {
+            alone.pop_front();
+        }
+        alone.push_back(batch);
+    }
+
+    /// Whether `batch` was delivered alone already (and forgets it: it comes back once).
+    fn was_delivered_alone(&self, batch: u64) -> bool {
+        let mut alone = lock(&self.alone);
+        match alone.iter().position(|&b| b == batch) {
+            Some(i) => {
+                alone.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Claims a member number in Redis and starts the two threads. A Redis that cannot be
@@ -157,6 +187,7 @@ pub fn start(hub: &Arc<Hub>, cfg: &ClusterConfig, channels: &ChannelsConfig) -> 
         listening: AtomicBool::new(false),
         rejoined: AtomicBool::new(false),
         place,
+        alone: Mutex::new(VecDeque::with_capacity(ALONE_KEPT)),
     });
     let (tx, rx) = mpsc::channel();
     let inbox = tx.clone();
@@ -292,7 +323,15 @@ fn subscribe_and_read(
             return Ok(());
         };
         match wire::unpack(msg.get_payload_bytes()) {
-            Some((from, msgs)) => h.on_cluster(from, msgs),
+            Some(u)
+                if u.from == member.me && u.batch != 0 && member.was_delivered_alone(u.batch) =>
+            {
+                log::debug!(
+                    "cluster: batch {} came back after it was delivered alone; not again",
+                    u.batch
+                );
+            }
+            Some(u) => h.on_cluster(u.from, u.msgs),
             None => {
                 h.bus_errors.fetch_add(1, Ordering::Relaxed);
                 log::limited!(Warn, "cluster: a malformed bus message dropped");
@@ -312,8 +351,13 @@ fn interrupted(e: &redis::RedisError) -> bool {
 enum Sent {
     /// A plain publish: its messages, counted out (or lost).
     Publish { messages: u64, matters: bool },
-    /// A script call positioning these events (the datagram carries them).
-    Sequence { events: Vec<Msg>, datagram: Vec<u8> },
+    /// A script call positioning these events (the datagram carries them), with its batch
+    /// number.
+    Sequence {
+        events: Vec<Msg>,
+        datagram: Vec<u8>,
+        batch: u64,
+    },
     /// The member key's refresh.
     Refresh,
     /// A history read for a waiting event stream.
@@ -328,6 +372,7 @@ fn send(member: &Member, rx: mpsc::Receiver<Outgoing>, hub: &Weak<Hub>) {
     let mut retry_at = Instant::now();
     let mut backoff = BACKOFF_FIRST;
     let mut tick_due = Instant::now();
+    let mut batches = 0u64;
     loop {
         let first = match rx.recv_timeout(TICK) {
             Ok(m) => Some(m),
@@ -364,7 +409,7 @@ fn send(member: &Member, rx: mpsc::Receiver<Outgoing>, hub: &Weak<Hub>) {
                 }
             }
         }
-        let (pipe, sent) = build(member, queue, refresh);
+        let (pipe, sent) = build(member, queue, refresh, &mut batches);
         match con.as_mut() {
             Some(c) => match pipe.query::<Vec<redis::Value>>(c) {
                 Ok(replies) => answered(member, &hub, sent, replies),
@@ -386,17 +431,22 @@ fn send(member: &Member, rx: mpsc::Receiver<Outgoing>, hub: &Weak<Hub>) {
                         continue;
                     }
                     log::limited!(Warn, "cluster: Redis did not take a batch: {e}");
-                    not_sent(&hub, sent);
+                    not_sent(member, &hub, sent);
                 }
             },
-            None => not_sent(&hub, sent),
+            None => not_sent(member, &hub, sent),
         }
     }
 }
 
 /// The pipeline for one batch, in the order the messages were queued (a run of plain
 /// messages is one publish, a run of events one script call), and what each command carries.
-fn build(member: &Member, queue: Vec<Outgoing>, refresh: bool) -> (redis::Pipeline, Vec<Sent>) {
+fn build(
+    member: &Member,
+    queue: Vec<Outgoing>,
+    refresh: bool,
+    batches: &mut u64,
+) -> (redis::Pipeline, Vec<Sent>) {
     let mut pipe = redis::pipe();
     let mut sent = Vec::new();
     let mut run = Run::default();
@@ -426,12 +476,12 @@ fn build(member: &Member, queue: Vec<Outgoing>, refresh: bool) -> (redis::Pipeli
             }
         };
         if run.target != Some(target) || run.full() {
-            run.flush(member, &mut pipe, &mut sent);
+            run.flush(member, &mut pipe, &mut sent, batches);
             run.target = Some(target);
         }
         run.add(member.me, m);
     }
-    run.flush(member, &mut pipe, &mut sent);
+    run.flush(member, &mut pipe, &mut sent, batches);
     if refresh {
         pipe.cmd("EVAL")
             .arg(wire::REFRESH_SCRIPT)
@@ -478,7 +528,14 @@ impl Run {
         self.messages.push(m);
     }
 
-    fn flush(&mut self, member: &Member, pipe: &mut redis::Pipeline, sent: &mut Vec<Sent>) {
+    /// Adds the run's command to `pipe`; a script call takes the next of `batches`.
+    fn flush(
+        &mut self,
+        member: &Member,
+        pipe: &mut redis::Pipeline,
+        sent: &mut Vec<Sent>,
+        batches: &mut u64,
+    ) {
         let Some(target) = self.target.take() else {
             return;
         };
@@ -496,13 +553,15 @@ impl Run {
                 };
                 pipe.cmd("PUBLISH")
                     .arg(channel)
-                    .arg(wire::pack(b"", &datagram));
+                    .arg(wire::pack(0, b"", &datagram));
                 sent.push(Sent::Publish {
                     messages: messages.len() as u64,
                     matters,
                 });
             }
             Target::Sequence => {
+                *batches += 1;
+                let batch = *batches;
                 let cmd = pipe
                     .cmd("EVAL")
                     .arg(wire::SEQUENCE_SCRIPT)
@@ -518,6 +577,7 @@ impl Run {
                     }
                 }
                 cmd.arg(member.names.bus())
+                    .arg(batch)
                     .arg(&datagram)
                     .arg(member.history_size.max(1))
                     .arg(member.history_ttl_ms.max(1));
@@ -529,6 +589,7 @@ impl Run {
                 sent.push(Sent::Sequence {
                     events: messages,
                     datagram,
+                    batch,
                 });
             }
         }
@@ -542,21 +603,27 @@ fn answered(member: &Member, hub: &Hub, sent: Vec<Sent>, replies: Vec<redis::Val
             Sent::Publish { messages, .. } => {
                 hub.bus_out.fetch_add(messages, Ordering::Relaxed);
             }
-            Sent::Sequence { events, datagram } => {
+            Sent::Sequence {
+                events,
+                datagram,
+                batch,
+            } => {
                 hub.bus_out
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
                 if member.listening.load(Ordering::Acquire) {
                     continue; // they come back on the bus, in order with everyone else's
                 }
                 // Not subscribed: nothing comes back, so this member delivers its own
-                // events, at the positions Redis gave.
+                // events, at the positions Redis gave (and, should the subscription have
+                // been back in time to hear them after all, not twice).
+                member.delivered_alone(batch);
                 let ids = match &reply {
                     redis::Value::BulkString(b) => b.clone(),
                     redis::Value::SimpleString(s) => s.clone().into_bytes(),
                     _ => Vec::new(),
                 };
-                match wire::unpack(&wire::pack(&ids, &datagram)) {
-                    Some((_, msgs)) => msgs.into_iter().for_each(|m| hub.sequence_here(m)),
+                match wire::unpack(&wire::pack(batch, &ids, &datagram)) {
+                    Some(u) => u.msgs.into_iter().for_each(|m| hub.sequence_here(m)),
                     None => events.into_iter().for_each(|m| hub.sequence_here(m)),
                 }
             }
@@ -579,9 +646,11 @@ fn answered(member: &Member, hub: &Hub, sent: Vec<Sent>, replies: Vec<redis::Val
     }
 }
 
-/// A batch Redis did not take: events are positioned and delivered here alone (the local
-/// subscribers still get them), and everything that mattered is counted as not crossed.
-fn not_sent(hub: &Hub, sent: Vec<Sent>) {
+/// A batch Redis did not take, or whose answer did not come: events are positioned and
+/// delivered here alone (the local subscribers still get them), and everything that mattered
+/// is counted as not crossed. Redis may have run a batch whose answer was lost (a timeout
+/// while it was busy): if it comes back on the bus, it is not delivered again.
+fn not_sent(member: &Member, hub: &Hub, sent: Vec<Sent>) {
     for s in sent {
         match s {
             Sent::Publish { messages, matters } => {
@@ -589,7 +658,8 @@ fn not_sent(hub: &Hub, sent: Vec<Sent>) {
                     hub.bus_errors.fetch_add(messages, Ordering::Relaxed);
                 }
             }
-            Sent::Sequence { events, .. } => {
+            Sent::Sequence { events, batch, .. } => {
+                member.delivered_alone(batch);
                 hub.bus_errors
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
                 events.into_iter().for_each(|m| hub.sequence_here(m));

@@ -2,9 +2,12 @@
 //! names, unit-tested without Redis: the key and pub/sub channel names, the script that gives
 //! a batch of events their positions, and the payload of a pub/sub message.
 //!
-//! A payload is the positions the script gave (`ms-n` Redis stream IDs, comma-separated, empty
-//! when none were asked for), a line feed, then a bus datagram (`bus::decode`). The positions
-//! go, in order, to the datagram's events that needed one.
+//! A payload is a line, then a bus datagram (`bus::decode`). The line is the sender's batch
+//! number (decimal; 0 for a plain publish), a `;`, and the positions the script gave (`ms-n`
+//! Redis stream IDs, comma-separated, empty when none were asked for). The positions go, in
+//! order, to the datagram's events that needed one; the batch number lets the sender know its
+//! own batch when it comes back (one it already delivered alone, after an error that left
+//! unknown whether Redis ran it, is not delivered again).
 
 use crate::app::channels::bus::{self, Msg};
 use crate::app::channels::hub::Pos;
@@ -17,18 +20,18 @@ use crate::app::channels::hub::Pos;
 /// It also notes since when Redis has kept histories, if nobody has yet (Redis started empty).
 ///
 /// KEYS: the `since` key, then the history stream of each event, in order. ARGV: the bus
-/// channel, the batch's datagram, the entries a stream keeps, their lifetime in ms, then each
-/// event's frame.
+/// channel, the batch number, the batch's datagram, the entries a stream keeps, their lifetime
+/// in ms, then each event's frame.
 pub const SEQUENCE_SCRIPT: &str = "\
 local t = redis.call('TIME')
 redis.call('SET', KEYS[1], t[1] * 1000 + math.floor(t[2] / 1000), 'NX')
 local ids = {}
 for i = 2, #KEYS do
-  ids[i - 1] = redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[3], '*', 'f', ARGV[3 + i])
-  redis.call('PEXPIRE', KEYS[i], ARGV[4])
+  ids[i - 1] = redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[4], '*', 'f', ARGV[4 + i])
+  redis.call('PEXPIRE', KEYS[i], ARGV[5])
 end
 local joined = table.concat(ids, ',')
-redis.call('PUBLISH', ARGV[1], joined .. '\\n' .. ARGV[2])
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. ';' .. joined .. '\\n' .. ARGV[3])
 return joined
 ";
 
@@ -198,8 +201,10 @@ impl Names {
 }
 
 /// A payload carrying `datagram` and the positions `ids` (as the script joined them).
-pub fn pack(ids: &[u8], datagram: &[u8]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(ids.len() + 1 + datagram.len());
+pub fn pack(batch: u64, ids: &[u8], datagram: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(ids.len() + 22 + datagram.len());
+    p.extend_from_slice(batch.to_string().as_bytes());
+    p.push(b';');
     p.extend_from_slice(ids);
     p.push(b'\n');
     p.extend_from_slice(datagram);
@@ -218,11 +223,22 @@ pub fn parse_ids(ids: &[u8]) -> Option<Vec<Pos>> {
         .collect()
 }
 
-/// The sender and messages of a payload, each event that needed a position given its own;
-/// `None` when anything is malformed or the positions do not match the events.
-pub fn unpack(payload: &[u8]) -> Option<(u16, Vec<Msg>)> {
+/// A payload as its sender and batch number tell it, and its messages.
+#[derive(Debug, PartialEq)]
+pub struct Unpacked {
+    pub from: u16,
+    pub batch: u64,
+    pub msgs: Vec<Msg>,
+}
+
+/// The sender, batch number and messages of a payload, each event that needed a position
+/// given its own; `None` when anything is malformed or the positions do not match the events.
+pub fn unpack(payload: &[u8]) -> Option<Unpacked> {
     let nl = memchr::memchr(b'\n', payload)?;
-    let ids = parse_ids(&payload[..nl])?;
+    let line = &payload[..nl];
+    let semi = memchr::memchr(b';', line)?;
+    let batch = std::str::from_utf8(&line[..semi]).ok()?.parse().ok()?;
+    let ids = parse_ids(&line[semi + 1..])?;
     let (from, mut msgs) = bus::decode(&payload[nl + 1..])?;
     let mut ids = ids.into_iter();
     for m in msgs.iter_mut() {
@@ -232,7 +248,9 @@ pub fn unpack(payload: &[u8]) -> Option<(u16, Vec<Msg>)> {
             *p = Some(ids.next()?);
         }
     }
-    ids.next().is_none().then_some((from, msgs))
+    ids.next()
+        .is_none()
+        .then_some(Unpacked { from, batch, msgs })
 }
 
 #[cfg(test)]
@@ -265,10 +283,9 @@ mod tests {
     #[test]
     fn positions_go_to_the_events_that_needed_them_in_order() {
         let msgs = [event("a"), event("presence-p"), Msg::Hello, event("b")];
-        let (from, got) = unpack(&pack(b"10-0,10-1", &datagram(&msgs))).unwrap();
-        assert_eq!(from, 7);
-        let positions: Vec<Option<Pos>> = got
-            .iter()
+        let got = unpack(&pack(42, b"10-0,10-1", &datagram(&msgs))).unwrap();
+        assert_eq!((got.from, got.batch), (7, 42));
+        let positions: Vec<Option<Pos>> = (got.msgs.iter())
             .map(|m| match m {
                 Msg::Event { pos, .. } => *pos,
                 _ => None,
@@ -281,12 +298,25 @@ mod tests {
     #[test]
     fn positions_that_do_not_match_the_events_are_refused() {
         let d = datagram(&[event("a")]);
-        assert!(unpack(&pack(b"", &d)).is_none(), "one missing");
-        assert!(unpack(&pack(b"1-0,1-1", &d)).is_none(), "one too many");
-        assert!(unpack(&pack(b"1-x", &d)).is_none());
+        assert!(unpack(&pack(1, b"", &d)).is_none(), "one missing");
+        assert!(unpack(&pack(1, b"1-0,1-1", &d)).is_none(), "one too many");
+        assert!(unpack(&pack(1, b"1-x", &d)).is_none());
         assert!(unpack(b"no line feed").is_none());
         let plain = datagram(&[Msg::Hello]);
-        assert_eq!(unpack(&pack(b"", &plain)), Some((7, vec![Msg::Hello])));
+        assert!(
+            unpack(&[b"1-0\n", &plain[..]].concat()).is_none(),
+            "no batch"
+        );
+        assert!(
+            unpack(&[b"x;\n", &plain[..]].concat()).is_none(),
+            "a batch not a number"
+        );
+        let want = Unpacked {
+            from: 7,
+            batch: 0,
+            msgs: vec![Msg::Hello],
+        };
+        assert_eq!(unpack(&pack(0, b"", &plain)), Some(want));
     }
 
     #[test]

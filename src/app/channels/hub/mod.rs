@@ -1267,6 +1267,6 @@ impl Hub {
 }
 
 /// Locks a mutex whose holder may have panicked: the state is plain data, still usable.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(in crate::app::channels) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
