@@ -16,7 +16,7 @@ cd "$(dirname "$0")"
 
 seconds=${FUZZ_SECONDS:-30}
 sanitizer=${FUZZ_SANITIZER:-none}
-targets=${FUZZ_TARGETS:-"http_head chunked ws_frames http1_conn ws_conn channels"}
+targets=${FUZZ_TARGETS:-"http_head chunked ws_frames http1_conn ws_conn channels h2_conn"}
 # One input running longer than this is a hang, and a failure.
 input_timeout=${FUZZ_INPUT_TIMEOUT:-20}
 

@@ -8,15 +8,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The ALPN name of HTTP/1.1, the one application protocol holdfast speaks inside TLS (RFC 7301).
-/// `tls.alpn` may list only protocols we speak; HTTP/2 will add `h2` here.
+/// The ALPN names (RFC 7301) of the application protocols holdfast speaks inside TLS:
+/// `tls.alpn` may list only these.
 pub const ALPN_HTTP1: &str = "http/1.1";
+pub const ALPN_H2: &str = "h2";
 
 /// The whole configuration, one struct per TOML table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: ServerConfig,
     pub http: HttpConfig,
+    pub http2: Http2Config,
     pub websocket: WebSocketConfig,
     pub tcp: TcpConfig,
     pub tls: TlsConfig,
@@ -153,6 +155,19 @@ pub struct HttpConfig {
     pub lingering_timeout: Duration,
 }
 
+/// `[http2]`: what only HTTP/2 connections have.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Http2Config {
+    /// Streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS); more
+    /// are refused with REFUSED_STREAM.
+    pub max_concurrent_streams: u32,
+    /// A PING after this long without a byte from the peer (0: none), and the close when its
+    /// answer does not come within `ping_timeout`: dead peers are found, idle middleboxes kept
+    /// awake.
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebSocketConfig {
     /// Zero disables server pings.
@@ -248,6 +263,11 @@ impl Default for Config {
                 max_header_bytes: 16 * 1024,
                 max_body_bytes: 1024 * 1024,
                 lingering_timeout: Duration::from_secs(5),
+            },
+            http2: Http2Config {
+                max_concurrent_streams: 128,
+                ping_interval: Duration::from_secs(30),
+                ping_timeout: Duration::from_secs(10),
             },
             websocket: WebSocketConfig {
                 ping_interval: Duration::from_secs(30),
@@ -370,6 +390,12 @@ impl Config {
             "http.max_header_bytes" => self.http.max_header_bytes = size(v).map_err(e)? as usize,
             "http.max_body_bytes" => self.http.max_body_bytes = size(v).map_err(e)? as usize,
             "http.lingering_timeout" => self.http.lingering_timeout = dur(v).map_err(e)?,
+            "http2.max_concurrent_streams" => {
+                self.http2.max_concurrent_streams =
+                    u32::try_from(int(v).map_err(e)?).map_err(|_| e("too large".into()))?
+            }
+            "http2.ping_interval" => self.http2.ping_interval = dur(v).map_err(e)?,
+            "http2.ping_timeout" => self.http2.ping_timeout = dur(v).map_err(e)?,
             "websocket.ping_interval" => self.websocket.ping_interval = dur(v).map_err(e)?,
             "websocket.pong_timeout" => self.websocket.pong_timeout = dur(v).map_err(e)?,
             "websocket.idle_timeout" => self.websocket.idle_timeout = dur(v).map_err(e)?,
@@ -555,15 +581,26 @@ impl Config {
             "tls.min_version",
             "must be \"1.2\" or \"1.3\"",
         )?;
-        if let Some(p) = self.tls.alpn.iter().find(|p| *p != ALPN_HTTP1) {
+        if let Some(p) = (self.tls.alpn.iter()).find(|p| *p != ALPN_HTTP1 && *p != ALPN_H2) {
             return Err(err(
                 "tls.alpn",
                 format!(
-                    "{p:?} is not a protocol holdfast speaks; the only one is \"{ALPN_HTTP1}\" \
-                     (announcing another would promise clients a protocol they would not get)"
+                    "{p:?} is not a protocol holdfast speaks; they are \"{ALPN_H2}\" and \
+                     \"{ALPN_HTTP1}\" (announcing another would promise clients a protocol they \
+                     would not get)"
                 ),
             ));
         }
+        check(
+            self.http2.max_concurrent_streams >= 1,
+            "http2.max_concurrent_streams",
+            "must be at least 1",
+        )?;
+        check(
+            !self.http2.ping_timeout.is_zero(),
+            "http2.ping_timeout",
+            "must be more than 0",
+        )?;
         check(
             self.tls.key_update_bytes >= 1,
             "tls.key_update_bytes",
@@ -599,6 +636,9 @@ const KEYS: &[&str] = &[
     "http.max_header_bytes",
     "http.max_body_bytes",
     "http.lingering_timeout",
+    "http2.max_concurrent_streams",
+    "http2.ping_interval",
+    "http2.ping_timeout",
     "websocket.ping_interval",
     "websocket.pong_timeout",
     "websocket.idle_timeout",
@@ -1054,8 +1094,12 @@ mod tests {
             ("tcp.keepalive_idle=1500ms", "tcp.keepalive_idle"),
             ("tcp.keepalive_count=500", "tcp.keepalive_count"),
             ("tls.min_version=\"1.1\"", "tls.min_version"),
-            ("tls.alpn=[\"h2\", \"http/1.1\"]", "tls.alpn"),
-            ("tls.alpn=h2", "tls.alpn"),
+            ("tls.alpn=[\"h3\", \"http/1.1\"]", "tls.alpn"),
+            ("tls.alpn=spdy/3", "tls.alpn"),
+            (
+                "http2.max_concurrent_streams=0",
+                "http2.max_concurrent_streams",
+            ),
             ("tls.cert=/x.pem", "tls.cert"),
             ("tcp.nodelay=maybe", "tcp.nodelay"),
             ("log.level=verbose", "log.level"),

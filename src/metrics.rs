@@ -5,7 +5,7 @@
 
 mod process;
 
-use crate::outcome::{COUNTED_CODES, CloseReason, TlsFailure};
+use crate::outcome::{COUNTED_CODES, CloseReason, H2_ERROR_LABELS, TlsFailure};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -101,6 +101,12 @@ pub struct WorkerMetrics {
     pub ws_ping_rtt_sum_ms: Counter,
     /// Access log lines dropped because the writer thread fell behind.
     pub access_log_dropped: Counter,
+    /// Connections that spoke HTTP/2 (by ALPN or prior knowledge).
+    pub h2_connections: Counter,
+    /// HTTP/2 error frames sent, by code: GOAWAY (a connection error; NO_ERROR is a graceful
+    /// close, not counted), then RST_STREAM (a stream error).
+    pub h2_goaways: [Counter; H2_ERROR_LABELS.len()],
+    pub h2_resets: [Counter; H2_ERROR_LABELS.len()],
 }
 
 /// Upper bounds (ms) of the heartbeat round-trip histogram's buckets. The engine clock counts
@@ -129,6 +135,18 @@ impl WorkerMetrics {
             .unwrap_or(PING_RTT_BOUNDS_MS.len());
         self.ws_ping_rtt_buckets[bucket].inc();
         self.ws_ping_rtt_sum_ms.add(ms);
+    }
+
+    /// An HTTP/2 error frame sent: `code` as RFC 9113 numbers it.
+    pub fn h2_error(&self, stream: bool, code: u32) {
+        let counters = if stream {
+            &self.h2_resets
+        } else {
+            &self.h2_goaways
+        };
+        if let Some(c) = counters.get(code as usize) {
+            c.inc();
+        }
     }
 
     pub fn tls_failure(&self, why: TlsFailure) {
@@ -409,6 +427,37 @@ impl Metrics {
         for (i, limit) in ["connections", "rate"].into_iter().enumerate() {
             let extra = format!("limit=\"{limit}\"");
             self.counter(&mut s, name, &extra, |w| w.per_ip_refusals[i].get());
+        }
+        let name = "holdfast_http2_connections_total";
+        Self::family(
+            &mut s,
+            name,
+            "counter",
+            "Connections that spoke HTTP/2 (ALPN h2, or h2c with prior knowledge).",
+        );
+        self.counter(&mut s, name, "", |w| w.h2_connections.get());
+        let name = "holdfast_http2_errors_total";
+        Self::family(
+            &mut s,
+            name,
+            "counter",
+            "HTTP/2 errors the server answered, by scope (connection: GOAWAY; stream: \
+             RST_STREAM) and RFC 9113 error code.",
+        );
+        for (scope, stream) in [("connection", false), ("stream", true)] {
+            for (i, code) in H2_ERROR_LABELS.iter().enumerate() {
+                if !stream && i == 0 {
+                    continue; // a graceful GOAWAY is no error
+                }
+                let extra = format!("scope=\"{scope}\",code=\"{code}\"");
+                self.counter(&mut s, name, &extra, |w| {
+                    if stream {
+                        w.h2_resets[i].get()
+                    } else {
+                        w.h2_goaways[i].get()
+                    }
+                });
+            }
         }
         let name = "holdfast_tls_failures_total";
         Self::family(

@@ -91,6 +91,25 @@ impl CloseReason {
     }
 }
 
+/// HTTP/2's error codes (RFC 9113 §7) by number, as `/metrics` labels them: the codes of the
+/// GOAWAY and RST_STREAM frames the server sends.
+pub const H2_ERROR_LABELS: [&str; 14] = [
+    "no_error",
+    "protocol_error",
+    "internal_error",
+    "flow_control_error",
+    "settings_timeout",
+    "stream_closed",
+    "frame_size_error",
+    "refused_stream",
+    "cancel",
+    "compression_error",
+    "connect_error",
+    "enhance_your_calm",
+    "inadequate_security",
+    "http_1_1_required",
+];
+
 /// Why a TLS connection failed, one metrics label each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsFailure {

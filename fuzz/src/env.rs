@@ -146,6 +146,7 @@ pub fn counters(m: &Metrics) -> Vec<u64> {
         &w.tls_key_updates_received,
         &w.ws_ping_rtt_sum_ms,
         &w.access_log_dropped,
+        &w.h2_connections,
     ];
     let arrays = [
         &w.closed[..],
@@ -154,6 +155,8 @@ pub fn counters(m: &Metrics) -> Vec<u64> {
         &w.tls_failures[..],
         &w.ws_closes[..],
         &w.ws_ping_rtt_buckets[..],
+        &w.h2_goaways[..],
+        &w.h2_resets[..],
     ];
     singles
         .into_iter()

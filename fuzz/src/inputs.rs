@@ -102,6 +102,15 @@ pub enum Http1Input<'a> {
     },
 }
 
+/// `h2_conn`: an HTTP/2 client's byte stream after its preface (which the target adds).
+#[derive(Arbitrary, Debug)]
+pub struct H2Input<'a> {
+    pub knobs: Knobs,
+    pub scale: u8,
+    pub cuts: Vec<u8>,
+    pub bytes: &'a [u8],
+}
+
 /// `ws_conn`: the same two forms, for a WebSocket connection with the given
 /// permessage-deflate parameters.
 #[derive(Arbitrary, Debug)]

@@ -159,6 +159,7 @@ pub fn check(buf: &[u8], head: &RequestHead) {
     match expected_version {
         Version::Http11 => assert_eq!(hosts, 1, "HTTP/1.1 needs exactly one Host"),
         Version::Http10 => assert!(hosts <= 1, "more than one Host"),
+        Version::Http2 => panic!("the HTTP/1.1 parser never says HTTP/2"),
     }
     assert!(!other_expectation, "an unknown expectation is 417");
     let framing = if te_present {

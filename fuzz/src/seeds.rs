@@ -230,6 +230,62 @@ fn http1(name: &'static str, takeover: bool, stream: Vec<u8>) -> Seed {
     }
 }
 
+fn h2(name: &'static str, stream: Vec<u8>) -> Seed {
+    let mut bytes = knobs(false);
+    bytes.push(0); // scale 1
+    bytes.push(0); // no cuts: one byte at a time
+    bytes.extend_from_slice(&stream);
+    Seed {
+        target: "h2_conn",
+        name,
+        bytes,
+        carries: vec![stream],
+    }
+}
+
+/// An HTTP/2 frame (RFC 9113 §4.1).
+fn h2_frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+    let len = payload.len();
+    out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// A request's header block: literal fields never indexed, one of them Huffman-coded ("www"
+/// as RFC 7541 C.4.1 codes it), one added to the dynamic table and then referred to.
+fn h2_block(method: &str, path: &str, first: bool) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (n, v) in [(":method", method), (":scheme", "http"), (":path", path)] {
+        b.push(0x10);
+        b.push(n.len() as u8);
+        b.extend_from_slice(n.as_bytes());
+        b.push(v.len() as u8);
+        b.extend_from_slice(v.as_bytes());
+    }
+    if first {
+        // Literal with incremental indexing, name ":authority" (static 1), Huffman "www".
+        b.extend_from_slice(&[0x41, 0x83, 0xf1, 0xe3, 0xc7]);
+    } else {
+        b.push(0x80 | 62); // the entry added by the first block
+    }
+    b
+}
+
+/// What a client sends after its preface: SETTINGS, a GET, a POST with a body in two DATA
+/// frames, a PING, a window update, and a GOAWAY.
+fn h2_requests() -> Vec<u8> {
+    let mut s = Vec::new();
+    h2_frame(&mut s, 0x4, 0, 0, &[0, 4, 0, 1, 0, 0]);
+    h2_frame(&mut s, 0x1, 0x5, 1, &h2_block("GET", "/plaintext", true));
+    h2_frame(&mut s, 0x1, 0x4, 3, &h2_block("POST", "/echo", false));
+    h2_frame(&mut s, 0x0, 0, 3, b"hel");
+    h2_frame(&mut s, 0x0, 0x1, 3, b"lo");
+    h2_frame(&mut s, 0x6, 0, 0, b"8 bytes!");
+    h2_frame(&mut s, 0x8, 0, 0, &1000u32.to_be_bytes());
+    h2_frame(&mut s, 0x7, 0, 0, &[0, 0, 0, 3, 0, 0, 0, 0]);
+    s
+}
+
 /// `deflate`: (server_no_context_takeover, client_no_context_takeover), window 15.
 fn ws(name: &'static str, deflate: Option<(bool, bool)>, stream: Vec<u8>) -> Seed {
     let mut bytes = variant(1, 2).to_vec(); // WsInput::Stream
@@ -372,6 +428,7 @@ pub fn all() -> Vec<Seed> {
     let mut h16 = frame(0x2, false, true, &[9; 300]);
     h16.truncate(8);
     seeds.extend(channels_seeds());
+    seeds.push(h2("requests", h2_requests()));
     seeds.push(frames(
         "header_16",
         0,
@@ -457,7 +514,8 @@ pub fn all() -> Vec<Seed> {
 mod tests {
     use super::*;
     use crate::inputs::{
-        ChannelsInput, ChunkedInput, Compressed, FramesInput, HeadInput, Http1Input, WsInput,
+        ChannelsInput, ChunkedInput, Compressed, FramesInput, H2Input, HeadInput, Http1Input,
+        WsInput,
     };
     use arbitrary::{Arbitrary, Unstructured};
     use std::path::PathBuf;
@@ -480,6 +538,11 @@ mod tests {
                     vec![i.bytes.to_vec()],
                     format!("{} {} {:?}", i.mode, i.small, i.cuts),
                 )
+            }
+            "h2_conn" => {
+                let i: H2Input = decode(b);
+                let settings = format!("{:?} {} {:?}", i.knobs, i.scale, i.cuts);
+                (vec![i.bytes.to_vec()], settings)
             }
             "http1_conn" => match decode(b) {
                 Http1Input::Stream {
@@ -616,6 +679,7 @@ mod served {
     use arbitrary::{Arbitrary, Unstructured};
     use holdfast::proto::ws::WsConn;
     use holdfast::proto::ws::deflate::Params;
+    use holdfast::proto::h2::H2Conn;
     use holdfast::proto::{CloseReason, Session, http1::Http1Conn};
 
     fn statuses(http: &[u8]) -> Vec<u16> {
@@ -707,6 +771,37 @@ mod served {
                     let events = [Event::Data(bytes.to_vec())];
                     let out = drive::run(&env, metrics, session, 0, &events, None);
                     a_whole_session(seed.name, &out.sink, out.close, params);
+                }
+                "h2_conn" => {
+                    let Ok(i) = crate::inputs::H2Input::arbitrary_take_rest(u) else {
+                        panic!("{}", seed.name)
+                    };
+                    let env = Env::new(i.knobs.config());
+                    let session = Session::H2(Box::new(H2Conn::new(0)));
+                    let mut bytes = holdfast::proto::h2::frame::PREFACE.to_vec();
+                    bytes.extend_from_slice(i.bytes);
+                    let out = drive::run(&env, metrics, session, 0, &[Event::Data(bytes)], None);
+                    // (kind, flags, stream, payload) of every frame the server sent.
+                    let mut frames = Vec::new();
+                    let mut at = 0;
+                    while let Some(h) = holdfast::proto::h2::frame::Head::parse(&out.sink[at..]) {
+                        let p = &out.sink[at + 9..at + 9 + h.len];
+                        frames.push((h.kind, h.flags, h.stream, p.to_vec()));
+                        at += 9 + h.len;
+                    }
+                    assert_eq!(at, out.sink.len(), "{}: whole frames", seed.name);
+                    let data = |stream| {
+                        frames
+                            .iter()
+                            .filter(|f| f.0 == 0 && f.2 == stream)
+                            .flat_map(|f| f.3.clone())
+                            .collect::<Vec<u8>>()
+                    };
+                    assert_eq!(data(1), b"Hello, World!");
+                    assert_eq!(data(3), b"hello");
+                    assert!(frames.iter().any(|f| f.0 == 6 && f.1 == 1 && f.3 == b"8 bytes!"));
+                    assert!(!frames.iter().any(|f| f.0 == 3 || f.0 == 7 && f.3[4..] != [0; 4]));
+                    assert_eq!(out.close, Some(CloseReason::Requested), "{}", seed.name);
                 }
                 _ => {}
             }

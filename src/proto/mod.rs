@@ -3,6 +3,7 @@
 //! buffer, and returns an [`Action`]; the engine asks for the next deadline afterwards. This is
 //! what makes the protocols testable without sockets and fuzzable.
 
+pub mod h2;
 pub mod handler;
 pub mod http1;
 pub mod proxy;
@@ -16,6 +17,7 @@ pub use crate::outcome::CloseReason;
 use crate::config::Config;
 use crate::log::access::{Peer, Request, WorkerLog};
 use crate::metrics::WorkerMetrics;
+use h2::H2Conn;
 use handler::{ConnId, Handler};
 use http1::Http1Conn;
 use http1::conn::UpgradeKind;
@@ -150,9 +152,18 @@ pub const OUTPUT_CAP: usize = 16 * 1024;
 /// sees this enum.
 pub enum Session {
     Http1(Http1Conn),
+    /// Boxed: its streams and HPACK state are larger than an HTTP/1.1 connection's.
+    H2(Box<H2Conn>),
     Ws(WsConn),
     Stream(StreamConn),
     Tls(Box<TlsSession>),
+}
+
+/// Whether a connection's first bytes are HTTP/2's preface: its request line (16 bytes, which
+/// no HTTP/1.1 request starts with) and as much of the rest as has come.
+fn is_h2_preface(input: &[u8]) -> bool {
+    let n = input.len().min(h2::frame::PREFACE.len());
+    n >= 16 && input[..n] == h2::frame::PREFACE[..n]
 }
 
 /// Forwards a call to whichever protocol the session speaks.
@@ -160,6 +171,7 @@ macro_rules! dispatch {
     ($self:ident, $c:ident => $call:expr) => {
         match $self {
             Session::Http1($c) => $call,
+            Session::H2($c) => $call,
             Session::Ws($c) => $call,
             Session::Stream($c) => $call,
             Session::Tls($c) => $call,
@@ -169,6 +181,13 @@ macro_rules! dispatch {
 
 impl Session {
     pub fn on_input(&mut self, input: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        if let Session::Http1(h) = self
+            && h.is_fresh()
+            && is_h2_preface(input)
+        {
+            // HTTP/2 with prior knowledge (h2c, RFC 9113 §3.3): the client's preface says so.
+            *self = Session::H2(Box::new(H2Conn::new(cx.now)));
+        }
         dispatch!(self, c => c.on_input(input, cx, out))
     }
     pub fn on_eof(&mut self, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
@@ -189,6 +208,7 @@ impl Session {
     pub fn deadline(&self, config: &Config) -> u64 {
         match self {
             Session::Http1(c) => c.deadline(config),
+            Session::H2(c) => c.deadline(config),
             Session::Ws(c) => c.deadline(config),
             Session::Stream(c) => c.deadline(),
             Session::Tls(c) => c.deadline(config),
@@ -197,7 +217,7 @@ impl Session {
     pub fn is_ws(&self) -> bool {
         match self {
             Session::Ws(_) => true,
-            Session::Http1(_) | Session::Stream(_) => false,
+            Session::Http1(_) | Session::H2(_) | Session::Stream(_) => false,
             Session::Tls(t) => t.is_ws(),
         }
     }
@@ -263,6 +283,7 @@ impl Session {
     ) -> Action {
         match self {
             Session::Http1(h) => h.on_reply(reply, cx, out),
+            Session::H2(h) => h.on_reply(reply, cx, out),
             Session::Tls(t) => t.on_reply(reply, cx, out),
             Session::Ws(_) | Session::Stream(_) => Action::Continue,
         }
@@ -274,7 +295,7 @@ impl Session {
         match self {
             Session::Http1(h) => h.on_stream_later(route, cx, out),
             Session::Tls(t) => t.on_stream_later(route, cx, out),
-            Session::Ws(_) | Session::Stream(_) => Action::Continue,
+            Session::H2(_) | Session::Ws(_) | Session::Stream(_) => Action::Continue,
         }
     }
 
@@ -286,7 +307,7 @@ impl Session {
         match self {
             Session::Ws(w) => w.takes_shared(unsent, slow_cap),
             Session::Stream(s) => s.takes_shared(unsent, slow_cap),
-            Session::Http1(_) | Session::Tls(_) => false,
+            Session::Http1(_) | Session::H2(_) | Session::Tls(_) => false,
         }
     }
 
@@ -311,7 +332,7 @@ impl Session {
             Session::Ws(w) => w.deliver(frame, unsent, slow_cap, slow_code, cx, out),
             Session::Stream(s) => s.deliver(frame, unsent, slow_cap, cx, out),
             Session::Tls(t) => t.deliver(frame, unsent, slow_cap, slow_code, cx, out),
-            Session::Http1(_) => Action::Continue,
+            Session::Http1(_) | Session::H2(_) => Action::Continue,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! reader for raw-socket tests.
 #![allow(dead_code)]
 
+pub mod h2;
 pub mod pusher;
 pub mod sse;
 pub mod tools;

@@ -187,6 +187,12 @@ impl Http1Conn {
         }
     }
 
+    /// Nothing has arrived on this connection yet: its first bytes may still say it speaks
+    /// another protocol (HTTP/2 with prior knowledge).
+    pub fn is_fresh(&self) -> bool {
+        self.requests == 0 && self.buf.is_empty() && matches!(self.reading, Reading::Idle)
+    }
+
     /// Feeds received bytes (or nothing, to resume after output drained).
     pub fn on_input(&mut self, input: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
         if self.closing {
@@ -582,7 +588,7 @@ impl Http1Conn {
         let persist = match (close_reason, req.version) {
             (Some(_), _) => Persist::Close,
             (None, Version::Http10) => Persist::KeepAlive10,
-            (None, Version::Http11) => Persist::KeepAlive11,
+            (None, Version::Http11 | Version::Http2) => Persist::KeepAlive11,
         };
         let rhead = Head {
             status: reply.status,
@@ -807,7 +813,7 @@ impl Http1Conn {
 /// Whether the client wants the connection to persist after this request.
 fn wants_persist(head: &RequestHead) -> bool {
     match head.version {
-        Version::Http11 => !head.connection_close,
+        Version::Http11 | Version::Http2 => !head.connection_close,
         // The HTTP/1.0 keep-alive extension (RFC 9112 §9.3, Appendix C.2.2).
         Version::Http10 => head.connection_keep_alive && !head.connection_close,
     }

@@ -51,7 +51,7 @@ pub enum Method {
 
 impl Method {
     /// Methods are case-sensitive (RFC 9110 §9.1): `get` is not `GET`, it is some other method.
-    fn from_token(token: &[u8]) -> Method {
+    pub fn from_token(token: &[u8]) -> Method {
         match token {
             b"GET" => Method::Get,
             b"HEAD" => Method::Head,
@@ -71,6 +71,8 @@ impl Method {
 pub enum Version {
     Http10,
     Http11,
+    /// A request that came over HTTP/2 (the HTTP/2 layer builds it; HTTP/1.1 never does).
+    Http2,
 }
 
 impl Version {
@@ -79,6 +81,7 @@ impl Version {
         match self {
             Version::Http10 => "HTTP/1.0",
             Version::Http11 => "HTTP/1.1",
+            Version::Http2 => "HTTP/2.0",
         }
     }
 }

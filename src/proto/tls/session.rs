@@ -13,7 +13,8 @@
 //! order of handshake records (a KeyUpdate) and application data right.
 
 use super::{Scratch, TlsFailure};
-use crate::config::ALPN_HTTP1;
+use crate::config::{ALPN_H2, ALPN_HTTP1};
+use crate::proto::h2::H2Conn;
 use crate::proto::http1::Http1Conn;
 use crate::proto::http1::response::{Body, Head, Persist, write_response};
 use crate::proto::{Action, CloseReason, Context, Session};
@@ -373,17 +374,17 @@ impl TlsSession {
         // ALPN decides what runs inside (RFC 7301), and no ALPN at all means HTTP/1.1. We only
         // offer what we speak (config validation), so another name is a bug: close rather than
         // speak HTTP/1.1 to a client that was promised something else.
-        match self.conn.alpn_protocol() {
-            None => {}
-            Some(p) if p == ALPN_HTTP1.as_bytes() => {}
+        // Timers for the first request start now, not at accept.
+        self.inner.session = match self.conn.alpn_protocol() {
+            None => Session::Http1(Http1Conn::new(cx.now)),
+            Some(p) if p == ALPN_HTTP1.as_bytes() => Session::Http1(Http1Conn::new(cx.now)),
+            Some(p) if p == ALPN_H2.as_bytes() => Session::H2(Box::new(H2Conn::new(cx.now))),
             Some(_) => {
                 cx.metrics.tls_failure(TlsFailure::NoAlpn);
                 note(&mut self.closing, close(CloseReason::TlsError));
                 return;
             }
-        }
-        // Timers for the first request start now, not at accept.
-        self.inner.session = Session::Http1(Http1Conn::new(cx.now));
+        };
         if self.conn.handshake_kind() == Some(HandshakeKind::Resumed) {
             cx.metrics.tls_handshakes_resumed.inc();
         } else {

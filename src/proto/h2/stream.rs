@@ -1,0 +1,57 @@
+//! Owns one HTTP/2 stream's state (RFC 9113 §5.1) as the server sees it: the request arriving
+//! (head, body, its flow-control window), then the response leaving (what flow control has not
+//! let out yet).
+
+use super::headers::RequestHead;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The request's body is still arriving.
+    Receiving,
+    /// The request is complete (END_STREAM), waiting for its turn to be answered.
+    Ready,
+    /// Handed to the application, which answers later (`Answer::Later`).
+    Waiting,
+    /// The response is being sent: its head is out, body bytes may wait for window.
+    Sending,
+}
+
+pub struct Stream {
+    pub id: u32,
+    pub phase: Phase,
+    pub head: RequestHead,
+    pub body: Vec<u8>,
+    /// The engine's clock when the request's head arrived (for the access log).
+    pub started: u64,
+    /// What the peer may still send on this stream before we open the window more.
+    pub recv_window: i64,
+    /// What we may still send on this stream (the peer's window for it).
+    pub send_window: i64,
+    /// Response body bytes flow control has held back, from `sent` on.
+    pub outgoing: Vec<u8>,
+    pub sent: usize,
+    /// The request's side is closed (END_STREAM received).
+    pub remote_done: bool,
+}
+
+impl Stream {
+    pub fn new(id: u32, head: RequestHead, started: u64, recv: i64, send: i64) -> Stream {
+        Stream {
+            id,
+            phase: Phase::Receiving,
+            head,
+            body: Vec::new(),
+            started,
+            recv_window: recv,
+            send_window: send,
+            outgoing: Vec::new(),
+            sent: 0,
+            remote_done: false,
+        }
+    }
+
+    /// Response body bytes still to send.
+    pub fn unsent(&self) -> &[u8] {
+        &self.outgoing[self.sent..]
+    }
+}

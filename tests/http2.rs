@@ -1,0 +1,371 @@
+//! HTTP/2 (RFC 9113) against the real server: curl and nghttp (Debian's `nghttp2-client`) as
+//! real clients, on the plain listener with prior knowledge (h2c) and on the TLS listener by
+//! ALPN; and a raw-frame client for what they would never send: protocol errors, floods,
+//! tiny windows, too many streams.
+
+mod common;
+
+use common::h2::{self, Client};
+use common::pusher::signed_query;
+use common::ws::{pusher, subscribe};
+use common::{Server, tools};
+use std::process::Command;
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn curl_speaks_h2c_with_prior_knowledge_and_h2_by_alpn() {
+    let srv = Server::start(&[
+        "server.tls_listen=127.0.0.1:0",
+        "tls.alpn=[\"h2\", \"http/1.1\"]",
+        "log.access=stderr",
+    ]);
+    let plain = format!("http://{}", srv.addr);
+    let tls = format!("https://{}", srv.tls_addr.unwrap());
+    let fmt = "%{http_version} %{http_code}\n";
+
+    let (out, err) = curl(&[
+        "--http2-prior-knowledge",
+        "-w",
+        fmt,
+        &format!("{plain}/plaintext"),
+    ]);
+    assert_eq!(out, "Hello, World!2 200\n", "{err}");
+    let (out, _) = curl(&[
+        "--http2-prior-knowledge",
+        "-I",
+        &format!("{plain}/plaintext"),
+    ]);
+    assert!(out.starts_with("HTTP/2 200"), "{out}");
+    assert!(out.contains("content-length: 13"), "{out}");
+    let (out, _) = curl(&[
+        "--http2-prior-knowledge",
+        "-w",
+        fmt,
+        "-d",
+        "ping",
+        &format!("{plain}/echo"),
+    ]);
+    assert_eq!(out, "ping2 200\n");
+    let (out, _) = curl(&[
+        "--http2-prior-knowledge",
+        "-w",
+        fmt,
+        &format!("{plain}/stream?chunks=3"),
+    ]);
+    assert!(out.ends_with("2 200\n"), "{out}");
+
+    // Over TLS, ALPN chooses h2; several requests share the connection.
+    let urls: Vec<String> = ["/plaintext", "/healthz", "/nope"]
+        .iter()
+        .map(|p| format!("{tls}{p}"))
+        .collect();
+    let mut args = vec!["-k", "--http2", "-w", fmt];
+    args.extend(urls.iter().map(String::as_str));
+    let (out, err) = curl(&args);
+    assert_eq!(
+        out, "Hello, World!2 200\nok2 200\nnot found\n2 404\n",
+        "{err}"
+    );
+    assert!(err.is_empty(), "{err}");
+    // A WebSocket path over HTTP/2: the stream is refused with HTTP_1_1_REQUIRED and curl
+    // retries over HTTP/1.1 by itself.
+    let (out, _) = curl(&[
+        "-k",
+        "--http2",
+        "-w",
+        fmt,
+        "-o",
+        "/dev/null",
+        &format!("{tls}/ws"),
+    ]);
+    assert_eq!(out, "1.1 400\n");
+    assert!(
+        srv.wait_log("\"GET /plaintext HTTP/2.0\" 200"),
+        "{}",
+        srv.log_text()
+    );
+}
+
+#[test]
+fn nghttp_multiplexes_streams_on_one_connection() {
+    let nghttp = tools::apt_tool("nghttp2-client", "nghttp");
+    let srv = Server::start(&[]);
+    let urls: Vec<String> = (0..20)
+        .map(|i| format!("http://{}/echo?{i}", srv.addr))
+        .collect();
+    let out = Command::new(&nghttp)
+        .args(["-n", "-v", "-d", "/dev/null"])
+        .args(&urls[..1])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(&nghttp)
+        .args(["-n", "-s"])
+        .args(urls.iter().map(|u| u.replace("/echo", "/plaintext")))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    // One statistics line per request, each a 200, all on one connection.
+    assert_eq!(text.matches(" 200 ").count(), 20, "{text}");
+}
+
+#[test]
+fn a_publish_over_http2_waits_for_its_fan_out_and_is_delivered() {
+    let srv = Server::start(&[]);
+    let (mut ws, _) = pusher(&srv);
+    subscribe(&mut ws, "news", None, None);
+    let body = r#"{"name":"e","channel":"news","data":"over h2"}"#;
+    let path = "/apps/app-id/events";
+    let qs = signed_query("POST", path, &[], body, ("app-key", "app-secret"), 0);
+    let url = format!("http://{}{path}?{qs}", srv.addr);
+    let (out, err) = curl(&[
+        "--http2-prior-knowledge",
+        "-w",
+        " %{http_version} %{http_code}",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        body,
+        &url,
+    ]);
+    assert_eq!(out, "{} 2 200", "{err}");
+    let m = common::ws::next(&mut ws);
+    assert_eq!(m["data"], "over h2");
+}
+
+#[test]
+fn frames_are_answered_as_rfc_9113_says() {
+    let srv = Server::start(&["http2.max_concurrent_streams=2"]);
+
+    // PING is answered with the same payload.
+    let mut c = Client::connect(srv.addr, &[]);
+    c.send(h2::PING, 0, 0, b"12345678");
+    let f = c.until(h2::PING).unwrap();
+    assert_eq!((f.flags, &f.payload[..]), (h2::ACK, &b"12345678"[..]));
+
+    // A third open stream is refused; the first two are served.
+    c.request(1, "POST", "/echo", false);
+    c.request(3, "POST", "/echo", false);
+    c.request(5, "POST", "/echo", false);
+    let f = c.next().unwrap();
+    assert_eq!(
+        (f.kind, f.stream, f.code()),
+        (h2::RST_STREAM, 5, h2::REFUSED_STREAM)
+    );
+    c.send(h2::DATA, h2::END_STREAM, 1, b"one");
+    assert_eq!(c.response(1), (200, b"one".to_vec()));
+    c.send(h2::DATA, h2::END_STREAM, 3, b"three");
+    assert_eq!(c.response(3), (200, b"three".to_vec()));
+
+    // A response larger than the stream's window waits for WINDOW_UPDATE.
+    let mut c = Client::connect(srv.addr, &[(0x4, 5)]);
+    c.request(1, "GET", "/plaintext", true);
+    let head = c.next().unwrap();
+    assert_eq!(head.kind, h2::HEADERS);
+    let first = c.next().unwrap();
+    assert_eq!(
+        (first.kind, &first.payload[..], first.flags),
+        (h2::DATA, &b"Hello"[..], 0)
+    );
+    c.send(h2::WINDOW_UPDATE, 0, 1, &100u32.to_be_bytes());
+    let rest = c.next().unwrap();
+    assert_eq!(
+        (&rest.payload[..], rest.flags),
+        (&b", World!"[..], h2::END_STREAM)
+    );
+
+    // Connection errors end with GOAWAY and the code.
+    type Provoke = Box<dyn Fn(&mut Client)>;
+    let cases: Vec<(&str, Provoke, u32)> = vec![
+        (
+            "a zero window increment",
+            Box::new(|c| c.send(h2::WINDOW_UPDATE, 0, 0, &0u32.to_be_bytes())),
+            h2::PROTOCOL_ERROR,
+        ),
+        (
+            "an even stream",
+            Box::new(|c| c.request(2, "GET", "/plaintext", true)),
+            h2::PROTOCOL_ERROR,
+        ),
+        (
+            "a PING of 7 bytes",
+            Box::new(|c| c.send(h2::PING, 0, 0, b"1234567")),
+            h2::FRAME_SIZE_ERROR,
+        ),
+        (
+            "DATA on an idle stream",
+            Box::new(|c| c.send(h2::DATA, 0, 7, b"x")),
+            h2::PROTOCOL_ERROR,
+        ),
+        (
+            "a frame over 16 KiB",
+            Box::new(|c| c.send(h2::DATA, 0, 1, &[0; 20_000])),
+            h2::FRAME_SIZE_ERROR,
+        ),
+        (
+            "garbage HPACK",
+            Box::new(|c| c.send(h2::HEADERS, h2::END_HEADERS, 1, &[0xff; 8])),
+            h2::COMPRESSION_ERROR,
+        ),
+        (
+            "a window past 2^31-1",
+            Box::new(|c| {
+                c.send(h2::WINDOW_UPDATE, 0, 0, &0x7fff_ffffu32.to_be_bytes());
+            }),
+            h2::FLOW_CONTROL_ERROR,
+        ),
+        (
+            "a CONTINUATION flood",
+            Box::new(|c| {
+                let b = h2::block(&[(":method", "GET")]);
+                c.send(h2::HEADERS, 0, 1, &b);
+                for _ in 0..100 {
+                    c.send(
+                        h2::CONTINUATION,
+                        0,
+                        1,
+                        &[0x10, 1, b'x', 1, b'y'].repeat(1000),
+                    );
+                }
+            }),
+            h2::ENHANCE_YOUR_CALM,
+        ),
+        (
+            "a frame between HEADERS and its CONTINUATION",
+            Box::new(|c| {
+                let b = h2::block(&[(":method", "GET")]);
+                c.send(h2::HEADERS, 0, 1, &b);
+                c.send(h2::PING, 0, 0, b"12345678");
+            }),
+            h2::PROTOCOL_ERROR,
+        ),
+    ];
+    for (what, send, code) in cases {
+        let mut c = Client::connect(srv.addr, &[]);
+        send(&mut c);
+        let f = c
+            .until(h2::GOAWAY)
+            .unwrap_or_else(|| panic!("{what}: no GOAWAY"));
+        assert_eq!(f.code(), code, "{what}");
+        assert!(c.closed(), "{what}: still open");
+    }
+
+    // A malformed request is a stream error: that stream is reset, the connection serves on.
+    let mut c = Client::connect(srv.addr, &[]);
+    let b = h2::block(&[(":method", "GET"), (":path", "/plaintext")]);
+    c.send(h2::HEADERS, h2::END_HEADERS | h2::END_STREAM, 1, &b);
+    let f = c.next().unwrap();
+    assert_eq!(
+        (f.kind, f.stream, f.code()),
+        (h2::RST_STREAM, 1, h2::PROTOCOL_ERROR)
+    );
+    c.request(3, "GET", "/plaintext", true);
+    assert_eq!(c.response(3), (200, b"Hello, World!".to_vec()));
+
+    // A preface that goes wrong after its first line is not HTTP/2 at all: closed.
+    let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
+    std::io::Write::write_all(&mut s, b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n").unwrap();
+    assert!(Client::from_stream(s).closed());
+}
+
+#[test]
+fn the_request_limits_hold_per_stream() {
+    let srv = Server::start(&["http.max_body_bytes=10", "http.max_header_bytes=1KiB"]);
+    let mut c = Client::connect(srv.addr, &[]);
+    c.request(1, "POST", "/echo", false);
+    c.send(h2::DATA, h2::END_STREAM, 1, b"more than ten bytes");
+    assert_eq!(c.response(1).0, 413);
+    let long = "v".repeat(600);
+    let b = h2::block(&[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/plaintext"),
+        ("x-a", &long),
+        ("x-b", &long),
+    ]);
+    c.send(h2::HEADERS, h2::END_HEADERS | h2::END_STREAM, 3, &b);
+    assert_eq!(c.response(3).0, 431);
+    c.request(5, "GET", "/plaintext", true);
+    assert_eq!(c.response(5).0, 200);
+}
+
+#[test]
+fn a_drain_says_goaway_and_finishes_the_stream_in_flight() {
+    let srv = Server::start(&["server.shutdown_timeout=5s"]);
+    let mut c = Client::connect(srv.addr, &[]);
+    c.request(1, "POST", "/echo", false);
+    // Wait until the stream is open on the server.
+    c.send(h2::PING, 0, 0, b"synchron");
+    c.until(h2::PING).unwrap();
+    srv.signal("TERM");
+    let f = c.next().unwrap();
+    assert_eq!((f.kind, f.code()), (h2::GOAWAY, 0));
+    assert_eq!(
+        u32::from_be_bytes(f.payload[..4].try_into().unwrap()),
+        1,
+        "last stream"
+    );
+    c.send(h2::DATA, h2::END_STREAM, 1, b"last");
+    assert_eq!(c.response(1), (200, b"last".to_vec()));
+    assert!(c.closed());
+}
+
+#[test]
+fn floods_and_rapid_reset_are_told_to_calm_down_and_counted() {
+    let srv = Server::start(&[]);
+    // Rapid Reset: streams opened and cancelled at once, far past what the cap allows.
+    let mut c = Client::connect(srv.addr, &[]);
+    for i in 0..300u32 {
+        let id = 1 + 2 * i;
+        c.request(id, "POST", "/echo", false);
+        c.send(h2::RST_STREAM, 0, id, &8u32.to_be_bytes());
+    }
+    let f = c.until(h2::GOAWAY).expect("GOAWAY");
+    assert_eq!(f.code(), h2::ENHANCE_YOUR_CALM);
+    assert!(c.closed());
+    // A PING flood.
+    let mut c = Client::connect(srv.addr, &[]);
+    for _ in 0..1100 {
+        c.send(h2::PING, 0, 0, b"flooding");
+    }
+    let f = c.until(h2::GOAWAY).expect("GOAWAY");
+    assert_eq!(f.code(), h2::ENHANCE_YOUR_CALM);
+    let name = "holdfast_http2_errors_total{scope=\"connection\",code=\"enhance_your_calm\"}";
+    assert_eq!(srv.metric(name), 2);
+    assert!(srv.metric("holdfast_http2_connections_total") >= 2);
+}
+
+#[test]
+fn heartbeats_find_a_dead_peer_and_spare_a_live_one() {
+    let srv = Server::start(&["http2.ping_interval=1s", "http2.ping_timeout=1s"]);
+    let mut live = Client::connect(srv.addr, &[]);
+    let mut dead = Client::connect(srv.addr, &[]);
+    let started = std::time::Instant::now();
+    // The live one answers every PING; the dead one reads them and answers nothing.
+    let p = live.until(h2::PING).expect("a heartbeat");
+    assert_eq!(p.flags, 0);
+    live.send(h2::PING, h2::ACK, 0, &p.payload);
+    assert!(dead.until(h2::PING).is_some());
+    assert!(dead.closed(), "the dead peer was not closed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    let p = live.until(h2::PING).expect("another heartbeat");
+    live.send(h2::PING, h2::ACK, 0, &p.payload);
+    live.request(1, "GET", "/plaintext", true);
+    assert_eq!(live.response(1).0, 200);
+}
