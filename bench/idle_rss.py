@@ -17,6 +17,9 @@ by rep; medians. Modes:
     pusher                a Pusher channels subscriber (holdfast only): /app/app-key, then one
                           public channel (of 100) and one presence channel (of 100) as its own
                           user, signed as CHANNELS.md says: the issue-15 memory target's shape
+    h2c                   HTTP/2 with prior knowledge: the preface, SETTINGS, one GET on stream 1
+                          read to its end, SETTINGS acknowledged; holdfast and nginx (http2)
+    h2                    the same over TLS 1.3 with ALPN h2; holdfast and nginx (OpenSSL)
     sse                   a Server-Sent Events subscriber (holdfast only): GET
                           /app/app-key/events on one public channel (of 100), held after its
                           first chunk (retry and id): the issue-16 memory target's shape
@@ -26,7 +29,7 @@ by rep; medians. Modes:
 Needs: release builds (cargo build --release; for ws, cd bench/peers && cargo build
 --release), nginx for http, and `ulimit -n` above N (the script raises its soft limit).
 """
-import argparse, hashlib, hmac, itertools, json, os, resource, shutil, socket, ssl, statistics, struct, subprocess, sys, tempfile, time, zlib
+import argparse, hashlib, hmac, itertools, json, os, re, resource, shutil, socket, ssl, statistics, struct, subprocess, sys, tempfile, time, zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQ = b"GET /plaintext HTTP/1.1\r\nHost: bench\r\n\r\n"
@@ -129,9 +132,43 @@ def sse_exchange(s):
     recv_until(s, lambda g: b"retry: " in g and g.endswith(b"\n\n\r\n"))
 
 
+def h2_frame(kind, flags, stream, payload):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+# GET /plaintext: :method GET and :scheme http indexed, :path and :authority as literals with
+# indexed names, never added to the table (RFC 7541 §6).
+H2_GET = (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0, b"")
+          + h2_frame(1, 0x5, 1, b"\x82\x86\x04\x0a/plaintext\x01\x05bench"))
+
+
+def h2_exchange(s):
+    """One GET on stream 1, read until its END_STREAM; then the server's SETTINGS acknowledged."""
+    s.sendall(H2_GET)
+    buf = b""
+    while True:
+        while len(buf) >= 9:
+            n = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + n:
+                break
+            kind, flags, stream = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            buf = buf[9 + n:]
+            if stream == 1 and flags & 1 and kind in (0, 1):
+                s.sendall(h2_frame(4, 1, 0, b""))
+                return
+        chunk = s.recv(65536)
+        if not chunk:
+            raise RuntimeError("closed before the response ended")
+        buf += chunk
+
+
 TLS_CLIENT = ssl.create_default_context()
 TLS_CLIENT.check_hostname = False
 TLS_CLIENT.verify_mode = ssl.CERT_NONE
+H2_TLS_CLIENT = ssl.create_default_context()
+H2_TLS_CLIENT.check_hostname = False
+H2_TLS_CLIENT.verify_mode = ssl.CERT_NONE
+H2_TLS_CLIENT.set_alpn_protocols(["h2"])
 
 
 def exchange(s, mode):
@@ -141,6 +178,12 @@ def exchange(s, mode):
     elif mode == "tls":
         s = TLS_CLIENT.wrap_socket(s, server_hostname="localhost")
         one_request(s)
+    elif mode == "h2c":
+        h2_exchange(s)
+    elif mode == "h2":
+        s = H2_TLS_CLIENT.wrap_socket(s, server_hostname="localhost")
+        assert s.selected_alpn_protocol() == "h2", s.selected_alpn_protocol()
+        h2_exchange(s)
     elif mode == "pusher":
         pusher_exchange(s)
     elif mode == "sse":
@@ -175,14 +218,15 @@ def measure(pid, port, conns, mode):
     return (after - before) / conns
 
 
-def start_holdfast(port, takeover=False, tls=False):
+def start_holdfast(port, takeover=False, tls=False, h2=False):
     exe = os.path.join(ROOT, "target/release/holdfast")
     listen = ["--set", f"server.listen=127.0.0.1:{port + 1000}",
               "--set", f"server.tls_listen=127.0.0.1:{port}"] if tls else \
         ["--set", f"server.listen=127.0.0.1:{port}", "--set", "server.tls_listen="]
     return subprocess.Popen(
         ["taskset", "-c", "0", exe, "serve", *listen, "--set", "server.workers=1",
-         "--set", f"websocket.deflate_context_takeover={'true' if takeover else 'false'}"],
+         "--set", f"websocket.deflate_context_takeover={'true' if takeover else 'false'}",
+         *(["--set", 'tls.alpn=["h2", "http/1.1"]'] if h2 else [])],
         stderr=subprocess.DEVNULL)
 
 
@@ -191,7 +235,7 @@ def start_peer(binary, port):
     return subprocess.Popen(["taskset", "-c", "0", exe, f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
 
 
-def start_nginx(port, work, tls=False):
+def start_nginx(port, work, tls=False, h2=False):
     if tls:
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                         "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=localhost",
@@ -200,6 +244,8 @@ def start_nginx(port, work, tls=False):
     with open(os.path.join(ROOT, "bench/nginx-tls.conf" if tls else "bench/nginx.conf")) as f:
         # Idle connections are accepted at once (no deferred accept), as holdfast's are here.
         conf = f.read().replace("__DIR__", work).replace("__PORT__", str(port)).replace("__DEFERRED__", "")
+    if h2:
+        conf = re.sub(r"(listen [^;]*?)\s*;", r"\1 http2;", conf)
     path = os.path.join(work, "nginx.conf")
     with open(path, "w") as f:
         f.write(conf)
@@ -222,6 +268,8 @@ SERVERS = {
     "ws-deflate": ["holdfast"],
     "ws-deflate-nct": ["holdfast"],
     "tls": ["nginx", "holdfast"],
+    "h2c": ["nginx", "holdfast"],
+    "h2": ["nginx", "holdfast"],
     "pusher": ["holdfast"],
     "sse": ["holdfast"],
 }
@@ -243,9 +291,11 @@ def main():
             work = tempfile.mkdtemp(prefix="holdfast-rss.")
             port = 18090 + rep * 4 + servers.index(name)
             if name == "holdfast":
-                proc = start_holdfast(port, takeover=args.mode == "ws-deflate", tls=args.mode == "tls")
+                proc = start_holdfast(port, takeover=args.mode == "ws-deflate",
+                                      tls=args.mode in ("tls", "h2"), h2=args.mode == "h2")
             elif name == "nginx":
-                proc = start_nginx(port, work, tls=args.mode == "tls")
+                proc = start_nginx(port, work, tls=args.mode in ("tls", "h2"),
+                                   h2=args.mode in ("h2c", "h2"))
             else:
                 proc = start_peer({"fastwebsockets": "fastws-echo",
                                    "tokio-tungstenite": "tungstenite-echo"}[name], port)

@@ -15,6 +15,14 @@ trap cleanup EXIT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
+# per_unit "UNITS SECONDS" TICKS_BEFORE TICKS_AFTER: "rate_per_s cpu_us_per_unit" of a run
+# that did UNITS in SECONDS while its server used the CPU between the two readings.
+per_unit() {
+  local r=$1
+  awk -v n="${r% *}" -v s="${r#* }" -v t="$(($3 - $2))" -v hz="$TICK" \
+    'BEGIN { printf "%.0f %.2f\n", (s > 0 ? n / s : 0), (n > 0 ? t / hz * 1e6 / n : 0) }'
+}
+
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 # Waits until both URLs answer (curl flags in $1), then sets NG_WORKER: nginx's master forks

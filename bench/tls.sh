@@ -119,8 +119,7 @@ run() {
     hs_resumed13) r=$(wsload_run "$port" 1.3) ;;
   esac
   after=$(cpu_ticks "$pid")
-  awk -v n="${r% *}" -v s="${r#* }" -v t="$((after - before))" -v hz="$TICK" \
-    'BEGIN { printf "%.0f %.2f\n", (s > 0 ? n / s : 0), (n > 0 ? t / hz * 1e6 / n : 0) }'
+  per_unit "$r" "$before" "$after"
 }
 
 

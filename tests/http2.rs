@@ -369,3 +369,137 @@ fn heartbeats_find_a_dead_peer_and_spare_a_live_one() {
     live.request(1, "GET", "/plaintext", true);
     assert_eq!(live.response(1).0, 200);
 }
+
+/// The text of the DATA frames on `stream` until one contains `want` (other frames skipped).
+fn data_until(c: &mut Client, stream: u32, want: &str) -> String {
+    let mut text = String::new();
+    while !text.contains(want) {
+        let f = c
+            .next()
+            .unwrap_or_else(|| panic!("no {want:?} in {text:?}"));
+        if f.kind == h2::DATA && f.stream == stream {
+            text.push_str(&String::from_utf8_lossy(&f.payload));
+        }
+    }
+    text
+}
+
+#[test]
+fn event_streams_share_one_connection_and_end_on_their_own() {
+    let srv = Server::start(&["server.workers=1"]);
+    let mut c = Client::connect(srv.addr, &[]);
+    c.request(1, "GET", "/app/app-key/events?channel=news", true);
+    c.request(3, "GET", "/app/app-key/events?channel=sports", true);
+    for id in [1, 3] {
+        let head = c.until(h2::HEADERS).unwrap();
+        let fields = c.fields(&head);
+        assert!(
+            fields.contains(&(":status".into(), "200".into())),
+            "{fields:?}"
+        );
+        assert!(fields.contains(&("content-type".into(), "text/event-stream".into())));
+        assert_eq!(head.flags & h2::END_STREAM, 0);
+        let _ = id;
+    }
+    srv.wait_metric(
+        "holdfast_sse_streams{app=\"app-id\"}",
+        std::time::Duration::from_secs(5),
+        |v| v == 2,
+    )
+    .unwrap_or_else(|v| panic!("{v} streams"));
+    common::pusher::publish(&srv, "news", "flash", "\"one\"", None);
+    common::pusher::publish(&srv, "sports", "goal", "\"two\"", None);
+    let news = data_until(&mut c, 1, "flash");
+    assert!(
+        news.contains("event: flash") && news.contains("one"),
+        "{news}"
+    );
+    let sports = data_until(&mut c, 3, "goal");
+    assert!(sports.contains("two"), "{sports}");
+
+    // The client cancels one stream: the other goes on, and the server forgets the first.
+    c.send(h2::RST_STREAM, 0, 1, &8u32.to_be_bytes());
+    srv.wait_metric(
+        "holdfast_sse_streams{app=\"app-id\"}",
+        std::time::Duration::from_secs(5),
+        |v| v == 1,
+    )
+    .unwrap_or_else(|v| panic!("{v} streams"));
+    common::pusher::publish(&srv, "sports", "goal", "\"three\"", None);
+    assert!(data_until(&mut c, 3, "three").contains("goal"));
+
+    // A stream reconnecting with Last-Event-ID on the same connection recovers what it missed.
+    common::pusher::publish(&srv, "news", "flash", "\"missed\"", None);
+    let id = news
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .expect("an id")
+        .to_string();
+    let b = h2::block(&[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/app/app-key/events?channel=news"),
+        ("last-event-id", &id),
+    ]);
+    c.send(h2::HEADERS, h2::END_HEADERS | h2::END_STREAM, 5, &b);
+    assert!(data_until(&mut c, 5, "missed").contains("flash"));
+
+    // The drain ends every stream with the reconnect event, then the connection.
+    srv.signal("TERM");
+    let goaway = c.until(h2::GOAWAY).unwrap();
+    assert_eq!(goaway.code(), 0);
+    let mut ended = Vec::new();
+    let mut text = String::new();
+    while ended.len() < 2 {
+        let f = c.next().expect("the streams' ends");
+        if f.kind == h2::DATA {
+            text.push_str(&String::from_utf8_lossy(&f.payload));
+            if f.flags & h2::END_STREAM != 0 {
+                ended.push(f.stream);
+            }
+        }
+    }
+    ended.sort();
+    assert_eq!(ended, [3, 5]);
+    assert!(text.contains("holdfast:reconnect"), "{text}");
+    assert!(c.closed());
+}
+
+#[test]
+fn curl_reads_an_event_stream_over_http2() {
+    let srv = Server::start(&[
+        "server.tls_listen=127.0.0.1:0",
+        "tls.alpn=[\"h2\", \"http/1.1\"]",
+    ]);
+    let url = format!(
+        "https://{}/app/app-key/events?channel=news",
+        srv.tls_addr.unwrap()
+    );
+    let curl = Command::new("curl")
+        .args([
+            "-sSkN",
+            "--http2",
+            "--max-time",
+            "10",
+            "-w",
+            "%{http_version}",
+            &url,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    srv.wait_metric(
+        "holdfast_sse_streams{app=\"app-id\"}",
+        std::time::Duration::from_secs(5),
+        |v| v == 1,
+    )
+    .unwrap_or_else(|v| panic!("{v} streams"));
+    common::pusher::publish(&srv, "news", "flash", "\"over h2\"", None);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    srv.signal("TERM");
+    let out = curl.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("event: flash"), "{text}");
+    assert!(text.contains("holdfast:reconnect"), "{text}");
+    assert!(text.ends_with('2'), "HTTP/2: {text}");
+}

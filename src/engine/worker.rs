@@ -721,9 +721,15 @@ impl Worker {
         let id = ConnId {
             slot: slot as u32,
             generation: conn.generation,
+            stream: 0,
         };
         let st = &self.st;
         st.app.closed(&context!(st, id, Peer::UNKNOWN), reason);
+        // The streams an HTTP/2 connection carried (event streams) end with it.
+        for stream in st.conns[slot].proto.substreams() {
+            let sub = ConnId { stream, ..id };
+            st.app.closed(&context!(st, sub, Peer::UNKNOWN), reason);
+        }
         let conn = &mut self.st.conns[slot];
         let wm = &self.st.shared.metrics.workers[self.st.index];
         wm.closed(reason);
@@ -858,7 +864,7 @@ impl Worker {
                                 conn.discard_unsent();
                             }
                             // Encrypted per connection (TLS), or closed as too slow.
-                            let action = self.st.call(slot, |p, cx, out| {
+                            let action = self.st.call_on(slot, id.stream, |p, cx, out| {
                                 p.deliver(&frame, unsent, slow_cap, slow_code, cx, out)
                             });
                             self.apply(slot, action);
@@ -866,17 +872,17 @@ impl Worker {
                     }
                     Work::Reply { to, reply } => {
                         if let Some(slot) = self.st.live(to) {
-                            let action = self
-                                .st
-                                .call(slot, move |p, cx, out| p.on_reply(reply, cx, out));
+                            let action = self.st.call_on(slot, to.stream, move |p, cx, out| {
+                                p.on_reply(reply, cx, out)
+                            });
                             self.apply(slot, action);
                         }
                     }
                     Work::Stream { to, route } => {
                         if let Some(slot) = self.st.live(to) {
-                            let action = self
-                                .st
-                                .call(slot, move |p, cx, out| p.on_stream_later(route, cx, out));
+                            let action = self.st.call_on(slot, to.stream, move |p, cx, out| {
+                                p.on_stream_later(route, cx, out)
+                            });
                             self.apply(slot, action);
                         }
                     }
@@ -962,6 +968,16 @@ impl State {
         slot: usize,
         f: impl FnOnce(&mut Session, &Context<'_>, &mut Vec<u8>) -> Action,
     ) -> Action {
+        self.call_on(slot, 0, f)
+    }
+
+    /// [`State::call`] about one stream of the connection (HTTP/2): `cx.conn.stream` names it.
+    fn call_on(
+        &mut self,
+        slot: usize,
+        stream: u32,
+        f: impl FnOnce(&mut Session, &Context<'_>, &mut Vec<u8>) -> Action,
+    ) -> Action {
         let conn = &mut self.conns[slot];
         let mut out = conn
             .pending
@@ -971,6 +987,7 @@ impl State {
         let id = ConnId {
             slot: slot as u32,
             generation: conn.generation,
+            stream,
         };
         let mut cx = context!(self, id, self.peers.get(slot).copied().unwrap_or_default());
         cx.over_limit = self.standing.get(slot) == Some(&IpStanding::Over);

@@ -15,11 +15,14 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 /// A connection as the engine names it: its slab slot and the generation of that slot, so that
-/// work addressed to a connection that has since closed (and whose slot was reused) is dropped.
+/// work addressed to a connection that has since closed (and whose slot was reused) is dropped;
+/// and, on an HTTP/2 connection, the stream (0: the connection itself), so that a reply, an
+/// event stream's deliveries and its end reach the stream they are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct ConnId {
     pub slot: u32,
     pub generation: u32,
+    pub stream: u32,
 }
 
 /// What a WebSocket application wants after a message or an open.

@@ -214,6 +214,16 @@ impl Session {
             Session::Tls(c) => c.deadline(config),
         }
     }
+    /// The streams of an HTTP/2 connection the application knows as connections of their own
+    /// (event streams): when the connection ends, so do they.
+    pub fn substreams(&self) -> Vec<u32> {
+        match self {
+            Session::H2(h) => h.event_streams(),
+            Session::Tls(t) => t.substreams(),
+            Session::Http1(_) | Session::Ws(_) | Session::Stream(_) => Vec::new(),
+        }
+    }
+
     pub fn is_ws(&self) -> bool {
         match self {
             Session::Ws(_) => true,
@@ -295,7 +305,8 @@ impl Session {
         match self {
             Session::Http1(h) => h.on_stream_later(route, cx, out),
             Session::Tls(t) => t.on_stream_later(route, cx, out),
-            Session::H2(_) | Session::Ws(_) | Session::Stream(_) => Action::Continue,
+            Session::H2(h) => h.on_stream_later(route, cx, out),
+            Session::Ws(_) | Session::Stream(_) => Action::Continue,
         }
     }
 
@@ -332,7 +343,8 @@ impl Session {
             Session::Ws(w) => w.deliver(frame, unsent, slow_cap, slow_code, cx, out),
             Session::Stream(s) => s.deliver(frame, unsent, slow_cap, cx, out),
             Session::Tls(t) => t.deliver(frame, unsent, slow_cap, slow_code, cx, out),
-            Session::Http1(_) | Session::H2(_) => Action::Continue,
+            Session::H2(h) => h.deliver(frame, unsent, slow_cap, cx, out),
+            Session::Http1(_) => Action::Continue,
         }
     }
 }

@@ -12,7 +12,12 @@ use crate::proto::{Action, CloseReason, Context, ms};
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// The heartbeat: an SSE comment line, which every client ignores.
-const HEARTBEAT: &[u8] = b":\n";
+pub const HEARTBEAT: &[u8] = b":\n";
+
+/// An event stream's content type and the fields beside it in its response head: never
+/// cached, and not buffered by an nginx in front (`X-Accel-Buffering`).
+pub const CONTENT_TYPE: &str = "text/event-stream";
+pub const HEAD_FIELDS: &str = "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
 
 /// How long an ended stream's last bytes may take to leave before the connection is closed
 /// anyway (a client that stopped reading must not hold it open).
@@ -27,6 +32,26 @@ pub fn chunk(out: &mut Vec<u8>, body: &[u8]) {
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the bodies of the chunks in `framed` (as [`chunk`] writes them, for HTTP/1.1) to
+/// `out`: the same events for a stream that frames them otherwise (HTTP/2 DATA). Stops at the
+/// last chunk or at anything that is not a chunk.
+pub fn unchunk(mut framed: &[u8], out: &mut Vec<u8>) {
+    while let Some(crlf) = memchr::memmem::find(framed, b"\r\n") {
+        let Some(len) = std::str::from_utf8(&framed[..crlf])
+            .ok()
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+        else {
+            return;
+        };
+        let start = crlf + 2;
+        if len == 0 || framed.len() < start + len + 2 {
+            return;
+        }
+        out.extend_from_slice(&framed[start..start + len]);
+        framed = &framed[start + len + 2..];
+    }
 }
 
 /// Where the body of a chunk written by [`chunk`] starts, for a body of `len` bytes.
@@ -228,6 +253,14 @@ mod tests {
         let mut out = Vec::new();
         chunk(&mut out, b"");
         assert!(out.is_empty(), "an empty chunk would end the body");
+        let mut framed = Vec::new();
+        chunk(&mut framed, b"id: 1\n");
+        chunk(&mut framed, &body);
+        framed.extend_from_slice(LAST_CHUNK);
+        chunk(&mut framed, b"after the end");
+        let mut plain = Vec::new();
+        unchunk(&framed, &mut plain);
+        assert_eq!(plain, [&b"id: 1\n"[..], &body].concat());
         for n in [0, 1, 15, 16, 255, 256, 4095, 4096, 1 << 20] {
             let mut out = Vec::new();
             write_hex(&mut out, n);

@@ -46,7 +46,7 @@ impl Frame {
 
 pub struct Client {
     pub s: TcpStream,
-    decoder: loona_hpack::Decoder<'static>,
+    decoder: holdfast::proto::h2::hpack::Decoder,
 }
 
 impl Client {
@@ -55,7 +55,7 @@ impl Client {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         Client {
             s,
-            decoder: loona_hpack::Decoder::new(),
+            decoder: holdfast::proto::h2::hpack::Decoder::new(4096),
         }
     }
 
@@ -136,12 +136,14 @@ impl Client {
 
     /// Decodes a HEADERS frame's block (no padding or priority: the server sends neither).
     pub fn fields(&mut self, f: &Frame) -> Vec<(String, String)> {
+        let mut got = Vec::new();
         self.decoder
-            .decode(&f.payload)
-            .unwrap()
-            .into_iter()
-            .map(|(n, v)| (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap()))
-            .collect()
+            .decode(&f.payload, |n, v| {
+                let s = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+                got.push((s(n), s(v)));
+            })
+            .unwrap();
+        got
     }
 
     /// Reads one whole response on `stream`: its status and body.

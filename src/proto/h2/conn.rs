@@ -4,17 +4,20 @@
 //! they complete, and responses out within the peer's flow-control windows. Connection errors
 //! end with GOAWAY and the RFC's code; stream errors with RST_STREAM.
 //!
-//! Requests are answered one at a time in completion order: a request the application answers
-//! later (`Answer::Later`, a publish waiting for its fan-out) holds the ones behind it, as a
-//! pipelined HTTP/1.1 connection does, because the engine's late reply names the connection,
-//! not a stream.
+//! Each stream is a connection of its own to the application (`ConnId::stream`): a late reply
+//! (`Answer::Later`), an event stream's deliveries and its end are addressed to the stream, so
+//! streams never wait for each other. An event stream (`Answer::Stream`) stays open, its
+//! events carried in DATA frames, with the same heartbeat, drain and slow-subscriber rules as
+//! over HTTP/1.1.
 
 use super::frame::{self, ErrorCode, Head, flag, kind, setting};
 use super::headers::{Decoded, Hpack, ResponseHead};
 use super::stream::{Phase, Stream};
 use crate::log::access::Request as Logged;
+use crate::proto::handler::ConnId;
 use crate::proto::http1::exchange::{Answer, Reply, ReplyBody, Request};
 use crate::proto::http1::request::{Method, Version};
+use crate::proto::sse;
 use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP, feed_buffered, ms};
 use std::borrow::Cow;
 
@@ -194,10 +197,12 @@ impl H2Conn {
             }
             return self.close(CloseReason::IdleTimeout);
         }
+        self.event_timers(cx, out);
         self.after(cx, out)
     }
 
-    /// The server drains: GOAWAY now, the streams in flight are answered, then the close.
+    /// The server drains: GOAWAY now, the streams in flight are answered, event streams end
+    /// when the application says (spread out, with its last event), then the close.
     pub fn on_drain(&mut self, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
         if self.closing.is_some() {
             return Action::Continue;
@@ -205,7 +210,45 @@ impl H2Conn {
         if self.goaway.is_none() {
             self.go_away(ErrorCode::NoError, out);
         }
+        let mut i = 0;
+        while i < self.streams.len() {
+            let s = &self.streams[i];
+            if s.phase == Phase::Events && s.drain.is_none() {
+                let d = cx.app.stream_drain(s.route, &stream_cx(cx, s.id));
+                if d.after_ms == 0 {
+                    self.end_events(i, d.last, CloseReason::Shutdown, cx, out);
+                    continue; // `i` may now be the next stream
+                }
+                self.streams[i].drain = Some((cx.now + d.after_ms, d.last));
+            }
+            i += 1;
+        }
         self.after(cx, out)
+    }
+
+    /// Event streams' heartbeats (a comment after `channels.sse_heartbeat` of silence) and
+    /// the ends their drain scheduled.
+    fn event_timers(&mut self, cx: &Context<'_>, out: &mut Vec<u8>) {
+        let heartbeat = ms(cx.config.channels.sse_heartbeat).max(1);
+        let mut i = 0;
+        while i < self.streams.len() {
+            let s = &mut self.streams[i];
+            if s.phase != Phase::Events {
+                i += 1;
+                continue;
+            }
+            if let Some((at, last)) = s.drain
+                && cx.now >= at
+            {
+                self.end_events(i, last, CloseReason::Shutdown, cx, out);
+                continue;
+            }
+            if cx.now >= s.last_output.saturating_add(heartbeat) {
+                s.queue(sse::HEARTBEAT);
+                s.last_output = cx.now;
+            }
+            i += 1;
+        }
     }
 
     pub fn on_output_drained(&mut self, _now: u64) {}
@@ -234,6 +277,13 @@ impl H2Conn {
         if let Some(cont) = &self.continuing {
             d = d.min(cont.started.saturating_add(ms(c.header_timeout)));
         }
+        let heartbeat = ms(config.channels.sse_heartbeat).max(1);
+        for s in self.streams.iter().filter(|s| s.phase == Phase::Events) {
+            d = d.min(s.last_output.saturating_add(heartbeat));
+            if let Some((at, _)) = s.drain {
+                d = d.min(at);
+            }
+        }
         if self.streams.is_empty() {
             d = d.min(self.last_active.saturating_add(ms(c.keepalive_timeout)));
         }
@@ -250,10 +300,15 @@ impl H2Conn {
         if self.closing.is_some() {
             return Action::Continue;
         }
-        if let Some(i) = self.streams.iter().position(|s| s.phase == Phase::Waiting) {
+        if let Some(i) = self.waiting(cx.conn.stream) {
             self.respond(i, reply, cx, out);
         }
         self.after(cx, out)
+    }
+
+    /// Where stream `id` is, if it waits for the application's late answer.
+    fn waiting(&self, id: u32) -> Option<usize> {
+        (self.streams.iter()).position(|s| s.id == id && s.phase == Phase::Waiting)
     }
 
     /// Parses and handles whole frames from `buf`; returns what it consumed.
@@ -386,7 +441,9 @@ impl H2Conn {
                     return Err(ErrorCode::ProtocolError); // idle
                 }
                 let before = self.streams.len();
-                self.streams.retain(|s| s.id != h.stream);
+                if let Some(i) = self.streams.iter().position(|s| s.id == h.stream) {
+                    self.forget(i, CloseReason::PeerClosed, cx);
+                }
                 if self.streams.len() < before {
                     self.resets += 1;
                     let cap = RESETS_PER_SECOND.max(cx.config.http2.max_concurrent_streams);
@@ -735,10 +792,10 @@ impl H2Conn {
         Ok(())
     }
 
-    /// Answers the complete requests in order (until one waits), sends what the windows
-    /// allow, and ends a connection that has said GOAWAY once nothing is left in flight.
+    /// Answers the complete requests in order, sends what the windows allow, and ends a
+    /// connection that has said GOAWAY once nothing is left in flight.
     fn advance(&mut self, cx: &Context<'_>, out: &mut Vec<u8>) {
-        while self.closing.is_none() && !self.streams.iter().any(|s| s.phase == Phase::Waiting) {
+        while self.closing.is_none() {
             let Some(i) = self.streams.iter().position(|s| s.phase == Phase::Ready) else {
                 break;
             };
@@ -799,18 +856,21 @@ impl H2Conn {
             body: &s.body,
             last_event_id: s.head.last_event_id.as_deref(),
         };
-        let answer = cx.app.request(&req, cx);
+        let id = s.id;
+        let answer = cx.app.request(&req, &stream_cx(cx, id));
         let reply = match answer {
             Answer::Reply(r) => into_static(r),
             Answer::Later => {
                 self.streams[i].phase = Phase::Waiting;
                 return;
             }
-            // WebSocket over HTTP/2 (RFC 8441) and event streams over HTTP/2 are not built
-            // yet: HTTP_1_1_REQUIRED, which clients (curl, browsers) answer by retrying the
-            // request over HTTP/1.1, where both are served.
-            Answer::Upgrade { .. } | Answer::Stream { .. } => {
-                let id = self.streams[i].id;
+            Answer::Stream { route } => {
+                self.open_events(i, route, cx, out);
+                return;
+            }
+            // WebSocket over HTTP/2 (RFC 8441) is not built yet: HTTP_1_1_REQUIRED, which
+            // clients (curl, browsers) answer by retrying the request over HTTP/1.1.
+            Answer::Upgrade { .. } => {
                 self.reset(id, ErrorCode::Http11Required, cx, out);
                 return;
             }
@@ -870,12 +930,12 @@ impl H2Conn {
         let mut i = 0;
         while i < self.streams.len() {
             let s = &mut self.streams[i];
-            if s.phase == Phase::Sending && !s.unsent().is_empty() {
+            if matches!(s.phase, Phase::Sending | Phase::Events) && !s.unsent().is_empty() {
                 while !s.unsent().is_empty() && self.send_window > 0 && s.send_window > 0 {
                     let room =
                         (self.send_window.min(s.send_window) as usize).min(self.peer.max_frame);
                     let n = room.min(s.unsent().len());
-                    let last = n == s.unsent().len();
+                    let last = n == s.unsent().len() && s.end_after;
                     frame::write_data(out, s.id, &s.outgoing[s.sent..s.sent + n], last);
                     s.sent += n;
                     self.send_window -= n as i64;
@@ -908,7 +968,142 @@ impl H2Conn {
     fn reset(&mut self, id: u32, code: ErrorCode, cx: &Context<'_>, out: &mut Vec<u8>) {
         cx.metrics.h2_error(true, code as u32);
         frame::write_rst(out, id, code);
-        self.streams.retain(|s| s.id != id);
+        if let Some(i) = self.streams.iter().position(|s| s.id == id) {
+            self.forget(i, CloseReason::ProtocolError, cx);
+        }
+    }
+
+    /// Drops a stream; an event stream the application knows is gone for it too.
+    fn forget(&mut self, i: usize, reason: CloseReason, cx: &Context<'_>) {
+        let s = self.streams.remove(i);
+        if s.registered {
+            cx.app.closed(&stream_cx(cx, s.id), reason);
+        }
+    }
+
+    // ---- event streams ------------------------------------------------------------------
+
+    /// The streams the application knows as event streams (see `Session::substreams`).
+    pub fn event_streams(&self) -> Vec<u32> {
+        (self.streams.iter())
+            .filter(|s| s.registered)
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// A request that answered `Answer::Later` is an event stream after all (`Work::Stream`).
+    pub fn on_stream_later(&mut self, route: u16, cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
+        if self.closing.is_some() {
+            return Action::Continue;
+        }
+        if let Some(i) = self.waiting(cx.conn.stream) {
+            self.open_events(i, route, cx, out);
+        }
+        self.after(cx, out)
+    }
+
+    /// Writes an event stream's head and lets the application write its first events.
+    fn open_events(&mut self, i: usize, route: u16, cx: &Context<'_>, out: &mut Vec<u8>) {
+        let before = out.len();
+        let mut block = Vec::with_capacity(96);
+        ResponseHead {
+            status: 200,
+            content_type: sse::CONTENT_TYPE,
+            content_length: None,
+            extra_lines: sse::HEAD_FIELDS,
+            date: cx.date,
+        }
+        .encode(&mut block);
+        let s = &mut self.streams[i];
+        frame::write_headers(out, s.id, &block, false, self.peer.max_frame);
+        s.phase = Phase::Events;
+        s.route = route;
+        s.end_after = false;
+        s.registered = true;
+        s.last_output = cx.now;
+        s.body = Vec::new();
+        cx.metrics.response(200);
+        let logged = Logged {
+            method: &s.head.method,
+            target: &s.head.path,
+            version: ACCESS_LOG_VERSION,
+        };
+        cx.log_access(Some(logged), 200, out.len() - before, s.started);
+        let (id, target) = (s.id, std::mem::take(&mut s.head.path));
+        let mut framed = Vec::new();
+        let open = cx
+            .app
+            .stream_open(route, &target, &stream_cx(cx, id), &mut framed);
+        self.streams[i].head.path = target;
+        self.queue_events(i, &framed, cx.now);
+        if !open {
+            self.end_events(i, b"", CloseReason::Requested, cx, out);
+        }
+    }
+
+    /// Queues what the application framed for HTTP/1.1 (chunks) as this stream's body.
+    fn queue_events(&mut self, i: usize, framed: &[u8], now: u64) {
+        let mut plain = Vec::new();
+        sse::unchunk(framed, &mut plain);
+        let s = &mut self.streams[i];
+        s.queue(&plain);
+        s.last_output = now;
+    }
+
+    /// Ends an event stream after `last`: the application forgets it now, the body ends when
+    /// what is queued is sent.
+    fn end_events(
+        &mut self,
+        i: usize,
+        last: &[u8],
+        reason: CloseReason,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) {
+        let s = &mut self.streams[i];
+        s.queue(last);
+        s.end_after = true;
+        s.phase = Phase::Sending;
+        s.drain = None;
+        s.registered = false;
+        cx.app.closed(&stream_cx(cx, s.id), reason);
+        if s.unsent().is_empty() {
+            frame::write_data(out, s.id, &[], true);
+            self.streams.remove(i);
+        }
+    }
+
+    /// An event fanned out to this stream (`cx.conn.stream`), framed as HTTP/1.1 chunks.
+    /// `unsent` is what the whole connection has queued: past `slow_cap` the client reads
+    /// nothing at all and the connection is closed; a stream whose own window holds more than
+    /// `slow_cap` is reset (CANCEL). Either way its `EventSource` reconnects and recovers.
+    pub fn deliver(
+        &mut self,
+        frame: &[u8],
+        unsent: usize,
+        slow_cap: usize,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        if self.closing.is_some() {
+            return Action::Continue;
+        }
+        let id = cx.conn.stream;
+        let Some(i) = (self.streams.iter()).position(|s| s.id == id && s.phase == Phase::Events)
+        else {
+            return Action::Continue;
+        };
+        if unsent.max(out.len()) > slow_cap {
+            cx.metrics.ws_slow_reader_closes.inc();
+            return self.close(CloseReason::SlowReader);
+        }
+        if self.streams[i].unsent().len() > slow_cap {
+            cx.metrics.ws_slow_reader_closes.inc();
+            self.reset(id, ErrorCode::Cancel, cx, out);
+            return self.after(cx, out);
+        }
+        self.queue_events(i, frame, cx.now);
+        self.after(cx, out)
     }
 
     fn go_away(&mut self, code: ErrorCode, out: &mut Vec<u8>) {
@@ -938,6 +1133,17 @@ impl H2Conn {
         };
         self.closing = Some(a);
         a
+    }
+}
+
+/// The context of a call about stream `id`: the application sees the stream as a connection.
+fn stream_cx<'c>(cx: &Context<'c>, id: u32) -> Context<'c> {
+    Context {
+        conn: ConnId {
+            stream: id,
+            ..cx.conn
+        },
+        ..*cx
     }
 }
 

@@ -1,13 +1,12 @@
-//! Owns what HTTP/2 header blocks mean to a server: a request's block decoded with HPACK (RFC
-//! 7541, the `loona-hpack` decoder: Huffman, the dynamic table and its size updates) into the
-//! pseudo-headers and the few fields holdfast reads, with what RFC 9113 §8.2–8.3 calls
-//! malformed refused; and a response's head encoded.
+//! Owns what HTTP/2 header blocks mean to a server: a request's block decoded with HPACK
+//! (`hpack`) into the pseudo-headers and the few fields holdfast reads, with what RFC 9113
+//! §8.2–8.3 calls malformed refused; and a response's head encoded.
 //!
 //! Responses are encoded without the dynamic table (static-table names, literal values never
 //! indexed): the encoder then has no state, so a connection holds no encoder table at all
 //! and the peer's SETTINGS_HEADER_TABLE_SIZE never matters.
 
-use loona_hpack::Decoder;
+use super::hpack::Decoder;
 
 /// A request's head as the connection needs it. Owned: the decoder lends names and values
 /// only for the length of a callback.
@@ -41,16 +40,16 @@ pub enum Decoded {
 
 /// The decoding side of a connection's HPACK state, made when its first header block comes.
 pub struct Hpack {
-    decoder: Decoder<'static>,
+    decoder: Decoder,
 }
 
 impl Hpack {
     /// `table_size` is what we advertise as SETTINGS_HEADER_TABLE_SIZE (the default 4096):
     /// the peer may not make our table larger.
     pub fn new(table_size: usize) -> Hpack {
-        let mut decoder = Decoder::new();
-        decoder.set_max_allowed_table_size(table_size);
-        Hpack { decoder }
+        Hpack {
+            decoder: Decoder::new(table_size),
+        }
     }
 
     /// Decodes one complete header block. `trailers`: it follows a body. The whole block is
@@ -62,7 +61,7 @@ impl Hpack {
         let mut bad: Option<&'static str> = None;
         let mut regular_seen = false;
         let mut seen = [false; 5];
-        let result = self.decoder.decode_with_cb(block, |name, value| {
+        let result = self.decoder.decode(block, |name, value| {
             list = list.saturating_add(name.len() + value.len() + 32);
             if list > max_list {
                 head.too_large = true;
@@ -70,7 +69,7 @@ impl Hpack {
             if bad.is_some() || head.too_large {
                 return;
             }
-            bad = check_field(&name, &value).err();
+            bad = check_field(name, value).err();
             if bad.is_some() {
                 return;
             }
@@ -103,14 +102,12 @@ impl Hpack {
                 return;
             }
             regular_seen = true;
-            match &name[..] {
+            match name {
                 b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding"
                 | b"upgrade" => bad = Some("a connection-specific field"),
-                b"te" if &value[..] != b"trailers" => bad = Some("te other than trailers"),
+                b"te" if value != b"trailers" => bad = Some("te other than trailers"),
                 b"content-length" if !trailers => {
-                    let n = std::str::from_utf8(&value)
-                        .ok()
-                        .and_then(|s| s.parse().ok());
+                    let n = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
                     match (n, head.content_length) {
                         (Some(n), None) => head.content_length = Some(n),
                         (Some(n), Some(m)) if n == m => {}
@@ -435,11 +432,13 @@ mod tests {
             date: b"Sun, 06 Dec 2026 20:00:00 GMT",
         }
         .encode(&mut out);
-        let got = Decoder::new().decode(&out).unwrap();
-        let got: Vec<(String, String)> = got
-            .into_iter()
-            .map(|(n, v)| (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap()))
-            .collect();
+        let mut got: Vec<(String, String)> = Vec::new();
+        Decoder::new(4096)
+            .decode(&out, |n, v| {
+                let s = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+                got.push((s(n), s(v)));
+            })
+            .unwrap();
         let want = [
             (":status", "405"),
             ("server", "holdfast"),
@@ -454,6 +453,19 @@ mod tests {
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_names_we_index_are_the_static_tables() {
+        let at = |i: usize| super::super::hpack::tables::STATIC[i - 1].0;
+        assert_eq!(at(name::STATUS), b":status");
+        assert_eq!(at(name::ALLOW), b"allow");
+        assert_eq!(at(name::CACHE_CONTROL), b"cache-control");
+        assert_eq!(at(name::CONTENT_LENGTH), b"content-length");
+        assert_eq!(at(name::CONTENT_TYPE), b"content-type");
+        assert_eq!(at(name::DATE), b"date");
+        assert_eq!(at(name::RETRY_AFTER), b"retry-after");
+        assert_eq!(at(name::SERVER), b"server");
     }
 
     #[test]

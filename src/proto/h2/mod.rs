@@ -6,6 +6,7 @@
 pub mod conn;
 pub mod frame;
 pub mod headers;
+pub mod hpack;
 pub mod stream;
 
 pub use conn::H2Conn;

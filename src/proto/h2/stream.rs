@@ -1,6 +1,6 @@
 //! Owns one HTTP/2 stream's state (RFC 9113 §5.1) as the server sees it: the request arriving
 //! (head, body, its flow-control window), then the response leaving (what flow control has not
-//! let out yet).
+//! let out yet), or an event stream that stays open for the application's deliveries.
 
 use super::headers::RequestHead;
 
@@ -14,6 +14,9 @@ pub enum Phase {
     Waiting,
     /// The response is being sent: its head is out, body bytes may wait for window.
     Sending,
+    /// An event stream (`Answer::Stream`): its head is out and the application delivers to it
+    /// as to a connection of its own, until it ends.
+    Events,
 }
 
 pub struct Stream {
@@ -32,6 +35,16 @@ pub struct Stream {
     pub sent: usize,
     /// The request's side is closed (END_STREAM received).
     pub remote_done: bool,
+    /// The response ends (END_STREAM) when `outgoing` is sent; an open event stream does not.
+    pub end_after: bool,
+    /// An event stream's route, and whether the application knows it (and must be told when
+    /// it ends).
+    pub route: u16,
+    pub registered: bool,
+    /// When the event stream last sent something (its heartbeat counts from here).
+    pub last_output: u64,
+    /// During a drain: when the event stream ends, and its last bytes.
+    pub drain: Option<(u64, &'static [u8])>,
 }
 
 impl Stream {
@@ -47,11 +60,25 @@ impl Stream {
             outgoing: Vec::new(),
             sent: 0,
             remote_done: false,
+            end_after: true,
+            route: 0,
+            registered: false,
+            last_output: started,
+            drain: None,
         }
     }
 
     /// Response body bytes still to send.
     pub fn unsent(&self) -> &[u8] {
         &self.outgoing[self.sent..]
+    }
+
+    /// Queues body bytes behind what is waiting.
+    pub fn queue(&mut self, bytes: &[u8]) {
+        if self.sent == self.outgoing.len() {
+            self.outgoing.clear();
+            self.sent = 0;
+        }
+        self.outgoing.extend_from_slice(bytes);
     }
 }

@@ -105,9 +105,11 @@ pub fn write_response(out: &mut Vec<u8>, head: &Head<'_>, body: &Body<'_>, date:
 /// cached, and not buffered by an nginx in front (`X-Accel-Buffering`).
 pub fn write_event_stream_head(out: &mut Vec<u8>, date: &[u8]) {
     write_status_and_common(out, 200, date);
-    out.extend_from_slice(
-        b"Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n\r\n",
-    );
+    out.extend_from_slice(b"Content-Type: ");
+    out.extend_from_slice(crate::proto::sse::CONTENT_TYPE.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(crate::proto::sse::HEAD_FIELDS.as_bytes());
+    out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
 }
 
 /// `100 Continue` (RFC 9110 §15.2.1): an interim response with no headers of its own.

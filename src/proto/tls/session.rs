@@ -198,6 +198,10 @@ impl TlsSession {
         self.inner.session.is_ws()
     }
 
+    pub fn substreams(&self) -> Vec<u32> {
+        self.inner.session.substreams()
+    }
+
     pub fn deadline(&self, config: &crate::config::Config) -> u64 {
         if self.handshaking {
             return self.handshake_deadline;

@@ -54,6 +54,15 @@ enum Sink {
 /// A channel's subscribers on this worker, each with the channel sequence it joined at.
 type Subscribers = IndexMap<ConnId, (u64, Sink)>;
 
+/// A connection's place in this worker's tables: its slot and, on HTTP/2, its stream (each
+/// event stream of one connection is a subscriber of its own). The generation is checked
+/// against the entry, so a reused slot never finds its last occupant's state.
+type Key = (u32, u32);
+
+pub(super) fn slot_key(id: ConnId) -> Key {
+    (id.slot, id.stream)
+}
+
 struct Sub {
     channel: Arc<str>,
     /// The presence user this subscription joined as.
@@ -109,7 +118,7 @@ pub struct ChannelsWorker {
     /// The first half of this worker's socket ids.
     origin: u32,
     next_socket: Cell<u64>,
-    conns: RefCell<HashMap<u32, ConnState>>,
+    conns: RefCell<HashMap<Key, ConnState>>,
     /// (app, channel) → this worker's subscribers, each with the channel sequence it joined at.
     subs: RefCell<HashMap<(AppIdx, Arc<str>), Subscribers>>,
     work: RefCell<Vec<Work>>,
@@ -120,7 +129,7 @@ pub struct ChannelsWorker {
     last_sweep: Cell<Instant>,
     /// Stream requests checked and answered `Answer::Stream`, by slot, until their stream
     /// opens (right after, on the same call) or the connection closes.
-    pending_streams: RefCell<HashMap<u32, PendingStream>>,
+    pending_streams: RefCell<HashMap<Key, PendingStream>>,
 }
 
 impl ChannelsWorker {
@@ -179,7 +188,7 @@ impl ChannelsWorker {
         let n = self.next_socket.get();
         self.next_socket.set(n + 1);
         self.conns.borrow_mut().insert(
-            cx.conn.slot,
+            slot_key(cx.conn),
             ConnState::new(cx.conn, app, n, Vec::new(), None),
         );
         let activity = cx.config.channels.activity_timeout.as_secs();
@@ -330,7 +339,7 @@ impl ChannelsWorker {
             .entry((app, Arc::clone(&channel_arc)))
             .or_default()
             .insert(cx.conn, (joined.seq, Sink::Socket));
-        if let Some(c) = self.conns.borrow_mut().get_mut(&cx.conn.slot) {
+        if let Some(c) = self.conns.borrow_mut().get_mut(&slot_key(cx.conn)) {
             c.subs.push(Sub {
                 channel: channel_arc,
                 user: user.as_ref().map(|(u, _)| u.as_str().into()),
@@ -355,7 +364,7 @@ impl ChannelsWorker {
         let sub = {
             let mut conns = self.conns.borrow_mut();
             let Some(c) = conns
-                .get_mut(&cx.conn.slot)
+                .get_mut(&slot_key(cx.conn))
                 .filter(|c| c.generation == cx.conn.generation)
             else {
                 return;
@@ -401,7 +410,7 @@ impl ChannelsWorker {
         let (app, socket, user) = {
             let mut conns = self.conns.borrow_mut();
             let Some(c) = conns
-                .get_mut(&cx.conn.slot)
+                .get_mut(&slot_key(cx.conn))
                 .filter(|c| c.generation == cx.conn.generation)
             else {
                 return WsVerdict::Continue;
@@ -483,11 +492,11 @@ impl ChannelsWorker {
 
     /// A connection is gone: leave its channels, forget it.
     pub fn closed(&self, cx: &Context<'_>, reason: CloseReason) {
-        self.pending_streams.borrow_mut().remove(&cx.conn.slot);
+        self.pending_streams.borrow_mut().remove(&slot_key(cx.conn));
         let state = {
             let mut conns = self.conns.borrow_mut();
-            match conns.get(&cx.conn.slot) {
-                Some(c) if c.generation == cx.conn.generation => conns.remove(&cx.conn.slot),
+            match conns.get(&slot_key(cx.conn)) {
+                Some(c) if c.generation == cx.conn.generation => conns.remove(&slot_key(cx.conn)),
                 _ => None,
             }
         };
@@ -507,9 +516,9 @@ impl ChannelsWorker {
         }
     }
 
-    fn state<'m>(&self, conns: &'m HashMap<u32, ConnState>, id: ConnId) -> Option<&'m ConnState> {
+    fn state<'m>(&self, conns: &'m HashMap<Key, ConnState>, id: ConnId) -> Option<&'m ConnState> {
         conns
-            .get(&id.slot)
+            .get(&slot_key(id))
             .filter(|c| c.generation == id.generation)
     }
 
@@ -559,7 +568,8 @@ impl ChannelsWorker {
                                 }
                                 Sink::Stream => streams.push(id),
                                 Sink::MultiStream(n) => {
-                                    let (Some(entry), Some(c)) = (&ev.sse, conns.get_mut(&id.slot))
+                                    let (Some(entry), Some(c)) =
+                                        (&ev.sse, conns.get_mut(&slot_key(id)))
                                     else {
                                         continue;
                                     };
@@ -613,7 +623,7 @@ impl ChannelsWorker {
                 }),
                 Mail::Fetched { conn, fetched } => {
                     let mut pending = self.pending_streams.borrow_mut();
-                    if let Some(p) = pending.get_mut(&conn.slot)
+                    if let Some(p) = pending.get_mut(&slot_key(conn))
                         && p.generation == conn.generation
                     {
                         p.fetched = Some(fetched);

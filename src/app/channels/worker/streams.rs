@@ -3,7 +3,7 @@
 
 use super::super::hub::{Entry, Recovered, Via, unix_ms};
 use super::super::sse::{self, StreamRequest};
-use super::{ChannelsWorker, ConnState, PendingStream, Sink, Sub};
+use super::{ChannelsWorker, ConnState, PendingStream, Sink, Sub, slot_key};
 use crate::proto::Context;
 use crate::proto::handler::StreamDrain;
 use crate::proto::http1::exchange::{Reply, Request};
@@ -34,7 +34,7 @@ impl ChannelsWorker {
                         .fetch_history(self.index, cx.conn, r.app, &r.channels, from);
                 }
                 self.pending_streams.borrow_mut().insert(
-                    cx.conn.slot,
+                    slot_key(cx.conn),
                     PendingStream {
                         generation: cx.conn.generation,
                         request: r,
@@ -53,7 +53,7 @@ impl ChannelsWorker {
     /// The stream's head is out: join its channels, then write the preamble (with the ID the
     /// stream starts at), and either what it missed or `holdfast:recovery_failed`.
     pub fn stream_open(&self, cx: &Context<'_>, out: &mut Vec<u8>) -> bool {
-        let pending = self.pending_streams.borrow_mut().remove(&cx.conn.slot);
+        let pending = self.pending_streams.borrow_mut().remove(&slot_key(cx.conn));
         let Some(PendingStream {
             generation,
             request,
@@ -146,7 +146,7 @@ impl ChannelsWorker {
             (None, _) => sse::preamble(out, &at),
         }
         let state = ConnState::new(cx.conn, app, n, subs, Some(at.into_boxed_slice()));
-        self.conns.borrow_mut().insert(cx.conn.slot, state);
+        self.conns.borrow_mut().insert(slot_key(cx.conn), state);
         true
     }
 
