@@ -295,7 +295,7 @@ impl Default for Config {
                 key_update_bytes: 1 << 30,
                 key_update_interval: Duration::from_secs(3600),
                 min_version: "1.2".to_string(),
-                alpn: vec![ALPN_HTTP1.to_string()],
+                alpn: vec![ALPN_H2.to_string(), ALPN_HTTP1.to_string()],
             },
             log: LogConfig {
                 level: Level::Info,

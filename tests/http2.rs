@@ -503,3 +503,104 @@ fn curl_reads_an_event_stream_over_http2() {
     assert!(text.contains("holdfast:reconnect"), "{text}");
     assert!(text.ends_with('2'), "HTTP/2: {text}");
 }
+
+/// A masked client WebSocket frame (RFC 6455 §5.2), small payloads only.
+fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let key = [0x37, 0xfa, 0x21, 0x3d];
+    let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
+}
+
+/// The next server WebSocket frame on `stream` (unmasked, small): (opcode, payload).
+fn ws_read(c: &mut Client, stream: u32, buf: &mut Vec<u8>) -> (u8, Vec<u8>) {
+    loop {
+        if buf.len() >= 2 {
+            let len = usize::from(buf[1] & 0x7f);
+            let (start, len) = match len {
+                126 if buf.len() >= 4 => (4, usize::from(u16::from_be_bytes([buf[2], buf[3]]))),
+                126 => (usize::MAX, 0),
+                n => (2, n),
+            };
+            if start != usize::MAX && buf.len() >= start + len {
+                let frame = (buf[0] & 0x0f, buf[start..start + len].to_vec());
+                buf.drain(..start + len);
+                return frame;
+            }
+        }
+        let f = c.next().expect("a WebSocket frame");
+        if f.kind == h2::DATA && f.stream == stream {
+            buf.extend_from_slice(&f.payload);
+        }
+    }
+}
+
+fn connect_ws(c: &mut Client, stream: u32, path: &str) {
+    let b = h2::block(&[
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "localhost"),
+        ("sec-websocket-version", "13"),
+    ]);
+    c.send(h2::HEADERS, h2::END_HEADERS, stream, &b);
+}
+
+#[test]
+fn websockets_ride_http2_streams_by_extended_connect() {
+    let srv = Server::start(&["server.workers=1"]);
+    let mut c = Client::connect(srv.addr, &[]);
+    // The server says it takes extended CONNECT (RFC 8441 §3).
+    let settings = c.until(h2::SETTINGS).unwrap();
+    let enabled = settings
+        .payload
+        .chunks(6)
+        .any(|kv| kv[..2] == [0, 8] && kv[2..] == [0, 0, 0, 1]);
+    assert!(enabled, "SETTINGS_ENABLE_CONNECT_PROTOCOL");
+
+    // The echo, and a Pusher connection, on two streams of one connection.
+    connect_ws(&mut c, 1, "/ws");
+    connect_ws(&mut c, 3, "/app/app-key?protocol=7");
+    for _ in 0..2 {
+        let head = c.until(h2::HEADERS).unwrap();
+        assert!(c.fields(&head).contains(&(":status".into(), "200".into())));
+        assert_eq!(head.flags & h2::END_STREAM, 0);
+    }
+    let mut pusher_buf = Vec::new();
+    let (op, hello) = ws_read(&mut c, 3, &mut pusher_buf);
+    assert_eq!(op, 1);
+    let hello: serde_json::Value = serde_json::from_slice(&hello).unwrap();
+    assert_eq!(hello["event"], "pusher:connection_established");
+
+    let mut echo_buf = Vec::new();
+    c.send(h2::DATA, 0, 1, &ws_frame(1, b"hello over h2"));
+    assert_eq!(
+        ws_read(&mut c, 1, &mut echo_buf),
+        (1, b"hello over h2".to_vec())
+    );
+
+    // Subscribe on the Pusher stream; a publish arrives there.
+    let sub = r#"{"event":"pusher:subscribe","data":{"channel":"news"}}"#;
+    c.send(h2::DATA, 0, 3, &ws_frame(1, sub.as_bytes()));
+    let (_, ok) = ws_read(&mut c, 3, &mut pusher_buf);
+    assert!(String::from_utf8_lossy(&ok).contains("subscription_succeeded"));
+    common::pusher::publish(&srv, "news", "flash", "\"ws over h2\"", None);
+    let (_, ev) = ws_read(&mut c, 3, &mut pusher_buf);
+    assert!(String::from_utf8_lossy(&ev).contains("ws over h2"));
+
+    // The echo's close handshake ends its stream; the other goes on.
+    c.send(h2::DATA, 0, 1, &ws_frame(8, &1000u16.to_be_bytes()));
+    let (op, code) = ws_read(&mut c, 1, &mut echo_buf);
+    assert_eq!((op, &code[..2]), (8, &1000u16.to_be_bytes()[..]));
+    common::pusher::publish(&srv, "news", "flash", "\"still here\"", None);
+    let (_, ev) = ws_read(&mut c, 3, &mut pusher_buf);
+    assert!(String::from_utf8_lossy(&ev).contains("still here"));
+
+    // A plain GET with Upgrade headers cannot upgrade over HTTP/2.
+    c.request(5, "GET", "/ws", true);
+    let f = c.until(h2::RST_STREAM).unwrap();
+    assert_eq!((f.stream, f.code()), (5, h2::HTTP_1_1_REQUIRED));
+}

@@ -343,7 +343,7 @@ impl Session {
             Session::Ws(w) => w.deliver(frame, unsent, slow_cap, slow_code, cx, out),
             Session::Stream(s) => s.deliver(frame, unsent, slow_cap, cx, out),
             Session::Tls(t) => t.deliver(frame, unsent, slow_cap, slow_code, cx, out),
-            Session::H2(h) => h.deliver(frame, unsent, slow_cap, cx, out),
+            Session::H2(h) => h.deliver(frame, unsent, slow_cap, slow_code, cx, out),
             Session::Http1(_) => Action::Continue,
         }
     }

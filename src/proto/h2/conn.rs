@@ -18,6 +18,7 @@ use crate::proto::handler::ConnId;
 use crate::proto::http1::exchange::{Answer, Reply, ReplyBody, Request};
 use crate::proto::http1::request::{Method, Version};
 use crate::proto::sse;
+use crate::proto::ws::WsConn;
 use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP, feed_buffered, ms};
 use std::borrow::Cow;
 
@@ -213,6 +214,14 @@ impl H2Conn {
         let mut i = 0;
         while i < self.streams.len() {
             let s = &self.streams[i];
+            if s.phase == Phase::Socket {
+                let before = self.streams.len();
+                self.on_socket(i, cx, out, |ws, cx, o| ws.on_drain(cx, o));
+                if self.streams.len() == before {
+                    i += 1;
+                }
+                continue;
+            }
             if s.phase == Phase::Events && s.drain.is_none() {
                 let d = cx.app.stream_drain(s.route, &stream_cx(cx, s.id));
                 if d.after_ms == 0 {
@@ -233,6 +242,16 @@ impl H2Conn {
         let mut i = 0;
         while i < self.streams.len() {
             let s = &mut self.streams[i];
+            if let Some(ws) = s.socket.as_deref()
+                && cx.now >= ws.deadline(cx.config)
+            {
+                let before = self.streams.len();
+                self.on_socket(i, cx, out, |ws, cx, o| ws.on_timeout(cx, o));
+                if self.streams.len() == before {
+                    i += 1;
+                }
+                continue;
+            }
             if s.phase != Phase::Events {
                 i += 1;
                 continue;
@@ -276,6 +295,9 @@ impl H2Conn {
         }
         if let Some(cont) = &self.continuing {
             d = d.min(cont.started.saturating_add(ms(c.header_timeout)));
+        }
+        for ws in self.streams.iter().filter_map(|s| s.socket.as_deref()) {
+            d = d.min(ws.deadline(config));
         }
         let heartbeat = ms(config.channels.sse_heartbeat).max(1);
         for s in self.streams.iter().filter(|s| s.phase == Phase::Events) {
@@ -341,6 +363,7 @@ impl H2Conn {
                     (setting::MAX_CONCURRENT_STREAMS, streams),
                     (setting::MAX_HEADER_LIST_SIZE, list),
                     (setting::ENABLE_PUSH, 0),
+                    (setting::ENABLE_CONNECT_PROTOCOL, 1),
                 ],
             );
         }
@@ -619,6 +642,9 @@ impl H2Conn {
                 }
                 if end_stream {
                     self.body_done(i, cx, out);
+                } else if self.streams[i].is_websocket_connect() {
+                    // A tunnel has no request body: what follows is the WebSocket's.
+                    self.streams[i].phase = Phase::Ready;
                 }
                 Ok(())
             }
@@ -662,6 +688,23 @@ impl H2Conn {
         s.recv_window -= counted;
         if s.recv_window < 0 {
             self.reset(h.stream, ErrorCode::FlowControlError, cx, out);
+            return Ok(());
+        }
+        if s.phase == Phase::Socket {
+            let end = h.has(flag::END_STREAM);
+            if !end && counted > 0 {
+                frame::write_window_update(out, h.stream, counted as u32);
+                s.recv_window += counted;
+            }
+            let payload = &p[from..to];
+            self.on_socket(i, cx, out, |ws, cx, o| {
+                let a = ws.on_input(payload, cx, o);
+                if end && a == Action::Continue {
+                    ws.on_eof(cx, o) // the client's side of the stream ended: its EOF
+                } else {
+                    a
+                }
+            });
             return Ok(());
         }
         if s.phase != Phase::Receiving {
@@ -846,7 +889,13 @@ impl H2Conn {
             Some(q) => (&path[..q], Some(&path[q + 1..])),
             None => (path, None),
         };
-        let method = Method::from_token(&s.head.method);
+        // An extended CONNECT for a WebSocket (RFC 8441) is HTTP/2's GET with Upgrade: the
+        // application sees the request it knows.
+        let method = if s.is_websocket_connect() {
+            Method::Get
+        } else {
+            Method::from_token(&s.head.method)
+        };
         let req = Request {
             method,
             version: Version::Http2,
@@ -868,10 +917,23 @@ impl H2Conn {
                 self.open_events(i, route, cx, out);
                 return;
             }
-            // WebSocket over HTTP/2 (RFC 8441) is not built yet: HTTP_1_1_REQUIRED, which
-            // clients (curl, browsers) answer by retrying the request over HTTP/1.1.
-            Answer::Upgrade { .. } => {
-                self.reset(id, ErrorCode::Http11Required, cx, out);
+            Answer::Upgrade { route } => {
+                let s = &self.streams[i];
+                if !s.is_websocket_connect() {
+                    // A GET with Upgrade headers over HTTP/2 cannot upgrade (RFC 9113 §8.6):
+                    // HTTP_1_1_REQUIRED, which clients answer by retrying over HTTP/1.1.
+                    self.reset(id, ErrorCode::Http11Required, cx, out);
+                    return;
+                }
+                if s.head.ws_version.as_deref() != Some(b"13") {
+                    let reply = Reply {
+                        extra_headers: "Sec-WebSocket-Version: 13\r\n",
+                        ..Reply::text(426, "WebSocket version 13 only\n")
+                    };
+                    self.respond(i, reply, cx, out);
+                    return;
+                }
+                self.open_socket(i, route, cx, out);
                 return;
             }
         };
@@ -930,7 +992,9 @@ impl H2Conn {
         let mut i = 0;
         while i < self.streams.len() {
             let s = &mut self.streams[i];
-            if matches!(s.phase, Phase::Sending | Phase::Events) && !s.unsent().is_empty() {
+            if matches!(s.phase, Phase::Sending | Phase::Events | Phase::Socket)
+                && !s.unsent().is_empty()
+            {
                 while !s.unsent().is_empty() && self.send_window > 0 && s.send_window > 0 {
                     let room =
                         (self.send_window.min(s.send_window) as usize).min(self.peer.max_frame);
@@ -978,6 +1042,68 @@ impl H2Conn {
         let s = self.streams.remove(i);
         if s.registered {
             cx.app.closed(&stream_cx(cx, s.id), reason);
+        }
+    }
+
+    // ---- WebSockets (RFC 8441) -----------------------------------------------------------
+
+    /// Answers an extended CONNECT with 200 and runs a WebSocket session on the stream.
+    fn open_socket(&mut self, i: usize, route: u16, cx: &Context<'_>, out: &mut Vec<u8>) {
+        let before = out.len();
+        let mut block = Vec::with_capacity(64);
+        ResponseHead {
+            status: 200,
+            content_type: "",
+            content_length: None,
+            extra_lines: "",
+            date: cx.date,
+        }
+        .encode(&mut block);
+        let s = &mut self.streams[i];
+        frame::write_headers(out, s.id, &block, false, self.peer.max_frame);
+        cx.metrics.response(200);
+        cx.metrics.ws_upgrades.inc();
+        let logged = Logged {
+            method: &s.head.method,
+            target: &s.head.path,
+            version: ACCESS_LOG_VERSION,
+        };
+        cx.log_access(Some(logged), 200, out.len() - before, s.started);
+        // Jitter differs between streams and connections opened in the same millisecond.
+        let seed = s.id ^ cx.conn.slot.rotate_left(16) ^ cx.now as u32;
+        s.socket = Some(Box::new(WsConn::new(cx.now, cx.config, seed, None, route)));
+        s.phase = Phase::Socket;
+        s.end_after = false;
+        s.registered = true;
+        s.body = Vec::new();
+        let target = std::mem::take(&mut s.head.path);
+        self.on_socket(i, cx, out, |ws, cx, o| ws.open(&target, cx, o));
+        if let Some(s) = self.streams.get_mut(i).filter(|s| s.phase == Phase::Socket) {
+            s.head.path = target;
+        }
+    }
+
+    /// Runs one call of stream `i`'s WebSocket session about that stream, queues what it
+    /// wrote as the stream's DATA, and ends the stream when the session closes.
+    fn on_socket(
+        &mut self,
+        i: usize,
+        cx: &Context<'_>,
+        out: &mut Vec<u8>,
+        f: impl FnOnce(&mut WsConn, &Context<'_>, &mut Vec<u8>) -> Action,
+    ) {
+        let s = &mut self.streams[i];
+        let Some(ws) = s.socket.as_deref_mut() else {
+            return;
+        };
+        let scx = stream_cx(cx, s.id);
+        let mut written = Vec::new();
+        let action = f(ws, &scx, &mut written);
+        s.queue(&written);
+        if let Action::Close { reason, .. } = action {
+            s.socket = None;
+            cx.metrics.ws_closed.inc();
+            self.end_events(i, b"", reason, cx, out);
         }
     }
 
@@ -1082,6 +1208,7 @@ impl H2Conn {
         frame: &[u8],
         unsent: usize,
         slow_cap: usize,
+        slow_code: u16,
         cx: &Context<'_>,
         out: &mut Vec<u8>,
     ) -> Action {
@@ -1089,10 +1216,18 @@ impl H2Conn {
             return Action::Continue;
         }
         let id = cx.conn.stream;
-        let Some(i) = (self.streams.iter()).position(|s| s.id == id && s.phase == Phase::Events)
+        let Some(i) = (self.streams.iter())
+            .position(|s| s.id == id && matches!(s.phase, Phase::Events | Phase::Socket))
         else {
             return Action::Continue;
         };
+        if self.streams[i].phase == Phase::Socket {
+            let backlog = self.streams[i].unsent().len().max(unsent);
+            self.on_socket(i, cx, out, |ws, cx, o| {
+                ws.deliver(frame, backlog, slow_cap, slow_code, cx, o)
+            });
+            return self.after(cx, out);
+        }
         if unsent.max(out.len()) > slow_cap {
             cx.metrics.ws_slow_reader_closes.inc();
             return self.close(CloseReason::SlowReader);

@@ -20,6 +20,8 @@ pub struct RequestHead {
     pub protocol: Option<Vec<u8>>,
     pub content_length: Option<u64>,
     pub last_event_id: Option<Vec<u8>>,
+    /// `sec-websocket-version` of an extended CONNECT (RFC 8441 §5).
+    pub ws_version: Option<Vec<u8>>,
     /// The decoded list passed `http.max_header_bytes` (counted as RFC 9113 §6.5.2 does: name
     /// and value lengths plus 32 per field): answered 431.
     pub too_large: bool,
@@ -115,6 +117,7 @@ impl Hpack {
                     }
                 }
                 b"last-event-id" if !trailers => head.last_event_id = Some(value.to_vec()),
+                b"sec-websocket-version" if !trailers => head.ws_version = Some(value.to_vec()),
                 _ => {}
             }
         });

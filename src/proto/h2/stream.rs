@@ -3,6 +3,7 @@
 //! let out yet), or an event stream that stays open for the application's deliveries.
 
 use super::headers::RequestHead;
+use crate::proto::ws::WsConn;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -17,6 +18,9 @@ pub enum Phase {
     /// An event stream (`Answer::Stream`): its head is out and the application delivers to it
     /// as to a connection of its own, until it ends.
     Events,
+    /// A WebSocket (RFC 8441 extended CONNECT): the stream's DATA in both directions carries
+    /// its frames, run by `socket`.
+    Socket,
 }
 
 pub struct Stream {
@@ -45,6 +49,8 @@ pub struct Stream {
     pub last_output: u64,
     /// During a drain: when the event stream ends, and its last bytes.
     pub drain: Option<(u64, &'static [u8])>,
+    /// The WebSocket session of a `Socket` stream.
+    pub socket: Option<Box<WsConn>>,
 }
 
 impl Stream {
@@ -65,12 +71,18 @@ impl Stream {
             registered: false,
             last_output: started,
             drain: None,
+            socket: None,
         }
     }
 
     /// Response body bytes still to send.
     pub fn unsent(&self) -> &[u8] {
         &self.outgoing[self.sent..]
+    }
+
+    /// An extended CONNECT for a WebSocket (RFC 8441 §4).
+    pub fn is_websocket_connect(&self) -> bool {
+        self.head.method == b"CONNECT" && self.head.protocol.as_deref() == Some(b"websocket")
     }
 
     /// Queues body bytes behind what is waiting.
