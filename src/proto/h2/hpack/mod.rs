@@ -150,6 +150,10 @@ fn integer(b: &[u8], prefix: u8) -> Result<(usize, usize), Error> {
     let mut value = max;
     let mut shift = 0;
     for (i, &byte) in b[1..].iter().enumerate() {
+        // Continuation bytes of zeros add nothing but would shift past the word: bounded too.
+        if shift > 28 {
+            return Err(Error("an integer too long"));
+        }
         value += usize::from(byte & 0x7f) << shift;
         if value > 1 << 28 {
             return Err(Error("an integer too large"));
@@ -242,6 +246,9 @@ mod tests {
             &[0x82, 0x0f],                   // a truncated integer
             &[0x10, 0x05, b'a'],             // a truncated string
             &[0xff, 0xff, 0xff, 0xff, 0x7f], // an integer too large
+            &[
+                0xff, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01,
+            ], // too long
             &[0x10, 0x81, 0x00, 0x00],       // bad Huffman (zero padding)
         ] {
             assert!(all(&mut Decoder::new(4096), block).is_err(), "{block:?}");
