@@ -163,7 +163,8 @@ pub struct Http2Config {
     pub max_concurrent_streams: u32,
     /// A PING after this long without a byte from the peer (0: none), and the close when its
     /// answer does not come within `ping_timeout`: dead peers are found, idle middleboxes kept
-    /// awake.
+    /// awake. A peer that keeps our data waiting on a closed flow-control window for
+    /// `ping_timeout` is closed too (ENHANCE_YOUR_CALM).
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
 }

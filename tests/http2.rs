@@ -604,3 +604,24 @@ fn websockets_ride_http2_streams_by_extended_connect() {
     let f = c.until(h2::RST_STREAM).unwrap();
     assert_eq!((f.stream, f.code()), (5, h2::HTTP_1_1_REQUIRED));
 }
+
+#[test]
+fn a_reader_that_keeps_its_window_shut_is_cut_off() {
+    let srv = Server::start(&["http2.ping_interval=0", "http2.ping_timeout=1s"]);
+    // A window of zero: the response's head comes, its body cannot.
+    let mut c = Client::connect(srv.addr, &[(0x4, 0)]);
+    c.request(1, "GET", "/plaintext", true);
+    assert_eq!(c.next().unwrap().kind, h2::HEADERS);
+    let started = std::time::Instant::now();
+    let f = c.until(h2::GOAWAY).expect("GOAWAY");
+    assert_eq!(f.code(), h2::ENHANCE_YOUR_CALM);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    assert!(c.closed());
+    // One that opens its window in time is served.
+    let mut c = Client::connect(srv.addr, &[(0x4, 0)]);
+    c.request(1, "GET", "/plaintext", true);
+    assert_eq!(c.next().unwrap().kind, h2::HEADERS);
+    c.send(h2::WINDOW_UPDATE, 0, 1, &100u32.to_be_bytes());
+    let data = c.next().unwrap();
+    assert_eq!(&data.payload[..], b"Hello, World!");
+}

@@ -88,6 +88,8 @@ pub struct H2Conn {
     last_heard: u64,
     /// Our heartbeat PING is out since then, not yet answered.
     ping_out: Option<u64>,
+    /// Since then, data has waited on a flow-control window the peer keeps closed.
+    stalled_since: Option<u64>,
     /// This second (engine clock / 1000) and what the peer spent in it: control frames and
     /// streams it cancelled.
     second: u64,
@@ -119,6 +121,7 @@ impl H2Conn {
             last_active: now,
             last_heard: now,
             ping_out: None,
+            stalled_since: None,
             second: 0,
             control_frames: 0,
             resets: 0,
@@ -165,6 +168,19 @@ impl H2Conn {
         {
             // No answer to our PING: the peer is gone (or hopelessly behind).
             return self.close(CloseReason::HeartbeatTimeout);
+        }
+        if let Some(since) = self.stalled_since
+            && cx.now >= since.saturating_add(ms(cx.config.http2.ping_timeout))
+        {
+            // A zero-window reader: it asked for data and will not take it. What it holds is
+            // bounded (its streams' responses), the time it holds it is bounded here.
+            cx.metrics.ws_slow_reader_closes.inc();
+            return self.connection_error(
+                ErrorCode::EnhanceYourCalm,
+                CloseReason::SlowReader,
+                cx,
+                out,
+            );
         }
         let interval = ms(cx.config.http2.ping_interval);
         if interval > 0
@@ -284,6 +300,9 @@ impl H2Conn {
         let mut d = self.opened_at.saturating_add(ms(c.max_connection_age));
         if self.goaway.is_some() {
             d = u64::MAX;
+        }
+        if let Some(since) = self.stalled_since {
+            d = d.min(since.saturating_add(ms(config.http2.ping_timeout)));
         }
         match self.ping_out {
             Some(sent) => d = d.min(sent.saturating_add(ms(config.http2.ping_timeout))),
@@ -844,7 +863,7 @@ impl H2Conn {
             };
             self.dispatch(i, cx, out);
         }
-        self.flush(out);
+        self.flush(cx.now, out);
         if self.closing.is_none() && self.goaway.is_some() && self.streams.is_empty() {
             // GOAWAY said, nothing left in flight: done.
             self.close(CloseReason::Requested);
@@ -988,7 +1007,8 @@ impl H2Conn {
     }
 
     /// Sends held-back response bytes as far as the windows allow.
-    fn flush(&mut self, out: &mut Vec<u8>) {
+    fn flush(&mut self, now: u64, out: &mut Vec<u8>) {
+        let mut stalled = false;
         let mut i = 0;
         while i < self.streams.len() {
             let s = &mut self.streams[i];
@@ -1011,10 +1031,16 @@ impl H2Conn {
                     if self.finish_if_done(i) {
                         continue;
                     }
+                } else {
+                    stalled = true; // waiting on a window the peer does not open
                 }
             }
             i += 1;
         }
+        self.stalled_since = match (stalled, self.stalled_since) {
+            (false, _) => None,
+            (true, since) => Some(since.unwrap_or(now)),
+        };
     }
 
     /// Forgets a stream whose response is out and whose request side is closed; if the
