@@ -247,6 +247,14 @@ fn frames_are_answered_as_rfc_9113_says() {
             h2::ENHANCE_YOUR_CALM,
         ),
         (
+            "a stream numbered below one already opened",
+            Box::new(|c| {
+                c.request(5, "GET", "/plaintext", true);
+                c.request(3, "GET", "/plaintext", true);
+            }),
+            h2::PROTOCOL_ERROR,
+        ),
+        (
             "a frame between HEADERS and its CONTINUATION",
             Box::new(|c| {
                 let b = h2::block(&[(":method", "GET")]);
@@ -516,6 +524,12 @@ fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 /// The next server WebSocket frame on `stream` (unmasked, small): (opcode, payload).
 fn ws_read(c: &mut Client, stream: u32, buf: &mut Vec<u8>) -> (u8, Vec<u8>) {
+    let (first, payload) = ws_read_frame(c, stream, buf);
+    (first & 0x0f, payload)
+}
+
+/// The same, with the frame's whole first byte (FIN, RSV1–3, opcode).
+fn ws_read_frame(c: &mut Client, stream: u32, buf: &mut Vec<u8>) -> (u8, Vec<u8>) {
     loop {
         if buf.len() >= 2 {
             let len = usize::from(buf[1] & 0x7f);
@@ -525,7 +539,7 @@ fn ws_read(c: &mut Client, stream: u32, buf: &mut Vec<u8>) -> (u8, Vec<u8>) {
                 n => (2, n),
             };
             if start != usize::MAX && buf.len() >= start + len {
-                let frame = (buf[0] & 0x0f, buf[start..start + len].to_vec());
+                let frame = (buf[0], buf[start..start + len].to_vec());
                 buf.drain(..start + len);
                 return frame;
             }
@@ -599,10 +613,56 @@ fn websockets_ride_http2_streams_by_extended_connect() {
     let (_, ev) = ws_read(&mut c, 3, &mut pusher_buf);
     assert!(String::from_utf8_lossy(&ev).contains("still here"));
 
+    // permessage-deflate is negotiated as over HTTP/1.1, and a compressed message echoes.
+    let b = h2::block(&[
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        (":scheme", "http"),
+        (":path", "/ws"),
+        ("sec-websocket-version", "13"),
+        (
+            "sec-websocket-extensions",
+            "permessage-deflate; client_no_context_takeover",
+        ),
+    ]);
+    c.send(h2::HEADERS, h2::END_HEADERS, 7, &b);
+    let head = c.until(h2::HEADERS).unwrap();
+    let ext = c
+        .fields(&head)
+        .into_iter()
+        .find(|(n, _)| n == "sec-websocket-extensions");
+    assert!(ext.is_some_and(|(_, v)| v.starts_with("permessage-deflate")));
+    let mut deflate = flate2::Compress::new(flate2::Compression::default(), false);
+    let mut packed = Vec::with_capacity(64);
+    deflate
+        .compress_vec(b"squeezed", &mut packed, flate2::FlushCompress::Sync)
+        .unwrap();
+    packed.truncate(packed.len() - 4); // RFC 7692 §7.2.1: the empty block's tail goes
+    let mut frame = ws_frame(1, &packed);
+    frame[0] |= 0x40; // RSV1: compressed
+    c.send(h2::DATA, 0, 7, &frame);
+    let mut buf = Vec::new();
+    let (first, payload) = ws_read_frame(&mut c, 7, &mut buf);
+    assert_eq!(first & 0x0f, 1);
+    let rsv1 = first & 0x40 != 0;
+    // The server compresses what it sends when it pays (not an 8-byte echo, it may decide).
+    let text = if rsv1 {
+        let mut inflate = flate2::Decompress::new(false);
+        let mut text = Vec::with_capacity(64);
+        let tail = [&payload[..], &[0, 0, 0xff, 0xff]].concat();
+        inflate
+            .decompress_vec(&tail, &mut text, flate2::FlushDecompress::Sync)
+            .unwrap();
+        text
+    } else {
+        payload
+    };
+    assert_eq!(text, b"squeezed");
+
     // A plain GET with Upgrade headers cannot upgrade over HTTP/2.
-    c.request(5, "GET", "/ws", true);
+    c.request(9, "GET", "/ws", true);
     let f = c.until(h2::RST_STREAM).unwrap();
-    assert_eq!((f.stream, f.code()), (5, h2::HTTP_1_1_REQUIRED));
+    assert_eq!((f.stream, f.code()), (9, h2::HTTP_1_1_REQUIRED));
 }
 
 #[test]

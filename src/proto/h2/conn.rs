@@ -18,7 +18,7 @@ use crate::proto::handler::ConnId;
 use crate::proto::http1::exchange::{Answer, Reply, ReplyBody, Request};
 use crate::proto::http1::request::{Method, Version};
 use crate::proto::sse;
-use crate::proto::ws::WsConn;
+use crate::proto::ws::{self, WsConn};
 use crate::proto::{Action, CloseReason, Context, OUTPUT_CAP, feed_buffered, ms};
 use std::borrow::Cow;
 
@@ -581,8 +581,11 @@ impl H2Conn {
         let trailers = if h.stream <= self.last_stream {
             match self.streams.iter().find(|s| s.id == h.stream) {
                 Some(s) if s.phase == Phase::Receiving && !s.remote_done => true,
-                // A HEADERS frame on a stream whose request is complete or closed.
-                _ => return Err(ErrorCode::StreamClosed),
+                // On a stream whose request is complete: STREAM_CLOSED (RFC 9113 §5.1).
+                Some(_) => return Err(ErrorCode::StreamClosed),
+                // A new stream numbered below one already opened (§5.1.1), or one that
+                // is closed and forgotten: the same thing to a server that keeps no list.
+                None => return Err(ErrorCode::ProtocolError),
             }
         } else {
             false
@@ -1073,19 +1076,33 @@ impl H2Conn {
 
     // ---- WebSockets (RFC 8441) -----------------------------------------------------------
 
-    /// Answers an extended CONNECT with 200 and runs a WebSocket session on the stream.
+    /// Answers an extended CONNECT with 200 (and the permessage-deflate parameters chosen from
+    /// the client's offers, as over HTTP/1.1) and runs a WebSocket session on the stream.
     fn open_socket(&mut self, i: usize, route: u16, cx: &Context<'_>, out: &mut Vec<u8>) {
         let before = out.len();
+        let ws = &cx.config.websocket;
+        let s = &mut self.streams[i];
+        let deflate = if ws.permessage_deflate {
+            ws::deflate::negotiate(
+                s.head.ws_extensions.iter().map(Vec::as_slice),
+                ws.deflate_context_takeover,
+            )
+        } else {
+            None
+        };
+        let extensions = deflate
+            .as_ref()
+            .map(|(_, h)| format!("Sec-WebSocket-Extensions: {h}\r\n"))
+            .unwrap_or_default();
         let mut block = Vec::with_capacity(64);
         ResponseHead {
             status: 200,
             content_type: "",
             content_length: None,
-            extra_lines: "",
+            extra_lines: &extensions,
             date: cx.date,
         }
         .encode(&mut block);
-        let s = &mut self.streams[i];
         frame::write_headers(out, s.id, &block, false, self.peer.max_frame);
         cx.metrics.response(200);
         cx.metrics.ws_upgrades.inc();
@@ -1097,7 +1114,10 @@ impl H2Conn {
         cx.log_access(Some(logged), 200, out.len() - before, s.started);
         // Jitter differs between streams and connections opened in the same millisecond.
         let seed = s.id ^ cx.conn.slot.rotate_left(16) ^ cx.now as u32;
-        s.socket = Some(Box::new(WsConn::new(cx.now, cx.config, seed, None, route)));
+        let params = deflate.map(|(p, _)| p);
+        s.socket = Some(Box::new(WsConn::new(
+            cx.now, cx.config, seed, params, route,
+        )));
         s.phase = Phase::Socket;
         s.end_after = false;
         s.registered = true;

@@ -20,8 +20,10 @@ pub struct RequestHead {
     pub protocol: Option<Vec<u8>>,
     pub content_length: Option<u64>,
     pub last_event_id: Option<Vec<u8>>,
-    /// `sec-websocket-version` of an extended CONNECT (RFC 8441 §5).
+    /// `sec-websocket-version` of an extended CONNECT (RFC 8441 §5), and every
+    /// `sec-websocket-extensions` value, in order.
     pub ws_version: Option<Vec<u8>>,
+    pub ws_extensions: Vec<Vec<u8>>,
     /// The decoded list passed `http.max_header_bytes` (counted as RFC 9113 §6.5.2 does: name
     /// and value lengths plus 32 per field): answered 431.
     pub too_large: bool,
@@ -118,6 +120,7 @@ impl Hpack {
                 }
                 b"last-event-id" if !trailers => head.last_event_id = Some(value.to_vec()),
                 b"sec-websocket-version" if !trailers => head.ws_version = Some(value.to_vec()),
+                b"sec-websocket-extensions" if !trailers => head.ws_extensions.push(value.to_vec()),
                 _ => {}
             }
         });
