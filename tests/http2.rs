@@ -685,3 +685,105 @@ fn a_reader_that_keeps_its_window_shut_is_cut_off() {
     let data = c.next().unwrap();
     assert_eq!(&data.payload[..], b"Hello, World!");
 }
+
+#[test]
+fn connection_limits_end_with_goaway_and_refuse_nothing_in_flight() {
+    // http.keepalive_requests counts streams: the third answer comes with a GOAWAY naming
+    // the last stream taken; a stream opened after it is refused, not served.
+    let srv = Server::start(&[
+        "http.keepalive_requests=3",
+        "http.keepalive_timeout=1s",
+        "http.header_timeout=1s",
+    ]);
+    let mut c = Client::connect(srv.addr, &[]);
+    for id in [1, 3, 5] {
+        c.request(id, "GET", "/plaintext", true);
+    }
+    let mut statuses = Vec::new();
+    let mut goaway = None;
+    while statuses.len() < 3 || goaway.is_none() {
+        let f = c.next().expect("answers and a GOAWAY");
+        match f.kind {
+            h2::HEADERS => statuses.push(f.stream),
+            h2::GOAWAY => goaway = Some(f),
+            _ => {}
+        }
+    }
+    assert_eq!(statuses, [1, 3, 5]);
+    let g = goaway.unwrap();
+    assert_eq!(
+        (
+            u32::from_be_bytes(g.payload[..4].try_into().unwrap()),
+            g.code()
+        ),
+        (5, 0)
+    );
+    assert!(c.closed(), "closed once nothing is in flight");
+
+    // A connection with a stream in flight, kept for the drain at the end.
+    let mut c = Client::connect(srv.addr, &[]);
+    c.request(1, "POST", "/echo", false);
+    c.send(h2::PING, 0, 0, b"synchron");
+    c.until(h2::PING).unwrap();
+    let mut d = Client::connect(srv.addr, &[]);
+    d.request(1, "GET", "/plaintext", true);
+    assert_eq!(d.response(1).0, 200);
+
+    // http.keepalive_timeout: an idle connection is closed with GOAWAY(NO_ERROR).
+    let started = std::time::Instant::now();
+    let g = d.until(h2::GOAWAY).expect("idle GOAWAY");
+    assert_eq!(g.code(), 0);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(800));
+    assert!(d.closed());
+
+    // http.header_timeout: a header block whose CONTINUATION never comes.
+    let mut e = Client::connect(srv.addr, &[]);
+    let b = h2::block(&[(":method", "GET")]);
+    e.send(h2::HEADERS, 0, 1, &b);
+    let g = e.until(h2::GOAWAY).expect("stalled header block");
+    assert_eq!(g.code(), h2::PROTOCOL_ERROR);
+
+    // The stream in flight is still served, and answered after the drain's GOAWAY; a new
+    // one is refused.
+    srv.signal("TERM");
+    let g = c.until(h2::GOAWAY).unwrap();
+    assert_eq!(u32::from_be_bytes(g.payload[..4].try_into().unwrap()), 1);
+    c.request(3, "GET", "/plaintext", true);
+    let f = c.next().unwrap();
+    assert_eq!(
+        (f.kind, f.stream, f.code()),
+        (h2::RST_STREAM, 3, h2::REFUSED_STREAM)
+    );
+    c.send(h2::DATA, h2::END_STREAM, 1, b"in flight");
+    assert_eq!(c.response(1), (200, b"in flight".to_vec()));
+}
+
+#[test]
+fn an_hpack_bomb_is_refused_and_frames_on_closed_streams_are_answered() {
+    let srv = Server::start(&[]);
+    let mut c = Client::connect(srv.addr, &[]);
+    // A 4,000-byte field added to the table, then referred to 100 times: 400 KB decoded from
+    // a block of a few KB. Past SETTINGS_MAX_HEADER_LIST_SIZE: 431, and the connection goes
+    // on (the table stays in step).
+    let mut b = h2::block(&[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/plaintext"),
+    ]);
+    b.push(0x40); // literal with incremental indexing, new name
+    b.push(5);
+    b.extend_from_slice(b"x-big");
+    b.extend_from_slice(&[0x7f, 0xa1, 0x1e]); // length 127 + 3873 = 4000
+    b.extend(std::iter::repeat_n(b'v', 4000));
+    b.extend(std::iter::repeat_n(0x80 | 62, 100));
+    c.send(h2::HEADERS, h2::END_HEADERS | h2::END_STREAM, 1, &b);
+    assert_eq!(c.response(1).0, 431);
+    c.request(3, "GET", "/plaintext", true);
+    assert_eq!(c.response(3).0, 200);
+    // DATA on a stream that is closed: STREAM_CLOSED.
+    c.send(h2::DATA, 0, 3, b"late");
+    let f = c.next().unwrap();
+    assert_eq!((f.kind, f.stream, f.code()), (h2::RST_STREAM, 3, 0x5));
+    let name = "holdfast_http2_errors_total{scope=\"stream\",code=\"stream_closed\"}";
+    assert_eq!(srv.metric(name), 1);
+}

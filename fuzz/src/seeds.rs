@@ -286,6 +286,33 @@ fn h2_requests() -> Vec<u8> {
     s
 }
 
+/// A WebSocket over HTTP/2 (RFC 8441): an extended CONNECT for `/ws` on stream 1, a masked
+/// text message and a close in its DATA, then a GOAWAY.
+fn h2_websocket() -> Vec<u8> {
+    let mut s = Vec::new();
+    h2_frame(&mut s, 0x4, 0, 0, &[]);
+    let mut b = Vec::new();
+    for (n, v) in [
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        (":scheme", "http"),
+        (":path", "/ws"),
+        ("sec-websocket-version", "13"),
+    ] {
+        b.push(0x10);
+        b.push(n.len() as u8);
+        b.extend_from_slice(n.as_bytes());
+        b.push(v.len() as u8);
+        b.extend_from_slice(v.as_bytes());
+    }
+    h2_frame(&mut s, 0x1, 0x4, 1, &b);
+    let mut ws = frame(1, false, true, b"over h2");
+    ws.extend(frame(8, false, true, &1000u16.to_be_bytes()));
+    h2_frame(&mut s, 0x0, 0, 1, &ws);
+    h2_frame(&mut s, 0x7, 0, 0, &[0, 0, 0, 1, 0, 0, 0, 0]);
+    s
+}
+
 /// `deflate`: (server_no_context_takeover, client_no_context_takeover), window 15.
 fn ws(name: &'static str, deflate: Option<(bool, bool)>, stream: Vec<u8>) -> Seed {
     let mut bytes = variant(1, 2).to_vec(); // WsInput::Stream
@@ -429,6 +456,7 @@ pub fn all() -> Vec<Seed> {
     h16.truncate(8);
     seeds.extend(channels_seeds());
     seeds.push(h2("requests", h2_requests()));
+    seeds.push(h2("websocket", h2_websocket()));
     seeds.push(frames(
         "header_16",
         0,
@@ -797,6 +825,15 @@ mod served {
                             .flat_map(|f| f.3.clone())
                             .collect::<Vec<u8>>()
                     };
+                    if seed.name == "websocket" {
+                        // The echo's frame, then the close frame answering ours.
+                        let mut want = vec![0x81, 7];
+                        want.extend_from_slice(b"over h2");
+                        want.extend_from_slice(&[0x88, 2, 0x03, 0xe8]);
+                        assert_eq!(data(1), want);
+                        assert_eq!(out.close, Some(CloseReason::Requested), "{}", seed.name);
+                        continue;
+                    }
                     assert_eq!(data(1), b"Hello, World!");
                     assert_eq!(data(3), b"hello");
                     assert!(frames.iter().any(|f| f.0 == 6 && f.1 == 1 && f.3 == b"8 bytes!"));
