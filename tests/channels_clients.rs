@@ -368,3 +368,26 @@ fn eventsource_recovers_every_missed_event_and_private_streams_need_auth() {
     );
     scenario_of("sse.js", &srv, "recovery_failed", &[], &["its data"]);
 }
+
+/// The same `eventsource` client over HTTP/2: its fetch is undici's with HTTP/2 allowed, on
+/// the TLS listener (ALPN h2). Two streams (undici pools them over its own HTTP/2 connections;
+/// the server counts them and its access log says HTTP/2.0), and a reconnect recovers what it
+/// missed.
+#[test]
+fn eventsource_streams_over_http2() {
+    let srv = Server::start(&[
+        "server.tls_listen=127.0.0.1:0",
+        "channels.history_size=100",
+        "log.access=stderr",
+    ]);
+    let tls = srv.tls_addr.unwrap().port().to_string();
+    scenario_of(
+        "sse.js",
+        &srv,
+        "http2",
+        &[("TLS_PORT", &tls)],
+        &["stream a", "stream b", "recovered in order"],
+    );
+    assert!(srv.metric("holdfast_http2_connections_total") >= 1);
+    assert!(srv.wait_log("-h2-a HTTP/2.0\" 200"), "{}", srv.log_text());
+}

@@ -3,6 +3,7 @@
 // the `pusher` server SDK publishing through the HTTP API.
 //
 //   PORT=8080 node sse.js recovery|private|recovery_failed
+//   PORT=8080 TLS_PORT=8443 node sse.js http2
 //
 // Output as in channels.js: `PASS`/`FAIL` lines, then `OK scenario: …` or `FAILED scenario: …`.
 'use strict';
@@ -59,7 +60,10 @@ function collect(es, name = 'ev') {
     got.ids.push(e.lastEventId);
   });
   es.addEventListener('open', () => got.opens++);
-  es.addEventListener('error', () => got.errors++);
+  es.addEventListener('error', (e) => {
+    got.errors++;
+    if (process.env.DEBUG) console.log('error', e.message, e.code);
+  });
   for (const other of ['holdfast:recovery_failed', 'holdfast:reconnect']) {
     es.addEventListener(other, () => {
       got.named[other] = (got.named[other] || 0) + 1;
@@ -155,6 +159,43 @@ const scenarios = {
     checkEq('refused with 403', errors[0].code, 403);
     checkEq('and not retried', refused.readyState, EventSource.CLOSED);
     refused.close();
+  },
+
+  // Over HTTP/2: eventsource's fetch is undici's with HTTP/2 allowed (ALPN h2 on the TLS
+  // port); two streams, and one reconnecting with Last-Event-ID recovers what it missed.
+  async http2() {
+    const { Agent, fetch } = require('undici');
+    const agent = new Agent({ allowH2: true, connect: { rejectUnauthorized: false } });
+    // (That the streams really were HTTP/2 the server says: tests/channels_clients.rs.)
+    const h2fetch = (url, init) => fetch(url, { ...init, dispatcher: agent });
+    const api = sdk();
+    const a = n('h2-a');
+    const b = n('h2-b');
+    const url = (c) => `https://localhost:${process.env.TLS_PORT}/app/${APP.key}/events?channel=${c}`;
+    const esA = new EventSource(url(a), { fetch: h2fetch });
+    const esB = new EventSource(url(b), { fetch: h2fetch });
+    const gotA = collect(esA);
+    const gotB = collect(esB);
+    await until('both streams open', () => gotA.opens === 1 && gotB.opens === 1);
+    await publishRange(api, a, 0, 2);
+    await publishRange(api, b, 0, 2);
+    await until('events on both', () => gotA.events.length === 2 && gotB.events.length === 2);
+    checkEq('stream a', gotA.events.map((e) => e.data), ['0', '1']);
+    checkEq('stream b', gotB.events.map((e) => e.data), ['0', '1']);
+    // A reconnect with the last ID seen, on the same HTTP/2 connection.
+    const last = gotA.ids[gotA.ids.length - 1];
+    esA.close();
+    await publishRange(api, a, 2, 3);
+    const again = new EventSource(url(a), {
+      fetch: (u, init) =>
+        h2fetch(u, { ...init, headers: { ...(init.headers || {}), 'last-event-id': last } }),
+    });
+    const gotAgain = collect(again);
+    await until('the missed events', () => gotAgain.events.length === 3);
+    checkEq('recovered in order', gotAgain.events.map((e) => e.data), ['2', '3', '4']);
+    again.close();
+    esB.close();
+    await agent.close();
   },
 
   // A Last-Event-ID the history cannot reach: holdfast:recovery_failed first, then live.
