@@ -59,9 +59,9 @@ fn bad_flags_and_settings_exit_2_with_one_line_naming_the_key() {
         ),
         (vec!["serve", "--set", "nosuch.key=1"], "nosuch.key"),
         (vec!["serve", "--set", "novalue"], "--set"),
-        // Until HTTP/2 exists, announcing it would promise clients a protocol we do not speak.
+        // Announcing a protocol we do not speak would promise clients what they will not get.
         (
-            vec!["serve", "--set", "tls.alpn=[\"h2\", \"http/1.1\"]"],
+            vec!["serve", "--set", "tls.alpn=[\"h3\", \"http/1.1\"]"],
             "tls.alpn",
         ),
         (
@@ -70,7 +70,7 @@ fn bad_flags_and_settings_exit_2_with_one_line_naming_the_key() {
                 "--set",
                 "server.processes=2",
                 "--set",
-                "tls.alpn=h2",
+                "tls.alpn=spdy/3.1",
             ],
             "tls.alpn",
         ),
