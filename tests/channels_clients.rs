@@ -7,63 +7,13 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 /// Longest a scenario may run; the scripts have their own, shorter, deadline (30 s).
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(60);
-
-struct Run {
-    stdout: String,
-    stderr: String,
-    success: bool,
-}
-
-/// Runs `cmd` to its end or kills it (by PID) after `timeout`, collecting its output.
-fn run_bounded(mut cmd: Command, timeout: Duration) -> Run {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = out_thread.join().unwrap();
-    let mut stderr = err_thread.join().unwrap();
-    if status.is_none() {
-        stderr.push_str(&format!("\n(killed after {timeout:?})"));
-    }
-    Run {
-        stdout,
-        stderr,
-        success: status.is_some_and(|s| s.success()),
-    }
-}
 
 /// Runs `node tests/js/channels.js SCENARIO` against `srv` with `env` added; asserts that it
 /// passed and that every check named in `expect` is among its PASS lines.

@@ -8,11 +8,26 @@ use std::io::{BufReader, Write};
 use std::process::Command;
 use std::time::Duration;
 
-fn holdfast(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(args)
-        .output()
-        .unwrap()
+/// Runs the binary to its exit, within 20 s: a command expected to exit that starts serving
+/// instead (a setting that became valid) fails the test, killed, rather than hanging it.
+fn holdfast(args: &[&str]) -> Exited {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+    cmd.args(args);
+    let run = run_bounded(cmd, Duration::from_secs(20));
+    let status = run
+        .status
+        .unwrap_or_else(|| panic!("holdfast {args:?} did not exit within 20 s"));
+    Exited {
+        status,
+        stdout: run.stdout.into_bytes(),
+        stderr: run.stderr.into_bytes(),
+    }
+}
+
+struct Exited {
+    status: std::process::ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
 }
 
 #[test]

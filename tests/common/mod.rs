@@ -382,3 +382,59 @@ pub fn exchange_until_close(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
     let _ = s.read_to_end(&mut out);
     out
 }
+
+/// What [`run_bounded`] saw.
+pub struct Run {
+    pub stdout: String,
+    pub stderr: String,
+    /// Exited by itself, with status 0.
+    pub success: bool,
+    /// Its exit status, None when it was killed at the timeout.
+    pub status: Option<std::process::ExitStatus>,
+}
+
+/// Runs `cmd` to its end or kills it (by PID) after `timeout`, collecting its output: a
+/// command that should exit but does not fails its test instead of hanging the suite.
+pub fn run_bounded(mut cmd: Command, timeout: Duration) -> Run {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_thread = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        String::from_utf8_lossy(&b).into_owned()
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err.read_to_end(&mut b);
+        String::from_utf8_lossy(&b).into_owned()
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = out_thread.join().unwrap();
+    let mut stderr = err_thread.join().unwrap();
+    if status.is_none() {
+        stderr.push_str(&format!("\n(killed after {timeout:?})"));
+    }
+    Run {
+        stdout,
+        stderr,
+        success: status.is_some_and(|s| s.success()),
+        status,
+    }
+}
