@@ -23,6 +23,14 @@ per_unit() {
     'BEGIN { printf "%.0f %.2f\n", (s > 0 ? n / s : 0), (n > 0 ? t / hz * 1e6 / n : 0) }'
 }
 
+# An ECDSA P-256 certificate for localhost and 127.0.0.1, $WORK/cert.pem and $WORK/key.pem:
+# what both servers of a TLS comparison present.
+make_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+}
+
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 # Waits until both URLs answer (curl flags in $1), then sets NG_WORKER: nginx's master forks

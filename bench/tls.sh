@@ -51,15 +51,12 @@ cargo build --release -q -p holdfast -p wsload
 HF=target/release/holdfast
 WSLOAD=target/release/wsload
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+make_cert
 sed -e "s#__DIR__#$WORK#g" -e "s#__PORT__#$NG_PORT#g" -e "s#__DEFERRED__#$DEFERRED#" \
   bench/nginx-tls.conf > "$WORK/nginx.conf"
 mkdir -p "$WORK/body"
-
-# shellcheck source=bench/lib.sh
-source bench/lib.sh
 
 taskset -c 0 "$HF" serve --set server.listen=127.0.0.1:0 --set server.tls_listen=127.0.0.1:$HF_PORT \
   --set server.workers=1 --set http.keepalive_requests=1000000 --set server.defer_accept=$HF_DEFER \

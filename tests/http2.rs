@@ -787,3 +787,31 @@ fn an_hpack_bomb_is_refused_and_frames_on_closed_streams_are_answered() {
     let name = "holdfast_http2_errors_total{scope=\"stream\",code=\"stream_closed\"}";
     assert_eq!(srv.metric(name), 1);
 }
+
+#[test]
+fn a_preface_cut_into_small_reads_is_still_http2() {
+    let srv = Server::start(&[]);
+    let s = std::net::TcpStream::connect(srv.addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut c = Client::from_stream(s);
+    for piece in h2::PREFACE.chunks(3) {
+        c.raw(piece);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    c.send(h2::SETTINGS, 0, 0, &[]);
+    c.request(1, "GET", "/plaintext", true);
+    assert_eq!(c.response(1), (200, b"Hello, World!".to_vec()));
+    // And a request that only begins like the preface is HTTP/1.1.
+    let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    std::io::Write::write_all(&mut s, b"P").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    std::io::Write::write_all(
+        &mut s,
+        b"OST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+    )
+    .unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let resp = common::read_response(&mut r).unwrap();
+    assert_eq!((resp.status, &resp.body[..]), (200, &b"hi"[..]));
+}

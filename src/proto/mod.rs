@@ -159,11 +159,26 @@ pub enum Session {
     Tls(Box<TlsSession>),
 }
 
-/// Whether a connection's first bytes are HTTP/2's preface: its request line (16 bytes, which
-/// no HTTP/1.1 request starts with) and as much of the rest as has come.
-fn is_h2_preface(input: &[u8]) -> bool {
-    let n = input.len().min(h2::frame::PREFACE.len());
-    n >= 16 && input[..n] == h2::frame::PREFACE[..n]
+/// What a connection's first bytes (`held` then `input`) say about HTTP/2's preface.
+#[derive(PartialEq, Eq)]
+enum Preface {
+    /// Its request line (16 bytes, which no HTTP/1.1 request starts with) has come, and as much
+    /// of the rest as has come matches.
+    Yes,
+    /// Fewer than 16 bytes so far, all of them the preface's: too soon to tell.
+    Maybe,
+    No,
+}
+
+fn preface(held: &[u8], input: &[u8]) -> Preface {
+    let want = h2::frame::PREFACE;
+    let total = held.len() + input.len();
+    let same = held.iter().chain(input).zip(want).all(|(a, b)| a == b);
+    match (same, total) {
+        (false, _) => Preface::No,
+        (true, 16..) => Preface::Yes,
+        (true, _) => Preface::Maybe,
+    }
 }
 
 /// Forwards a call to whichever protocol the session speaks.
@@ -182,11 +197,24 @@ macro_rules! dispatch {
 impl Session {
     pub fn on_input(&mut self, input: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> Action {
         if let Session::Http1(h) = self
-            && h.is_fresh()
-            && is_h2_preface(input)
+            && !input.is_empty()
+            && let Some(held) = h.sniffed()
         {
-            // HTTP/2 with prior knowledge (h2c, RFC 9113 §3.3): the client's preface says so.
-            *self = Session::H2(Box::new(H2Conn::new(cx.now)));
+            // HTTP/2 with prior knowledge (h2c, RFC 9113 §3.3): the client's preface says so,
+            // however its bytes were cut into reads.
+            match preface(held, input) {
+                Preface::Yes => {
+                    let mut bytes = h.take_buffer();
+                    bytes.extend_from_slice(input);
+                    *self = Session::H2(Box::new(H2Conn::new(cx.now)));
+                    return self.on_input(&bytes, cx, out);
+                }
+                Preface::Maybe => {
+                    h.hold(input);
+                    return Action::Continue;
+                }
+                Preface::No => {}
+            }
         }
         dispatch!(self, c => c.on_input(input, cx, out))
     }

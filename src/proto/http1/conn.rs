@@ -187,10 +187,17 @@ impl Http1Conn {
         }
     }
 
-    /// Nothing has arrived on this connection yet: its first bytes may still say it speaks
-    /// another protocol (HTTP/2 with prior knowledge).
-    pub fn is_fresh(&self) -> bool {
-        self.requests == 0 && self.buf.is_empty() && matches!(self.reading, Reading::Idle)
+    /// While no request has begun, the bytes held back because they may yet turn out to be
+    /// another protocol's start (HTTP/2's preface, see `Session::on_input`); None once HTTP/1.1
+    /// is certain.
+    pub fn sniffed(&self) -> Option<&[u8]> {
+        (self.requests == 0 && matches!(self.reading, Reading::Idle) && !self.closing)
+            .then_some(&self.buf[..])
+    }
+
+    /// Holds `bytes` unprocessed behind [`Http1Conn::sniffed`]'s: too few yet to tell.
+    pub fn hold(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
     }
 
     /// Feeds received bytes (or nothing, to resume after output drained).
