@@ -1046,8 +1046,8 @@ impl H2Conn {
         };
     }
 
-    /// Forgets a stream whose response is out and whose request side is closed; if the
-    /// response is out but the request is not (answered early), tells the peer to stop.
+    /// Forgets a stream whose response is out. A request answered early (413, 431) may still
+    /// be sending: its later DATA finds no stream and is answered STREAM_CLOSED.
     fn finish_if_done(&mut self, i: usize) -> bool {
         let s = &self.streams[i];
         if s.phase != Phase::Sending || !s.unsent().is_empty() {

@@ -252,11 +252,6 @@ impl ResponseHead<'_> {
     }
 }
 
-/// Appends extra fields (already lowercase) to an encoded block.
-pub fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    literal(out, None, name, value);
-}
-
 fn indexed(out: &mut Vec<u8>, index: usize) {
     integer(out, 0x80, 7, index);
 }
