@@ -989,17 +989,7 @@ impl H2Conn {
         }
         cx.metrics.response(reply.status);
         let s = &self.streams[i];
-        let logged = Logged {
-            method: &s.head.method,
-            target: &s.head.path,
-            version: ACCESS_LOG_VERSION,
-        };
-        cx.log_access(
-            Some(logged),
-            reply.status,
-            out.len() - before + s.outgoing.len(),
-            s.started,
-        );
+        log_stream(s, reply.status, out.len() - before + s.outgoing.len(), cx);
         self.answered += 1;
         if self.goaway.is_none() && self.answered >= cx.config.http.keepalive_requests {
             self.go_away(ErrorCode::NoError, out);
@@ -1106,12 +1096,7 @@ impl H2Conn {
         frame::write_headers(out, s.id, &block, false, self.peer.max_frame);
         cx.metrics.response(200);
         cx.metrics.ws_upgrades.inc();
-        let logged = Logged {
-            method: &s.head.method,
-            target: &s.head.path,
-            version: ACCESS_LOG_VERSION,
-        };
-        cx.log_access(Some(logged), 200, out.len() - before, s.started);
+        log_stream(s, 200, out.len() - before, cx);
         // Jitter differs between streams and connections opened in the same millisecond.
         let seed = s.id ^ cx.conn.slot.rotate_left(16) ^ cx.now as u32;
         let params = deflate.map(|(p, _)| p);
@@ -1195,12 +1180,7 @@ impl H2Conn {
         s.last_output = cx.now;
         s.body = Vec::new();
         cx.metrics.response(200);
-        let logged = Logged {
-            method: &s.head.method,
-            target: &s.head.path,
-            version: ACCESS_LOG_VERSION,
-        };
-        cx.log_access(Some(logged), 200, out.len() - before, s.started);
+        log_stream(s, 200, out.len() - before, cx);
         let (id, target) = (s.id, std::mem::take(&mut s.head.path));
         let mut framed = Vec::new();
         let open = cx
@@ -1315,6 +1295,16 @@ impl H2Conn {
         self.closing = Some(a);
         a
     }
+}
+
+/// One access log line for stream `s`'s response of `bytes`.
+fn log_stream(s: &Stream, status: u16, bytes: usize, cx: &Context<'_>) {
+    let logged = Logged {
+        method: &s.head.method,
+        target: &s.head.path,
+        version: ACCESS_LOG_VERSION,
+    };
+    cx.log_access(Some(logged), status, bytes, s.started);
 }
 
 /// The context of a call about stream `id`: the application sees the stream as a connection.
